@@ -1,0 +1,3 @@
+"""flashorder: a flash-sale order service that never oversells."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Use cases: handlers for commands, the query side, and the ports they need."""

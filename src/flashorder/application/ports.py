@@ -1,0 +1,274 @@
+"""The ports: what the application needs from the outside world, as Protocols.
+
+Every port has a real adapter (MariaDB or SQLite, Redis, Kafka) and an in-memory twin; one
+contract suite runs against both so the twin cannot drift.
+
+Errors: an adapter translates its driver's exceptions into ``Unavailable`` (the dependency is
+down or timed out) or into the domain error the port documents. Nothing else escapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from flashorder.domain.events import Event
+from flashorder.domain.model import (
+    DiscountPolicy,
+    DiscountPolicyId,
+    Order,
+    OrderId,
+    Product,
+    ProductId,
+    UserId,
+)
+
+JsonObject = dict[str, Any]
+
+
+# --- Redis side: the fast gate ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationLine:
+    product_id: ProductId
+    quantity: int
+    #: The per-user limit of the product, checked atomically with the reservation.
+    max_per_user: int | None
+
+
+class StockUnknown(Exception):
+    """The gate holds no count for this product (new gate, or Redis restarted empty).
+
+    The caller primes it from the database (``prime``) and tries again.
+    """
+
+    def __init__(self, product_id: ProductId) -> None:
+        super().__init__(product_id)
+        self.product_id = product_id
+
+
+class StockGate(Protocol):
+    """Atomic stock reservation in front of the database.
+
+    A reservation is keyed by its order: reserving the same order twice takes stock once,
+    and releasing it twice gives stock back once.
+    """
+
+    async def reserve(
+        self, order_id: OrderId, user_id: UserId, lines: Sequence[ReservationLine]
+    ) -> None:
+        """Reserve every line or none. Raises SoldOut, LimitReached or StockUnknown."""
+
+    async def confirm(self, order_id: OrderId) -> None:
+        """The reservation is backed by a committed order: reconciliation leaves it alone."""
+
+    async def release(self, order_id: OrderId) -> bool:
+        """Give the stock and the per-user counts back. True only the first time."""
+
+    async def prime(self, product_id: ProductId, available: int) -> bool:
+        """Set the count only if the gate has none. True if it was set."""
+
+    async def put(self, product_id: ProductId, available: int) -> None:
+        """Overwrite the count (product creation, reconciliation)."""
+
+    async def adjust(self, product_id: ProductId, delta: int) -> int:
+        """Add ``delta`` (may be negative) unless the count would drop below zero.
+
+        Returns the new count. Raises StockBelowCommitted or StockUnknown.
+        """
+
+    async def available(self, product_id: ProductId) -> int | None: ...
+
+    async def pending(self, older_than_seconds: float) -> list[OrderId]:
+        """Reservations neither confirmed nor released for longer than the given age."""
+
+    async def set_user_count(
+        self, product_id: ProductId, user_id: UserId, quantity: int
+    ) -> None:
+        """Overwrite a user's bought count (reconciliation after Redis lost its data)."""
+
+
+class Locks(Protocol):
+    """A distributed lock: unique token, compare-and-delete release, a renewed lease."""
+
+    def hold(
+        self, name: str, *, wait: float | None = None, lease: float | None = None
+    ) -> AbstractAsyncContextManager[None]:
+        """Hold ``name`` for the body of the ``async with``.
+
+        Waits up to ``wait`` seconds (the configured default when None), then raises
+        DuplicateInFlight. The lease is renewed while the body runs.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """What an idempotent request answered, kept to answer its retries the same way."""
+
+    fingerprint: str
+    status_code: int
+    body: JsonObject
+
+
+class IdempotencyCache(Protocol):
+    """The fast layer of idempotency keys. The database holds the durable record."""
+
+    async def begin(self, user_id: UserId, key: str, fingerprint: str) -> StoredResponse | None:
+        """Claim the key for one request.
+
+        None: the caller owns the key until ``finish`` or ``abandon`` (or the lease ends).
+        A StoredResponse: an earlier request with the same fingerprint completed; replay it.
+        Raises DuplicateInFlight while another request holds the key, and
+        IdempotencyKeyReused when the stored fingerprint differs.
+        """
+
+    async def finish(self, user_id: UserId, key: str, response: StoredResponse) -> None: ...
+
+    async def abandon(self, user_id: UserId, key: str) -> None: ...
+
+
+# --- the database side: unit of work --------------------------------------------------------
+
+
+class ProductRepository(Protocol):
+    async def get(self, product_id: ProductId, *, for_update: bool = False) -> Product | None: ...
+
+    async def get_many(self, product_ids: Sequence[ProductId]) -> dict[ProductId, Product]: ...
+
+    async def add(self, product: Product, at: datetime) -> None:
+        """Raises AlreadyExists."""
+
+    async def take_stock(self, product_id: ProductId, quantity: int) -> bool:
+        """``UPDATE … SET available = available - q WHERE available >= q``: True if one row."""
+
+    async def give_back_stock(self, product_id: ProductId, quantity: int) -> None: ...
+
+    async def change_stock(self, product_id: ProductId, delta: int, at: datetime) -> Product | None:
+        """Add ``delta`` to stock and available unless available would go negative.
+
+        Returns the changed product, or None when the guard refused it.
+        """
+
+
+class OrderRepository(Protocol):
+    async def add(self, order: Order) -> None:
+        """Insert the order, its lines, and the events it recorded (into the outbox)."""
+
+    async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None: ...
+
+    async def save(self, order: Order) -> bool:
+        """Write status and version if the stored version is the one before; add its events.
+
+        False when another writer got there first (the caller re-reads).
+        """
+
+
+class PurchaseLimits(Protocol):
+    """The durable per-user counts behind ``maxPerUser``."""
+
+    async def take(self, user_id: UserId, product_id: ProductId, quantity: int, limit: int) -> bool:
+        """Count ``quantity`` more for the user unless it would pass ``limit``."""
+
+    async def give_back(self, user_id: UserId, product_id: ProductId, quantity: int) -> None: ...
+
+    async def counts(self, product_id: ProductId) -> dict[UserId, int]: ...
+
+
+class IdempotencyRecords(Protocol):
+    async def add(self, user_id: UserId, key: str, response: StoredResponse, at: datetime) -> None:
+        """Raises AlreadyExists when the key is already recorded for this user."""
+
+    async def get(self, user_id: UserId, key: str) -> StoredResponse | None: ...
+
+
+class DiscountPolicies(Protocol):
+    async def get(self, policy_id: DiscountPolicyId) -> DiscountPolicy | None: ...
+
+    async def add(self, policy: DiscountPolicy) -> None:
+        """Raises AlreadyExists."""
+
+
+class Outbox(Protocol):
+    async def add(self, events: Sequence[Event]) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """One database transaction. Nothing commits behind its back.
+
+    Leaving the ``async with`` without ``commit`` rolls back.
+    """
+
+    products: ProductRepository
+    orders: OrderRepository
+    purchases: PurchaseLimits
+    idempotency: IdempotencyRecords
+    discounts: DiscountPolicies
+    outbox: Outbox
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...
+
+
+# --- events: outbox → broker → read model -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxBatch:
+    """Rows claimed by one relay; no other relay sees them until this one is done."""
+
+    events: Sequence[Event]
+
+
+class OutboxRelayStore(Protocol):
+    def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxBatch]:
+        """Claim up to ``limit`` unpublished events, oldest first (``FOR UPDATE SKIP LOCKED``).
+
+        If the body returns normally they are marked published; if it raises, they stay.
+        """
+        ...
+
+    async def purge(self, older_than: datetime) -> int:
+        """Delete published rows older than the retention; returns how many."""
+
+    async def backlog(self) -> int:
+        """How many events wait to be published."""
+
+
+class EventPublisher(Protocol):
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Publish all (acknowledged by the broker) or raise Unavailable."""
+
+
+class ReadModel(Protocol):
+    """The query side's tables, written only by the projector."""
+
+    async def apply(self, events: Sequence[Event]) -> int:
+        """Apply idempotently (by event id, guarded by aggregate version). Returns how many
+        changed something."""
+
+    async def order(self, order_id: OrderId) -> JsonObject | None: ...
+
+    async def orders_of(
+        self, user_id: UserId, *, cursor: str | None, limit: int
+    ) -> tuple[list[JsonObject], str | None]:
+        """Newest first. Returns the page and the cursor of the next page (None at the end)."""
+
+    async def product_sales(self, product_id: ProductId) -> Mapping[str, int] | None: ...

@@ -1,0 +1,1 @@
+"""The domain: orders, products, pricing rules. Imports only the standard library."""

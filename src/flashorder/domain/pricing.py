@@ -1,0 +1,70 @@
+"""Prices are the server's: the client's figures are checked, never trusted."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from flashorder.domain import errors
+from flashorder.domain.model import DiscountPolicy, Money, OrderLine, Product, ProductId
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedLine:
+    product_id: ProductId
+    quantity: int
+    product_price: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    lines: tuple[OrderLine, ...]
+    items_amount: Money
+    discount_amount: Money
+    delivery_fee: Money
+    payment_amount: Money
+
+
+def check_quote(
+    *,
+    requested: Sequence[RequestedLine],
+    catalogue: Mapping[ProductId, Product],
+    policy: DiscountPolicy | None,
+    claimed_discount: Money | None,
+    delivery_fee: Money,
+    claimed_payment: Money,
+    at: datetime,
+) -> Quote:
+    """Price the order from the catalogue and reject any figure of the client's that differs.
+
+    ``claimed_discount`` may be omitted (null) only when there is no discount to give.
+    """
+    if not requested:
+        raise errors.InvalidOrder("an order needs at least one item")
+    seen: set[ProductId] = set()
+    lines: list[OrderLine] = []
+    for line in requested:
+        if line.product_id in seen:
+            raise errors.InvalidOrder(f"product {line.product_id!r} appears twice; merge the lines")
+        seen.add(line.product_id)
+        if line.quantity <= 0:
+            raise errors.InvalidOrder("quantity must be positive")
+        product = catalogue.get(line.product_id)
+        if product is None:
+            raise errors.ProductNotFound(line.product_id)
+        if line.product_price != product.price:
+            raise errors.PriceMismatch(
+                f"productPrice of {line.product_id}", product.price, line.product_price
+            )
+        lines.append(OrderLine(line.product_id, line.quantity, product.price))
+    items_amount = sum(line.amount for line in lines)
+    discount = policy.discount_for(items_amount, at) if policy is not None else 0
+    if (claimed_discount or 0) != discount:
+        raise errors.PriceMismatch("discountAmount", discount, claimed_discount or 0)
+    if delivery_fee < 0:
+        raise errors.InvalidOrder("deliveryFee cannot be negative")
+    payment = items_amount - discount + delivery_fee
+    if claimed_payment != payment:
+        raise errors.PriceMismatch("paymentAmount", payment, claimed_payment)
+    return Quote(tuple(lines), items_amount, discount, delivery_fee, payment)
