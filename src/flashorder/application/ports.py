@@ -272,3 +272,28 @@ class ReadModel(Protocol):
         """Newest first. Returns the page and the cursor of the next page (None at the end)."""
 
     async def product_sales(self, product_id: ProductId) -> Mapping[str, int] | None: ...
+
+
+class EventConsumer(Protocol):
+    """One member of a consumer group reading the event topics (at-least-once).
+
+    Events fetched but not committed are fetched again by the group after a restart or a
+    rebalance, so whatever applies them must be idempotent.
+    """
+
+    async def fetch(self, max_events: int, timeout: float) -> Sequence[Event]:
+        """The next events, at most ``max_events``; ``[]`` when none came within ``timeout``.
+
+        Events of one aggregate and one type come in the order they were published (each
+        type is its own topic); across types there is no order: an ``order.cancelled`` may
+        come before its ``order.created``. Consumers order by ``aggregate_version``.
+        """
+
+    async def commit(self) -> None:
+        """Everything fetched so far is applied: the group will not fetch it again.
+
+        Raises Unavailable; the events then stay uncommitted and may come again.
+        """
+
+    async def lag(self) -> int:
+        """How many events in the topics the group has not committed yet."""

@@ -1,22 +1,23 @@
 """Domain errors. Each carries the data a caller needs to explain it.
 
-    FlashOrderError
-     ├── NotFound
-     │    ├── ProductNotFound
-     │    ├── OrderNotFound
-     │    └── DiscountPolicyNotFound
-     ├── Conflict                      the request is valid but the state says no
-     │    ├── SoldOut
-     │    ├── LimitReached
-     │    ├── DuplicateInFlight
-     │    ├── AlreadyExists
-     │    └── StockBelowCommitted
-     ├── Invalid                       the request contradicts the catalogue or itself
-     │    ├── PriceMismatch
-     │    ├── DiscountNotApplicable
-     │    ├── IdempotencyKeyReused
-     │    └── InvalidOrder
-     └── Unavailable                   a dependency failed; nothing was half-written
+FlashOrderError
+ ├── NotFound
+ │    ├── ProductNotFound
+ │    ├── OrderNotFound
+ │    └── DiscountPolicyNotFound
+ ├── Conflict                      the request is valid but the state says no
+ │    ├── SoldOut
+ │    ├── LimitReached
+ │    ├── DuplicateInFlight
+ │    ├── AlreadyExists
+ │    └── StockBelowCommitted
+ ├── Invalid                       the request contradicts the catalogue or itself
+ │    ├── PriceMismatch
+ │    ├── DiscountNotApplicable
+ │    ├── IdempotencyKeyReused
+ │    ├── UnknownReference          the body names a product or policy that does not exist
+ │    └── InvalidOrder
+ └── Unavailable                   a dependency failed; nothing was half-written
 """
 
 from __future__ import annotations
@@ -111,6 +112,15 @@ class IdempotencyKeyReused(Invalid):
 
 class InvalidOrder(Invalid):
     pass
+
+
+class UnknownReference(Invalid):
+    """A request body names something that does not exist (422, unlike a missing URL: 404)."""
+
+    def __init__(self, what: str, ident: str) -> None:
+        super().__init__(f"{what} {ident!r} does not exist")
+        self.what = what
+        self.ident = ident
 
 
 class Unavailable(FlashOrderError):

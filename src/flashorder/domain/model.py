@@ -51,6 +51,8 @@ class Product:
     stock: int
     available: int
     max_per_user: int | None = None
+    #: Bumped by every stock change; orders the product's events.
+    version: int = 1
 
     @property
     def sold(self) -> int:
@@ -69,11 +71,11 @@ class Product:
         return delta
 
 
-def stock_changed(product: Product, *, version: int, at: datetime) -> Event:
+def stock_changed(product: Product, *, at: datetime) -> Event:
     return Event(
         type=STOCK_CHANGED,
         aggregate_id=product.product_id,
-        aggregate_version=version,
+        aggregate_version=product.version,
         occurred_at=at,
         payload={
             "productId": product.product_id,

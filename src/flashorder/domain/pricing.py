@@ -52,7 +52,7 @@ def check_quote(
             raise errors.InvalidOrder("quantity must be positive")
         product = catalogue.get(line.product_id)
         if product is None:
-            raise errors.ProductNotFound(line.product_id)
+            raise errors.UnknownReference("product", line.product_id)
         if line.product_price != product.price:
             raise errors.PriceMismatch(
                 f"productPrice of {line.product_id}", product.price, line.product_price

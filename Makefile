@@ -1,0 +1,60 @@
+# The commands a newcomer needs. Each installs what it needs first.
+SHELL := /bin/bash
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+# The settings of the full stack on the local services (scripts/services.sh).
+STACK_ENV := FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0.0.1:3306/flashorder \
+	FLASHORDER_REDIS_URL=redis://127.0.0.1:6379/0 \
+	FLASHORDER_KAFKA_BOOTSTRAP=127.0.0.1:9092
+
+.PHONY: run test test-fast services services-down stack bench lint fmt install clean
+
+$(UV):
+	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python python3.11
+	touch $@
+
+install: $(VENV)/.installed
+
+## The service on http://127.0.0.1:8000, embedded: no external service needed.
+run: install
+	$(BIN)/flashorder serve
+
+## The whole test suite against real MariaDB, Redis and Kafka (started here).
+test: install services
+	$(BIN)/pytest
+
+## Unit tests and the embedded API tests only: no services.
+test-fast: install
+	$(BIN)/pytest tests/unit tests/e2e -m "not services"
+
+services:
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down
+
+## The full stack on the local services: API workers, relay and projector.
+stack: install services
+	$(STACK_ENV) scripts/stack.sh
+
+## The flash-sale benchmark (both strategies, one run) on the full stack.
+bench: install services
+	$(STACK_ENV) $(BIN)/flashorder bench
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+fmt: install
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,149 @@
+"""The in-process twin of the Redis stock gate, for the embedded mode and unit tests.
+
+No method awaits anything, so each runs to completion without another task interleaving:
+that is what makes it as atomic as the Lua scripts it mirrors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from flashorder.application.ports import ReservationLine, StockUnknown
+from flashorder.domain import errors
+from flashorder.domain.model import OrderId, ProductId, UserId
+
+
+@dataclass(slots=True)
+class _Reservation:
+    user_id: UserId
+    lines: dict[ProductId, int]
+    released: bool
+    expires_at: float
+
+
+def _merged_lines(lines: Sequence[ReservationLine]) -> list[ReservationLine]:
+    # Same rule as the Redis gate (the contract suite holds them together): one line per
+    # product, quantities summed, the tightest limit kept.
+    if not lines:
+        raise ValueError("a reservation needs at least one line")
+    merged: dict[ProductId, ReservationLine] = {}
+    for line in lines:
+        if line.quantity < 1:
+            raise ValueError(f"quantity of {line.product_id!r} must be positive")
+        seen = merged.get(line.product_id)
+        if seen is None:
+            merged[line.product_id] = line
+            continue
+        limits = [m for m in (seen.max_per_user, line.max_per_user) if m is not None]
+        merged[line.product_id] = ReservationLine(
+            line.product_id, seen.quantity + line.quantity, min(limits) if limits else None
+        )
+    return list(merged.values())
+
+
+class MemoryStockGate:
+    """``StockGate`` in process memory, with the Redis gate's semantics."""
+
+    def __init__(self, *, reservation_ttl: float = 7 * 24 * 3600.0) -> None:
+        self._ttl = reservation_ttl
+        self._available: dict[ProductId, int] = {}
+        self._bought: dict[ProductId, dict[UserId, int]] = {}
+        self._reservations: dict[OrderId, _Reservation] = {}
+        # Mirrors the Redis sorted set: reserve time of every reservation neither confirmed
+        # nor released. It outlives an expired reservation until a release clears it.
+        self._pending: dict[OrderId, float] = {}
+
+    def _reservation(self, order_id: OrderId) -> _Reservation | None:
+        reservation = self._reservations.get(order_id)
+        if reservation is not None and reservation.expires_at <= time.monotonic():
+            del self._reservations[order_id]
+            return None
+        return reservation
+
+    async def reserve(
+        self, order_id: OrderId, user_id: UserId, lines: Sequence[ReservationLine]
+    ) -> None:
+        merged = _merged_lines(lines)
+        if self._reservation(order_id) is not None:
+            return
+        # Check every line before taking anything: all or nothing.
+        for line in merged:
+            available = self._available.get(line.product_id)
+            if available is None:
+                raise StockUnknown(line.product_id)
+            if available < line.quantity:
+                raise errors.SoldOut(line.product_id)
+            if line.max_per_user is not None:
+                bought = self._bought.get(line.product_id, {}).get(user_id, 0)
+                if bought + line.quantity > line.max_per_user:
+                    raise errors.LimitReached(line.product_id, line.max_per_user)
+        for line in merged:
+            self._available[line.product_id] -= line.quantity
+            counts = self._bought.setdefault(line.product_id, {})
+            counts[user_id] = counts.get(user_id, 0) + line.quantity
+        now = time.monotonic()
+        self._reservations[order_id] = _Reservation(
+            user_id=user_id,
+            lines={line.product_id: line.quantity for line in merged},
+            released=False,
+            expires_at=now + self._ttl,
+        )
+        self._pending[order_id] = now
+
+    async def confirm(self, order_id: OrderId) -> None:
+        reservation = self._reservation(order_id)
+        if reservation is not None and not reservation.released:
+            self._pending.pop(order_id, None)
+
+    async def release(self, order_id: OrderId) -> bool:
+        self._pending.pop(order_id, None)
+        reservation = self._reservation(order_id)
+        if reservation is None or reservation.released:
+            return False
+        reservation.released = True
+        for product_id, quantity in reservation.lines.items():
+            # A missing count is primed from the database, which already counts this release.
+            if product_id in self._available:
+                self._available[product_id] += quantity
+            counts = self._bought.setdefault(product_id, {})
+            left = counts.get(reservation.user_id, 0) - quantity
+            if left > 0:
+                counts[reservation.user_id] = left
+            else:
+                counts.pop(reservation.user_id, None)
+        return True
+
+    async def prime(self, product_id: ProductId, available: int) -> bool:
+        if product_id in self._available:
+            return False
+        self._available[product_id] = available
+        return True
+
+    async def put(self, product_id: ProductId, available: int) -> None:
+        self._available[product_id] = available
+
+    async def adjust(self, product_id: ProductId, delta: int) -> int:
+        available = self._available.get(product_id)
+        if available is None:
+            raise StockUnknown(product_id)
+        if available + delta < 0:
+            raise errors.StockBelowCommitted(product_id, committed=available)
+        self._available[product_id] = available + delta
+        return available + delta
+
+    async def available(self, product_id: ProductId) -> int | None:
+        return self._available.get(product_id)
+
+    async def pending(self, older_than_seconds: float) -> list[OrderId]:
+        cutoff = time.monotonic() - max(0.0, older_than_seconds)
+        due = [(at, order_id) for order_id, at in self._pending.items() if at <= cutoff]
+        return [order_id for _, order_id in sorted(due)]
+
+    async def set_user_count(self, product_id: ProductId, user_id: UserId, quantity: int) -> None:
+        counts = self._bought.setdefault(product_id, {})
+        if quantity > 0:
+            counts[user_id] = quantity
+        else:
+            counts.pop(user_id, None)

@@ -1,0 +1,290 @@
+"""A distributed lock on Redis whose waiters are woken by pub/sub when the holder lets go.
+
+    key      P:lock:{<name>}            the holder's token, with the lease as its PX
+    channel  P:lock-released:{<name>}   one message per release
+
+Invariants: only the holder of the token extends or deletes the key (compare-and-* scripts),
+so a holder whose lease ran out can never free a lock that someone else now holds.
+A release message is only a hint: waiters also retry when the remaining lease runs out, and
+at least every ``max_retry_interval``. A lost message (reconnect, subscribe race) costs
+latency, never a stuck waiter.
+
+All waiters of one ``RedisLocks`` share a single pub/sub connection (``_ReleaseFeed``),
+subscribed to a lock's channel only while someone in this process waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from flashorder.domain import errors
+
+log = logging.getLogger(__name__)
+
+# Returns {1} when acquired, else {0, PTTL of the current holder}.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
+return {0, redis.call('PTTL', KEYS[1])}
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], '')
+  return 1
+end
+return 0
+"""
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except RedisError as exc:
+        raise errors.Unavailable("redis", str(exc) or type(exc).__name__) from exc
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    if timeout > 0:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+
+@dataclass(slots=True)
+class _Channel:
+    #: One event per waiting holder, oldest first. A release message wakes one of them.
+    waiters: list[asyncio.Event] = field(default_factory=list)
+    #: Set once Redis confirmed the subscription: releases after that reach us.
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _ReleaseFeed:
+    """One pub/sub connection that routes release messages to the waiters of this process."""
+
+    def __init__(self, client: Redis) -> None:
+        self._pubsub = client.pubsub()
+        self._channels: dict[str, _Channel] = {}
+        # Serialises SUBSCRIBE/UNSUBSCRIBE so they reach Redis in the order they were decided.
+        self._io = asyncio.Lock()
+        self._listener: asyncio.Task[None] | None = None
+
+    def join(self, channel: str) -> tuple[_Channel, asyncio.Event, bool]:
+        """Register a waiter; True when it is the channel's first, which must ``subscribe``."""
+        signal = asyncio.Event()
+        state = self._channels.get(channel)
+        if state is not None:
+            state.waiters.append(signal)
+            return state, signal, False
+        state = self._channels[channel] = _Channel(waiters=[signal])
+        return state, signal, True
+
+    async def subscribe(self, channel: str) -> None:
+        # Shielded: a waiter cancelled here must not leave the other waiters of the channel
+        # with a subscription that was never sent.
+        await asyncio.shield(self._subscribe(channel))
+
+    async def _subscribe(self, channel: str) -> None:
+        try:
+            async with self._io:
+                if channel not in self._channels:
+                    return  # every waiter left before its turn came
+                await self._pubsub.subscribe(channel)
+        except RedisError as exc:
+            # Degrade to polling; the acquire attempts report Redis being down.
+            log.warning("could not subscribe to %s: %s", channel, exc)
+            return
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name="lock-release-feed")
+
+    async def leave(self, channel: str, signal: asyncio.Event, *, pass_on: bool) -> None:
+        state = self._channels.get(channel)
+        if state is None:
+            return
+        state.waiters.remove(signal)
+        if pass_on:
+            # This waiter was woken but leaves without the lock: the wake-up is not lost.
+            self._wake_one(state)
+        if state.waiters:
+            return
+        del self._channels[channel]
+        try:
+            async with self._io:
+                await self._pubsub.unsubscribe(channel)
+        except RedisError as exc:
+            log.warning("could not unsubscribe from %s: %s", channel, exc)
+
+    @staticmethod
+    def _wake_one(state: _Channel) -> None:
+        # Waking one waiter per release (not all) avoids a thundering herd of retries on a
+        # contended lock. Each process wakes one of its own, so some process always tries.
+        for waiter in state.waiters:
+            if not waiter.is_set():
+                waiter.set()
+                return
+
+    async def _listen(self) -> None:
+        failures = 0
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The next read reconnects and re-subscribes; waiters poll meanwhile.
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                log.log(level, "lock release feed interrupted: %s", exc)
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            failures = 0
+            if message is None:
+                continue
+            state = self._channels.get(_text(message["channel"]))
+            if state is None:
+                continue
+            if message["type"] == "message":
+                self._wake_one(state)
+            elif message["type"] == "subscribe":
+                # After an UNSUBSCRIBE/SUBSCRIBE flip this may be the older confirmation;
+                # at worst a waiter retries a little early and then polls.
+                state.subscribed.set()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.wait([self._listener])
+            self._listener = None
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+
+class RedisLocks:
+    """``Locks`` on Redis: a token per holder, a renewed lease, waiters woken on release.
+
+    Call ``close()`` on shutdown to stop the shared pub/sub listener.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "fo",
+        default_wait: float = 5.0,
+        default_lease: float = 10.0,
+        max_retry_interval: float = 0.1,
+    ) -> None:
+        self._prefix = prefix
+        self._default_wait = default_wait
+        self._default_lease = default_lease
+        self._max_retry = max_retry_interval
+        self._acquire_script = client.register_script(_ACQUIRE)
+        self._renew_script = client.register_script(_RENEW)
+        self._release_script = client.register_script(_RELEASE)
+        self._feed = _ReleaseFeed(client)
+
+    def key(self, name: str) -> str:
+        """The Redis key of lock ``name`` (for operators and tests; not part of ``Locks``)."""
+        return f"{self._prefix}:lock:{{{name}}}"
+
+    @asynccontextmanager
+    async def hold(
+        self, name: str, *, wait: float | None = None, lease: float | None = None
+    ) -> AsyncIterator[None]:
+        """Hold ``name`` for the body; raises DuplicateInFlight after ``wait`` seconds."""
+        wait_s = self._default_wait if wait is None else wait
+        lease_ms = max(1, int(1000 * (self._default_lease if lease is None else lease)))
+        key = self.key(name)
+        token = uuid.uuid4().hex
+        await self._acquire(name, key, token, wait_s, lease_ms)
+        renewal = asyncio.create_task(self._renew(name, key, token, lease_ms))
+        try:
+            yield
+        finally:
+            renewal.cancel()
+            await self._let_go(name, key, token)
+            await asyncio.wait([renewal])
+
+    async def close(self) -> None:
+        """Stop the pub/sub listener and close its connection."""
+        await self._feed.close()
+
+    async def _try(self, key: str, token: str, lease_ms: int) -> int | None:
+        """None when acquired, else the holder's remaining lease in ms (-1: no expiry)."""
+        with _translated():
+            result = await self._acquire_script(keys=[key], args=[token, lease_ms])
+        return None if int(result[0]) == 1 else int(result[1])
+
+    async def _acquire(self, name: str, key: str, token: str, wait: float, lease_ms: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        if await self._try(key, token, lease_ms) is None:
+            return
+        if loop.time() >= deadline:
+            raise errors.DuplicateInFlight(f"lock {name!r}")
+        channel = f"{self._prefix}:lock-released:{{{name}}}"
+        state, signal, first = self._feed.join(channel)
+        acquired = False
+        try:
+            if first:
+                await self._feed.subscribe(channel)
+            # Retry only once subscribed: a release between our attempt and the subscription
+            # would otherwise go unheard until the next poll.
+            await _wait(state.subscribed, min(deadline - loop.time(), self._max_retry))
+            while True:
+                signal.clear()
+                remaining_lease = await self._try(key, token, lease_ms)
+                if remaining_lease is None:
+                    acquired = True
+                    return
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise errors.DuplicateInFlight(f"lock {name!r}")
+                pause = min(left, self._max_retry)
+                if remaining_lease >= 0:
+                    pause = min(pause, (remaining_lease + 1) / 1000)
+                await _wait(signal, pause)
+        finally:
+            await self._feed.leave(channel, signal, pass_on=not acquired and signal.is_set())
+
+    async def _renew(self, name: str, key: str, token: str, lease_ms: int) -> None:
+        while True:
+            await asyncio.sleep(lease_ms / 3000)
+            try:
+                held = int(await self._renew_script(keys=[key], args=[token, lease_ms]))
+            except RedisError as exc:
+                # The lease may still hold; keep trying until the body ends.
+                log.warning("could not renew lock %r: %s", name, exc)
+                continue
+            if not held:
+                log.warning("lock %r was lost: its lease ran out before renewal", name)
+                return
+
+    async def _let_go(self, name: str, key: str, token: str) -> None:
+        # Failing here must not fail the body, whose work is done: the lease frees the lock.
+        channel = f"{self._prefix}:lock-released:{{{name}}}"
+        try:
+            released = int(await self._release_script(keys=[key], args=[token, channel]))
+        except RedisError as exc:
+            log.warning("could not release lock %r, its lease will: %s", name, exc)
+            return
+        if not released:
+            log.warning("lock %r had been lost before its holder let go", name)

@@ -1,0 +1,255 @@
+"""The stock gate on Redis: every reservation is one Lua script, so it is all-or-nothing.
+
+Keys (``P`` is the configurable prefix). All of them carry the one hash tag ``{stock}``, so
+a multi-product reservation stays in one Redis Cluster slot:
+
+    P:{stock}:avail:<productId>   string counter, what can still be reserved
+    P:{stock}:bought:<productId>  hash userId -> units held by live reservations
+    P:{stock}:res:<orderId>       hash: state R (reserved) | C (confirmed) | X (released),
+                                  user, n (line count), q:<productId> -> quantity
+    P:{stock}:pending             sorted set orderId -> reserve time (ms, Redis clock);
+                                  holds exactly the reservations in state R
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from flashorder.application.ports import ReservationLine, StockUnknown
+from flashorder.domain import errors
+from flashorder.domain.model import OrderId, ProductId, UserId
+
+_OK, _UNKNOWN, _SOLD_OUT, _LIMIT = 0, 1, 2, 3
+_NO_LIMIT = -1
+
+# KEYS: res, pending, then avail_i, bought_i for each line.
+# ARGV: orderId, userId, ttl seconds, then productId_i, qty_i, max_i (-1: none).
+_RESERVE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local n = (#KEYS - 2) / 2
+for i = 1, n do
+  local a = 3 * i
+  local qty, max = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local avail = redis.call('GET', KEYS[1 + 2 * i])
+  if not avail then return {1, ARGV[a + 1]} end
+  if tonumber(avail) < qty then return {2, ARGV[a + 1]} end
+  if max >= 0 then
+    local bought = tonumber(redis.call('HGET', KEYS[2 + 2 * i], ARGV[2]) or '0')
+    if bought + qty > max then return {3, ARGV[a + 1], max} end
+  end
+end
+local fields = {'state', 'R', 'user', ARGV[2], 'n', n}
+for i = 1, n do
+  local a = 3 * i
+  redis.call('DECRBY', KEYS[1 + 2 * i], ARGV[a + 2])
+  redis.call('HINCRBY', KEYS[2 + 2 * i], ARGV[2], ARGV[a + 2])
+  fields[#fields + 1] = 'q:' .. ARGV[a + 1]
+  fields[#fields + 1] = ARGV[a + 2]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000), ARGV[1])
+return {0}
+"""
+
+# KEYS: res, pending, then avail_i, bought_i for each stored line. ARGV: orderId, productId_i.
+# The caller read the lines beforehand (they never change once written); the script checks
+# it was given all of them before writing anything. Returns 1 released, 0 not live, -1 stale.
+_RELEASE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'R' and state ~= 'C' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+local n = (#KEYS - 2) / 2
+if tonumber(redis.call('HGET', KEYS[1], 'n')) ~= n then return -1 end
+local qty = {}
+for i = 1, n do
+  qty[i] = redis.call('HGET', KEYS[1], 'q:' .. ARGV[1 + i])
+  if not qty[i] then return -1 end
+end
+local user = redis.call('HGET', KEYS[1], 'user')
+for i = 1, n do
+  -- A missing counter is primed from the database later, which already counts this
+  -- release; creating it here from one order's quantity would invent a wrong count.
+  if redis.call('EXISTS', KEYS[1 + 2 * i]) == 1 then
+    redis.call('INCRBY', KEYS[1 + 2 * i], qty[i])
+  end
+  if redis.call('HINCRBY', KEYS[2 + 2 * i], user, -tonumber(qty[i])) <= 0 then
+    redis.call('HDEL', KEYS[2 + 2 * i], user)
+  end
+end
+redis.call('HSET', KEYS[1], 'state', 'X')
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+_CONFIRM = """
+if redis.call('HGET', KEYS[1], 'state') == 'R' then
+  redis.call('HSET', KEYS[1], 'state', 'C')
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return 0
+"""
+
+_ADJUST = """
+local v = redis.call('GET', KEYS[1])
+if not v then return {1} end
+if tonumber(v) + tonumber(ARGV[1]) < 0 then return {2, tonumber(v)} end
+return {0, redis.call('INCRBY', KEYS[1], ARGV[1])}
+"""
+
+_PENDING = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+"""
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except RedisError as exc:
+        raise errors.Unavailable("redis", str(exc) or type(exc).__name__) from exc
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _merged_lines(lines: Sequence[ReservationLine]) -> list[ReservationLine]:
+    """One line per product (quantities summed, tightest limit kept), in first-seen order.
+
+    Raises ValueError for an empty reservation or a quantity below one: callers validate
+    orders before they reach the gate, so this is a programming error, not a 4xx.
+    """
+    if not lines:
+        raise ValueError("a reservation needs at least one line")
+    merged: dict[ProductId, ReservationLine] = {}
+    for line in lines:
+        if line.quantity < 1:
+            raise ValueError(f"quantity of {line.product_id!r} must be positive")
+        seen = merged.get(line.product_id)
+        if seen is None:
+            merged[line.product_id] = line
+            continue
+        limits = [m for m in (seen.max_per_user, line.max_per_user) if m is not None]
+        merged[line.product_id] = ReservationLine(
+            line.product_id, seen.quantity + line.quantity, min(limits) if limits else None
+        )
+    return list(merged.values())
+
+
+class RedisStockGate:
+    """``StockGate`` on Redis (standalone or Cluster). Scripts reload after SCRIPT FLUSH."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "fo",
+        reservation_ttl: float = 7 * 24 * 3600.0,
+    ) -> None:
+        self._client = client
+        self._base = f"{prefix}:{{stock}}"
+        self._pending_key = f"{self._base}:pending"
+        self._ttl_s = max(1, int(reservation_ttl))
+        self._reserve = client.register_script(_RESERVE)
+        self._release = client.register_script(_RELEASE)
+        self._confirm = client.register_script(_CONFIRM)
+        self._adjust = client.register_script(_ADJUST)
+        self._pending = client.register_script(_PENDING)
+
+    def _avail(self, product_id: str) -> str:
+        return f"{self._base}:avail:{product_id}"
+
+    def _bought(self, product_id: str) -> str:
+        return f"{self._base}:bought:{product_id}"
+
+    def _res(self, order_id: str) -> str:
+        return f"{self._base}:res:{order_id}"
+
+    async def reserve(
+        self, order_id: OrderId, user_id: UserId, lines: Sequence[ReservationLine]
+    ) -> None:
+        merged = _merged_lines(lines)
+        keys = [self._res(order_id), self._pending_key]
+        args: list[str | int] = [order_id, user_id, self._ttl_s]
+        for line in merged:
+            keys += [self._avail(line.product_id), self._bought(line.product_id)]
+            limit = _NO_LIMIT if line.max_per_user is None else line.max_per_user
+            args += [line.product_id, line.quantity, limit]
+        with _translated():
+            result = await self._reserve(keys=keys, args=args)
+        code = int(result[0])
+        if code == _OK:
+            return
+        product_id = ProductId(_text(result[1]))
+        if code == _UNKNOWN:
+            raise StockUnknown(product_id)
+        if code == _SOLD_OUT:
+            raise errors.SoldOut(product_id)
+        raise errors.LimitReached(product_id, int(result[2]))
+
+    async def confirm(self, order_id: OrderId) -> None:
+        with _translated():
+            await self._confirm(keys=[self._res(order_id), self._pending_key], args=[order_id])
+
+    async def release(self, order_id: OrderId) -> bool:
+        # Two steps keep every key declared to the script (Cluster routing). The lines are
+        # immutable, so reading them outside the script is safe; the state is re-checked
+        # inside. A -1 can only follow a reservation rewritten in between: read again.
+        for _ in range(3):
+            with _translated():
+                stored = await self._client.hgetall(self._res(order_id))
+                products = [_text(field)[2:] for field in stored if _text(field).startswith("q:")]
+                keys = [self._res(order_id), self._pending_key]
+                for product_id in products:
+                    keys += [self._avail(product_id), self._bought(product_id)]
+                released = int(await self._release(keys=keys, args=[order_id, *products]))
+            if released >= 0:
+                return released == 1
+        raise errors.Unavailable("redis", f"reservation {order_id!r} kept changing")
+
+    async def prime(self, product_id: ProductId, available: int) -> bool:
+        with _translated():
+            return bool(await self._client.set(self._avail(product_id), available, nx=True))
+
+    async def put(self, product_id: ProductId, available: int) -> None:
+        with _translated():
+            await self._client.set(self._avail(product_id), available)
+
+    async def adjust(self, product_id: ProductId, delta: int) -> int:
+        with _translated():
+            result = await self._adjust(keys=[self._avail(product_id)], args=[delta])
+        code = int(result[0])
+        if code == _UNKNOWN:
+            raise StockUnknown(product_id)
+        if code == _SOLD_OUT:
+            # The gate knows no sold count; what it can report is how far it could go down.
+            raise errors.StockBelowCommitted(product_id, committed=int(result[1]))
+        return int(result[1])
+
+    async def available(self, product_id: ProductId) -> int | None:
+        with _translated():
+            value = await self._client.get(self._avail(product_id))
+        return None if value is None else int(value)
+
+    async def pending(self, older_than_seconds: float) -> list[OrderId]:
+        age_ms = max(0, int(older_than_seconds * 1000))
+        with _translated():
+            members = await self._pending(keys=[self._pending_key], args=[age_ms])
+        return [OrderId(_text(member)) for member in members]
+
+    async def set_user_count(self, product_id: ProductId, user_id: UserId, quantity: int) -> None:
+        with _translated():
+            if quantity > 0:
+                await self._client.hset(self._bought(product_id), user_id, quantity)
+            else:
+                await self._client.hdel(self._bought(product_id), user_id)

@@ -1,0 +1,118 @@
+"""The async engine for MariaDB (``mysql+asyncmy://``) or SQLite (``sqlite+aiosqlite:///``).
+
+Engines are built only by ``make_engine``, inside the running loop, and disposed by whoever
+built them.
+
+SQLite runs every transaction as ``BEGIN IMMEDIATE`` unless the connection carries
+``READ_ONLY``: a unit of work reads and then writes, and a deferred transaction that tries to
+upgrade its read lock while another writer holds the database fails at once with "database
+is locked" (the busy timeout cannot help an upgrade). Taking the write lock up front makes
+concurrent writers queue on ``busy_timeout`` instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+#: Execution option: on SQLite, begin with a plain (deferred) ``BEGIN``, which takes no write
+#: lock. For connections that only read (queries, probes); ignored by MariaDB.
+READ_ONLY = "flashorder_read_only"
+
+#: How long a statement may wait for a row lock (MariaDB) or the write lock (SQLite).
+LOCK_WAIT_SECONDS = 10
+#: How long a MariaDB round trip may take before the connection counts as lost. Longer than
+#: the lock wait, so that a lock wait times out as a lock wait (retryable), not as a dead link.
+READ_TIMEOUT_SECONDS = 30
+CONNECT_TIMEOUT_SECONDS = 5
+#: How long a request waits for a free pooled connection before the database is "unavailable".
+POOL_TIMEOUT_SECONDS = 10
+
+# Both engines use ``pool_reset_on_return=None``: every connection is given back through
+# ``Connection.close()``, which rolls back a transaction still open by itself, so the pool's
+# own ROLLBACK on return would only add a round trip after every commit.
+
+
+def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
+    """Build the engine for ``url``; call inside the running loop and dispose it on shutdown."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, pool_size)
+    if backend in ("mysql", "mariadb"):
+        return _mariadb_engine(parsed, pool_size)
+    raise ValueError(f"unsupported database: {parsed.render_as_string(hide_password=True)}")
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def _mariadb_engine(url: URL, pool_size: int) -> AsyncEngine:
+    connect_args: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "read_timeout": READ_TIMEOUT_SECONDS,
+        "init_command": f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}",
+    }
+    if "charset" not in url.query:
+        connect_args["charset"] = "utf8mb4"
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        # A burst may open a few more connections; beyond that, requests queue for
+        # ``pool_timeout`` rather than pile more sessions onto the server.
+        max_overflow=max(2, pool_size // 2),
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+        pool_pre_ping=True,
+        # Under the server's wait_timeout (8 h by default) and any proxy's idle cut-off.
+        pool_recycle=1800,
+        # Correctness rests on guarded single-row updates and unique keys, never on a
+        # repeatable snapshot. READ COMMITTED takes no gap locks, so concurrent inserts of
+        # different keys (orders, purchases, processed events) cannot deadlock on a gap.
+        isolation_level="READ COMMITTED",
+        pool_reset_on_return=None,
+        connect_args=connect_args,
+    )
+
+
+def _sqlite_engine(url: URL, pool_size: int) -> AsyncEngine:
+    database = url.database
+    in_memory = database in (None, "", ":memory:")
+    if not in_memory and database is not None and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    pool_args: dict[str, Any] = (
+        {}
+        if in_memory
+        else {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": POOL_TIMEOUT_SECONDS}
+    )
+    engine = create_async_engine(url, connect_args={"timeout": LOCK_WAIT_SECONDS}, **pool_args)
+    event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # The driver's own transaction handling (legacy mode) would emit a deferred BEGIN before
+    # DML; switch it off so that ``_sqlite_on_begin`` alone decides how a transaction starts.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL: readers never block the writer, nor the writer readers.
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_SECONDS * 1000}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # FULL: a committed order survives a power cut, as it does on MariaDB.
+        cursor.execute("PRAGMA synchronous = FULL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    read_only = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

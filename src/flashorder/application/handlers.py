@@ -1,0 +1,350 @@
+"""Command handlers: one async function per command, keyword-only dependencies.
+
+The write path of an order (DESIGN.md): validate → idempotency → per-user lock → atomic
+stock reservation → one database transaction → reply. The database stays the source of
+truth; the stock gate only keeps doomed requests away from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+import uuid_utils
+
+from flashorder.application.ports import (
+    IdempotencyCache,
+    Locks,
+    ReservationLine,
+    StockGate,
+    StockUnknown,
+    StoredResponse,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from flashorder.domain import commands, errors
+from flashorder.domain.model import (
+    DiscountPolicy,
+    DiscountPolicyId,
+    Order,
+    OrderId,
+    Product,
+    ProductId,
+    UserId,
+    stock_changed,
+)
+from flashorder.domain.pricing import check_quote
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_order_id() -> OrderId:
+    # UUIDv7: time-ordered, so the primary key index grows at its right edge and a user's
+    # orders sort by creation without a second index.
+    return OrderId(str(uuid_utils.uuid7()))
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the command handlers need; built once by the composition root."""
+
+    uow: UnitOfWorkFactory
+    stock: StockGate
+    locks: Locks
+    idempotency: IdempotencyCache
+    clock: Clock = utc_now
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedOrder:
+    """The answer to PlaceOrder. ``replayed`` is True when an idempotent retry got it."""
+
+    status_code: int
+    body: dict[str, object]
+    replayed: bool = False
+
+
+def fingerprint(cmd: commands.PlaceOrder) -> str:
+    """A digest of everything in the request that changes its meaning (not the key itself)."""
+    canonical = orjson.dumps(
+        {
+            "lines": [[ln.product_id, ln.quantity, ln.product_price] for ln in cmd.lines],
+            "discountPolicyId": cmd.discount_policy_id,
+            "discountAmount": cmd.discount_amount,
+            "deliveryFee": cmd.delivery_fee,
+            "paymentAmount": cmd.payment_amount,
+            "paymentType": cmd.payment_type.value,
+        }
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+async def place_order(cmd: commands.PlaceOrder, *, deps: Deps) -> PlacedOrder:
+    key = cmd.idempotency_key
+    fp = fingerprint(cmd) if key is not None else ""
+    if key is not None:
+        # First, so that a retry gets the first answer even if prices changed since.
+        stored = await deps.idempotency.begin(cmd.user_id, key, fp)
+        if stored is not None:
+            return PlacedOrder(stored.status_code, stored.body, replayed=True)
+    try:
+        order, reservation = await _priced_order(cmd, deps=deps)
+        async with deps.locks.hold(f"user:{cmd.user_id}"):
+            placed = await _reserve_and_commit(order, reservation, cmd, fp, deps=deps)
+    except BaseException:
+        if key is not None:
+            await deps.idempotency.abandon(cmd.user_id, key)
+        raise
+    if key is not None:
+        await deps.idempotency.finish(
+            cmd.user_id, key, StoredResponse(fp, placed.status_code, placed.body)
+        )
+    return placed
+
+
+async def _priced_order(
+    cmd: commands.PlaceOrder, *, deps: Deps
+) -> tuple[Order, list[ReservationLine]]:
+    """The order as the server prices it; any figure of the client's that differs is a 422."""
+    now = deps.clock()
+    async with deps.uow() as uow:
+        catalogue = await uow.products.get_many([line.product_id for line in cmd.lines])
+        policy = await _policy(uow, cmd)
+    quote = check_quote(
+        requested=cmd.lines,
+        catalogue=catalogue,
+        policy=policy,
+        claimed_discount=cmd.discount_amount,
+        delivery_fee=cmd.delivery_fee,
+        claimed_payment=cmd.payment_amount,
+        at=now,
+    )
+    order = Order.place(
+        order_id=new_order_id(),
+        user_id=cmd.user_id,
+        lines=quote.lines,
+        discount_policy_id=cmd.discount_policy_id,
+        discount_amount=quote.discount_amount,
+        delivery_fee=quote.delivery_fee,
+        payment_amount=quote.payment_amount,
+        payment_type=cmd.payment_type,
+        at=now,
+    )
+    reservation = [
+        ReservationLine(line.product_id, line.quantity, catalogue[line.product_id].max_per_user)
+        for line in quote.lines
+    ]
+    return order, reservation
+
+
+async def _reserve_and_commit(
+    order: Order,
+    reservation: list[ReservationLine],
+    cmd: commands.PlaceOrder,
+    fp: str,
+    *,
+    deps: Deps,
+) -> PlacedOrder:
+    await _reserve(order.order_id, order.user_id, reservation, deps=deps)
+    body = order.snapshot()
+    try:
+        replay = await _commit_order(order, reservation, cmd, fp, body, deps=deps)
+    except BaseException:
+        # Whatever went wrong (sold out in the database, a conflict, the database down, a
+        # cancelled request), the transaction did not commit: the reservation goes back.
+        await deps.stock.release(order.order_id)
+        raise
+    if replay is not None:
+        await deps.stock.release(order.order_id)
+        return PlacedOrder(replay.status_code, replay.body, replayed=True)
+    await deps.stock.confirm(order.order_id)
+    return PlacedOrder(201, body)
+
+
+async def _policy(uow: UnitOfWork, cmd: commands.PlaceOrder) -> DiscountPolicy | None:
+    if cmd.discount_policy_id is None:
+        return None
+    policy = await uow.discounts.get(cmd.discount_policy_id)
+    if policy is None:
+        raise errors.UnknownReference("discount policy", cmd.discount_policy_id)
+    return policy
+
+
+async def _reserve(
+    order_id: OrderId, user_id: UserId, lines: Sequence[ReservationLine], *, deps: Deps
+) -> None:
+    try:
+        await deps.stock.reserve(order_id, user_id, lines)
+    except StockUnknown:
+        # The gate lost its counts (a fresh or restarted Redis): prime it from the database.
+        # Priming only sets a missing count, so concurrent primers agree; the guarded update
+        # in the transaction still refuses anything the database cannot honour.
+        async with deps.uow() as uow:
+            products = await uow.products.get_many([line.product_id for line in lines])
+        for product in products.values():
+            await deps.stock.prime(product.product_id, product.available)
+        await deps.stock.reserve(order_id, user_id, lines)
+
+
+async def _commit_order(
+    order: Order,
+    reservation: Sequence[ReservationLine],
+    cmd: commands.PlaceOrder,
+    fp: str,
+    body: dict[str, object],
+    *,
+    deps: Deps,
+) -> StoredResponse | None:
+    """Write the order in one transaction. Returns a stored response to replay instead, when
+    the idempotency key turned out to be recorded already (the cache had lost it)."""
+    async with deps.uow() as uow:
+        await uow.orders.add(order)
+        for line in reservation:
+            if line.max_per_user is not None and not await uow.purchases.take(
+                order.user_id, line.product_id, line.quantity, line.max_per_user
+            ):
+                raise errors.LimitReached(line.product_id, line.max_per_user)
+        if cmd.idempotency_key is not None:
+            try:
+                await uow.idempotency.add(
+                    order.user_id,
+                    cmd.idempotency_key,
+                    StoredResponse(fp, 201, body),
+                    order.created_at,
+                )
+            except errors.AlreadyExists:
+                recorded = await uow.idempotency.get(order.user_id, cmd.idempotency_key)
+                if recorded is None or recorded.fingerprint != fp:
+                    raise errors.IdempotencyKeyReused() from None
+                return recorded
+        # The hot row goes last: every other write is done, so its lock is held only for
+        # the update and the commit.
+        for line in reservation:
+            if not await uow.products.take_stock(line.product_id, line.quantity):
+                raise errors.SoldOut(line.product_id)
+        await uow.commit()
+    return None
+
+
+async def cancel_order(cmd: commands.CancelOrder, *, deps: Deps) -> dict[str, object]:
+    """Cancel an order; a retry answers the cancelled order again and gives nothing back."""
+    for _ in range(3):
+        cancelled = await _cancel_once(cmd, deps=deps)
+        if cancelled is not None:
+            return cancelled
+    raise errors.DuplicateInFlight(f"cancellation of order {cmd.order_id!r}")
+
+
+async def _cancel_once(cmd: commands.CancelOrder, *, deps: Deps) -> dict[str, object] | None:
+    """None when a concurrent writer changed the order first: the caller reads it again."""
+    async with deps.uow() as uow:
+        order = await uow.orders.get(cmd.order_id, for_update=True)
+        if order is None or (cmd.user_id is not None and order.user_id != cmd.user_id):
+            raise errors.OrderNotFound(cmd.order_id)
+        if order.cancel(deps.clock()):
+            if not await uow.orders.save(order):
+                return None
+            for line in order.lines:
+                await uow.products.give_back_stock(line.product_id, line.quantity)
+                await uow.purchases.give_back(order.user_id, line.product_id, line.quantity)
+            await uow.commit()
+    # The database took the stock back exactly once (the version guard above). The gate
+    # follows; its release is idempotent per order, so a retry of a cancel that committed but
+    # died before this line is what puts the stock back there.
+    await deps.stock.release(order.order_id)
+    return order.snapshot()
+
+
+async def create_product(cmd: commands.CreateProduct, *, deps: Deps) -> Product:
+    if cmd.stock < 0 or cmd.price < 0:
+        raise errors.InvalidOrder("price and stock cannot be negative")
+    if cmd.max_per_user is not None and cmd.max_per_user <= 0:
+        raise errors.InvalidOrder("maxPerUser must be positive")
+    product = Product(
+        product_id=cmd.product_id,
+        name=cmd.name,
+        price=cmd.price,
+        stock=cmd.stock,
+        available=cmd.stock,
+        max_per_user=cmd.max_per_user,
+    )
+    now = deps.clock()
+    async with deps.uow() as uow:
+        await uow.products.add(product, now)
+        await uow.outbox.add([stock_changed(product, at=now)])
+        await uow.commit()
+    await deps.stock.put(product.product_id, product.available)
+    return product
+
+
+async def change_stock(cmd: commands.ChangeStock, *, deps: Deps) -> Product:
+    """Add to or set the stock mid-sale.
+
+    The gate moves first: it refuses a cut below what is reserved there (committed or in
+    flight), which the database alone cannot see. Then the database applies the same delta
+    under its own guard; if that fails, the gate is moved back.
+    """
+    async with deps.locks.hold(f"stock:{cmd.product_id}"):
+        async with deps.uow() as uow:
+            product = await uow.products.get(cmd.product_id)
+        if product is None:
+            raise errors.ProductNotFound(cmd.product_id)
+        delta = product.stock_change(add=cmd.add, set_to=cmd.set_to)
+        try:
+            await deps.stock.adjust(cmd.product_id, delta)
+        except StockUnknown:
+            await deps.stock.prime(cmd.product_id, product.available)
+            await deps.stock.adjust(cmd.product_id, delta)
+        try:
+            now = deps.clock()
+            async with deps.uow() as uow:
+                changed = await uow.products.change_stock(cmd.product_id, delta, now)
+                if changed is None:
+                    raise errors.StockBelowCommitted(cmd.product_id, product.sold)
+                await uow.outbox.add([stock_changed(changed, at=now)])
+                await uow.commit()
+        except BaseException:
+            await deps.stock.adjust(cmd.product_id, -delta)
+            raise
+    return changed
+
+
+async def create_discount_policy(
+    cmd: commands.CreateDiscountPolicy, *, deps: Deps
+) -> DiscountPolicy:
+    policy = DiscountPolicy(
+        policy_id=cmd.policy_id,
+        kind=cmd.kind,
+        value=cmd.value,
+        min_order_amount=cmd.min_order_amount,
+        max_discount=cmd.max_discount,
+        valid_from=cmd.valid_from,
+        valid_until=cmd.valid_until,
+    )
+    async with deps.uow() as uow:
+        await uow.discounts.add(policy)
+        await uow.commit()
+    return policy
+
+
+async def product_view(product_id: ProductId, *, deps: Deps) -> Product:
+    async with deps.uow() as uow:
+        product = await uow.products.get(product_id)
+    if product is None:
+        raise errors.ProductNotFound(product_id)
+    return product
+
+
+async def discount_policy_view(policy_id: DiscountPolicyId, *, deps: Deps) -> DiscountPolicy:
+    async with deps.uow() as uow:
+        policy = await uow.discounts.get(policy_id)
+    if policy is None:
+        raise errors.DiscountPolicyNotFound(policy_id)
+    return policy

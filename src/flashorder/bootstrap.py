@@ -1,0 +1,184 @@
+"""The composition root: real or embedded adapters wired into the handlers.
+
+Only this module and the entrypoints import adapters. Everything built here is built inside
+the running event loop and closed on the way out; nothing lives at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flashorder.adapters.memory_bus import MemoryEventBus
+from flashorder.adapters.memory_idempotency import MemoryIdempotencyCache
+from flashorder.adapters.memory_lock import MemoryLocks
+from flashorder.adapters.memory_stock import MemoryStockGate
+from flashorder.adapters.redis_idempotency import RedisIdempotencyCache
+from flashorder.adapters.redis_lock import RedisLocks
+from flashorder.adapters.redis_stock import RedisStockGate
+from flashorder.adapters.sql_engine import make_engine
+from flashorder.adapters.sql_outbox import SqlOutboxRelayStore
+from flashorder.adapters.sql_read_model import SqlReadModel
+from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
+from flashorder.application.handlers import Deps
+from flashorder.application.ports import (
+    IdempotencyCache,
+    Locks,
+    OutboxRelayStore,
+    ReadModel,
+    StockGate,
+)
+from flashorder.application.projector import run_projector
+from flashorder.application.relay import run_relay
+from flashorder.config import Settings
+
+log = logging.getLogger("flashorder")
+
+
+@dataclass
+class Service:
+    """Everything a request needs, built once per process."""
+
+    settings: Settings
+    deps: Deps
+    read_model: ReadModel
+    engine: AsyncEngine
+    outbox: OutboxRelayStore
+    redis: Redis | None = None
+    background: list[asyncio.Task[object]] = field(default_factory=list)
+
+    async def lag(self) -> dict[str, float]:
+        """How far the read model trails the write model: events not yet applied, and the
+        age of the oldest of them. Never raises: a dependency that is down reads as -1."""
+        try:
+            async with asyncio.timeout(2):
+                backlog = await self.outbox.backlog()
+        except Exception:
+            return {"events": -1, "seconds": -1.0}
+        return {"events": backlog, "seconds": 0.0}
+
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency's state, as a short word; ``ok`` everywhere means ready."""
+        checks: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(2):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # any failure means not ready; the word says which
+            checks["database"] = f"down: {type(exc).__name__}"
+        if self.redis is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await self.redis.ping()
+                checks["redis"] = "ok"
+            except Exception as exc:
+                checks["redis"] = f"down: {type(exc).__name__}"
+        for task in self.background:
+            if task.done():
+                checks[task.get_name()] = "stopped"
+        return checks
+
+
+def redis_client(settings: Settings) -> Redis:
+    assert settings.redis_url is not None
+    # A blocking pool: under a burst, requests queue for a connection instead of failing.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_pool_size,
+        timeout=5,
+        socket_timeout=3,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+    )
+    return Redis(connection_pool=pool)
+
+
+@asynccontextmanager
+async def build(settings: Settings, *, background: bool = True) -> AsyncIterator[Service]:
+    """Build the service for this process; ``background`` runs the embedded relay and
+    projector when there is no Kafka (they are separate processes in the full stack)."""
+    async with AsyncExitStack() as stack:
+        engine = make_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
+        stack.push_async_callback(engine.dispose)
+        redis: Redis | None = None
+        stock: StockGate
+        locks: Locks
+        idempotency: IdempotencyCache
+        if settings.redis_url is not None:
+            redis = redis_client(settings)
+            stack.push_async_callback(redis.aclose)
+            stock = RedisStockGate(redis)
+            redis_locks = RedisLocks(
+                redis,
+                default_wait=settings.lock_wait_seconds,
+                default_lease=settings.lock_lease_seconds,
+            )
+            stack.push_async_callback(redis_locks.close)
+            locks = redis_locks
+            idempotency = RedisIdempotencyCache(
+                redis,
+                inflight_lease=settings.idempotency_lease_seconds,
+                retention=settings.idempotency_retention_seconds,
+            )
+        else:
+            stock = MemoryStockGate()
+            locks = MemoryLocks(
+                default_wait=settings.lock_wait_seconds,
+                default_lease=settings.lock_lease_seconds,
+            )
+            idempotency = MemoryIdempotencyCache(
+                inflight_lease=settings.idempotency_lease_seconds,
+                retention=settings.idempotency_retention_seconds,
+            )
+        read_model = SqlReadModel(engine)
+        service = Service(
+            settings=settings,
+            deps=Deps(
+                uow=SqlUnitOfWorkFactory(engine),
+                stock=stock,
+                locks=locks,
+                idempotency=idempotency,
+            ),
+            read_model=read_model,
+            engine=engine,
+            outbox=SqlOutboxRelayStore(engine),
+            redis=redis,
+        )
+        if background and settings.kafka_bootstrap is None:
+            await _start_embedded_events(service, stack)
+        yield service
+
+
+async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> None:
+    """The outbox → bus → projector flow inside this process: same code, no Kafka."""
+    stop = asyncio.Event()
+    bus = MemoryEventBus()
+    relay = asyncio.create_task(
+        run_relay(
+            service.outbox,
+            bus,
+            stop=stop,
+            batch_size=service.settings.relay_batch_size,
+            retention=timedelta(hours=service.settings.outbox_retention_hours),
+        ),
+        name="relay",
+    )
+    projector = asyncio.create_task(
+        run_projector(bus.consumer(), service.read_model, stop=stop), name="projector"
+    )
+    service.background += [relay, projector]
+
+    async def shutdown() -> None:
+        stop.set()
+        await asyncio.gather(relay, projector, return_exceptions=True)
+
+    stack.push_async_callback(shutdown)

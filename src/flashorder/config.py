@@ -1,0 +1,83 @@
+"""Settings, read from ``FLASHORDER_*`` environment variables by an entrypoint, once.
+
+With none set, the service runs embedded: SQLite under ``FLASHORDER_DATA_DIR`` and in-process
+twins of Redis and Kafka. Each URL that is set switches its part to the real service.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLASHORDER_", extra="ignore")
+
+    #: ``mysql+asyncmy://user:pass@host:3306/db``; unset → SQLite in ``data_dir``.
+    database_url: str | None = None
+    #: ``redis://host:6379/0``; unset → in-process stock gate, locks and idempotency cache.
+    redis_url: str | None = None
+    #: ``host:9092[,host:9092]``; unset → in-process event delivery (relay and projector run
+    #: inside the API process).
+    kafka_bootstrap: str | None = None
+    data_dir: Path = Path(".data")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: str = "info"
+    log_json: bool = False
+
+    #: ``reserve``: atomic reservation in the gate, then one guarded transaction (default).
+    #: ``lock``: the original design, a per-product lock around ``SELECT … FOR UPDATE``.
+    strategy: Literal["reserve", "lock"] = "reserve"
+
+    database_pool_size: int = Field(default=20, ge=1, le=500)
+    redis_pool_size: int = Field(default=200, ge=1, le=10_000)
+    #: How long a request waits for a per-user lock before it answers 409.
+    lock_wait_seconds: float = Field(default=5.0, gt=0, le=60)
+    #: The lock's lease; renewed while its holder works, so it only matters if a holder dies.
+    lock_lease_seconds: float = Field(default=10.0, gt=0, le=600)
+    idempotency_retention_seconds: int = Field(default=86_400, ge=60)
+    #: A request whose Idempotency-Key is in flight longer than this is presumed dead.
+    idempotency_lease_seconds: int = Field(default=30, ge=1)
+
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_items_per_order: int = Field(default=50, ge=1, le=1000)
+    max_quantity_per_item: int = Field(default=1000, ge=1)
+
+    kafka_partitions: int = Field(default=6, ge=1)
+    kafka_replication: int = Field(default=1, ge=1)
+    projector_group: str = "flashorder-projector"
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    outbox_retention_hours: int = Field(default=24, ge=1)
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None and self.redis_url is None
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'flashorder.db').resolve()}"
+
+    def problems(self) -> list[str]:
+        """Settings that would break a promise, as sentences. Empty when all is well."""
+        found = []
+        if self.workers > 1 and self.redis_url is None:
+            found.append(
+                "several workers need FLASHORDER_REDIS_URL: in-process locks and stock "
+                "counts are not shared between processes"
+            )
+        if self.workers > 1 and self.database_url is None:
+            found.append("several workers need FLASHORDER_DATABASE_URL (SQLite is one process)")
+        if self.workers > 1 and self.kafka_bootstrap is None:
+            found.append(
+                "several workers need FLASHORDER_KAFKA_BOOTSTRAP: in-process event delivery "
+                "would run one relay per worker"
+            )
+        return found

@@ -1,0 +1,56 @@
+"""The app factory. Resources are built in the lifespan and reach requests as state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from fastapi import FastAPI
+
+from flashorder import __version__
+from flashorder.bootstrap import Service, build
+from flashorder.config import Settings
+from flashorder.entrypoints.api import catalogue, ops, orders, problems
+from flashorder.entrypoints.api.limits import BodyLimit
+from flashorder.entrypoints.api.metrics import Metrics, MetricsMiddleware
+
+
+class State(TypedDict):
+    service: Service
+    metrics: Metrics
+
+
+DESCRIPTION = """\
+A flash-sale order service: it takes every order it can, never oversells, never charges a
+retry twice and never loses an order event.
+
+Errors are RFC 9457 problems (`application/problem+json`) with a stable `type` per case.
+"""
+
+
+def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
+    """Build the ASGI app. ``background`` runs the embedded relay and projector (no Kafka)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        async with build(settings, background=background) as service:
+            yield {"service": service, "metrics": metrics}
+
+    app = FastAPI(
+        title="flashorder",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.include_router(orders.router)
+    app.include_router(catalogue.router)
+    app.include_router(ops.router)
+    problems.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

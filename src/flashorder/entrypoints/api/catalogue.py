@@ -1,0 +1,100 @@
+"""Admin routes: products, stock and discount policies."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from flashorder.application import handlers
+from flashorder.domain import commands, errors
+from flashorder.domain.model import DiscountPolicy, DiscountPolicyId, Product, ProductId
+from flashorder.entrypoints.api.deps import ServiceDep
+from flashorder.entrypoints.api.schemas import (
+    DiscountPolicyIn,
+    DiscountPolicyOut,
+    Ident,
+    ProductIn,
+    ProductOut,
+    StockChangeIn,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["catalogue"])
+
+
+def _product_out(product: Product) -> ProductOut:
+    return ProductOut(
+        product_id=product.product_id,
+        name=product.name,
+        price=product.price,
+        stock=product.stock,
+        available=product.available,
+        sold=product.sold,
+        max_per_user=product.max_per_user,
+    )
+
+
+def _policy_out(policy: DiscountPolicy) -> DiscountPolicyOut:
+    return DiscountPolicyOut(
+        policy_id=policy.policy_id,
+        kind=policy.kind,
+        value=policy.value,
+        min_order_amount=policy.min_order_amount,
+        max_discount=policy.max_discount,
+        valid_from=policy.valid_from,
+        valid_until=policy.valid_until,
+    )
+
+
+@router.post("/products", status_code=201, summary="Create a product (admin)")
+async def create_product(body: ProductIn, service: ServiceDep) -> ProductOut:
+    product = await handlers.create_product(
+        commands.CreateProduct(
+            product_id=ProductId(body.product_id),
+            name=body.name,
+            price=body.price,
+            stock=body.stock,
+            max_per_user=body.max_per_user,
+        ),
+        deps=service.deps,
+    )
+    return _product_out(product)
+
+
+@router.get("/products/{product_id}", summary="Read a product with its available and sold stock")
+async def get_product(product_id: Ident, service: ServiceDep) -> ProductOut:
+    return _product_out(await handlers.product_view(ProductId(product_id), deps=service.deps))
+
+
+@router.post("/products/{product_id}/stock", summary="Add to or set the stock mid-sale (admin)")
+async def change_stock(product_id: Ident, body: StockChangeIn, service: ServiceDep) -> ProductOut:
+    if (body.add is None) == (body.set is None):
+        raise errors.InvalidOrder("give exactly one of add and set")
+    product = await handlers.change_stock(
+        commands.ChangeStock(ProductId(product_id), add=body.add, set_to=body.set),
+        deps=service.deps,
+    )
+    return _product_out(product)
+
+
+@router.post("/discount-policies", status_code=201, summary="Create a discount policy (admin)")
+async def create_discount_policy(body: DiscountPolicyIn, service: ServiceDep) -> DiscountPolicyOut:
+    if body.valid_from and body.valid_until and body.valid_until <= body.valid_from:
+        raise errors.InvalidOrder("validUntil must be after validFrom")
+    policy = await handlers.create_discount_policy(
+        commands.CreateDiscountPolicy(
+            policy_id=DiscountPolicyId(body.policy_id),
+            kind=body.kind,
+            value=body.value,
+            min_order_amount=body.min_order_amount,
+            max_discount=body.max_discount,
+            valid_from=body.valid_from,
+            valid_until=body.valid_until,
+        ),
+        deps=service.deps,
+    )
+    return _policy_out(policy)
+
+
+@router.get("/discount-policies/{policy_id}", summary="Read a discount policy")
+async def get_discount_policy(policy_id: Ident, service: ServiceDep) -> DiscountPolicyOut:
+    policy = await handlers.discount_policy_view(DiscountPolicyId(policy_id), deps=service.deps)
+    return _policy_out(policy)

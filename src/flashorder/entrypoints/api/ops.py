@@ -1,0 +1,37 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from flashorder.entrypoints.api.deps import ServiceDep
+from flashorder.entrypoints.api.metrics import Metrics
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: every dependency answers; read-model lag in detail")
+async def readyz(service: ServiceDep) -> JSONResponse:
+    checks = await service.readiness()
+    lag = await service.lag()
+    ready = all(state == "ok" for state in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks, "lag": lag},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(request: Request, service: ServiceDep) -> Response:
+    registry: Metrics = request.state.metrics
+    lag = await service.lag()
+    registry.lag_events.set(lag.get("events", 0))
+    registry.lag_seconds.set(lag.get("seconds", 0.0))
+    body, content_type = registry.exposition()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,119 @@
+"""Order routes: the command side (place, cancel) and the query side (read model)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Header, Query
+from starlette.responses import Response
+
+from flashorder.application import handlers
+from flashorder.domain import commands, errors
+from flashorder.domain.model import DiscountPolicyId, OrderId, ProductId, UserId
+from flashorder.domain.pricing import RequestedLine
+from flashorder.entrypoints.api.deps import ServiceDep
+from flashorder.entrypoints.api.problems import MEDIA_TYPE
+from flashorder.entrypoints.api.schemas import Ident, OrderOut, OrderPage, PlaceOrderIn, Problem
+
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+
+_PROBLEMS = {"content": {MEDIA_TYPE: {"schema": Problem.model_json_schema()}}}
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Any unique string (a UUID is ideal). Retries with the same key and body "
+        "get the first answer; a different body gets 422.",
+    ),
+]
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # The body is already a plain dict of the domain's snapshot: serialise it directly rather
+    # than validate it again through the response model (which still documents it).
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=OrderOut,
+    responses={
+        200: {"model": OrderOut, "description": "A retry: the first answer, replayed."},
+        409: {"description": "Sold out, limit reached, or a duplicate in flight", **_PROBLEMS},
+        422: {"description": "Invalid, tampered or inconsistent", **_PROBLEMS},
+        503: {"description": "A dependency is down; nothing was written", **_PROBLEMS},
+    },
+    summary="Place an order",
+)
+async def place_order(
+    body: PlaceOrderIn, service: ServiceDep, idempotency_key: IdempotencyKey = None
+) -> Response:
+    if len(body.items) > service.settings.max_items_per_order:
+        raise errors.InvalidOrder(
+            f"an order has at most {service.settings.max_items_per_order} items"
+        )
+    if any(item.quantity > service.settings.max_quantity_per_item for item in body.items):
+        raise errors.InvalidOrder(
+            f"quantity is at most {service.settings.max_quantity_per_item} per item"
+        )
+    cmd = commands.PlaceOrder(
+        user_id=UserId(body.user_id),
+        lines=tuple(
+            RequestedLine(ProductId(i.product_id), i.quantity, i.product_price) for i in body.items
+        ),
+        discount_policy_id=(
+            DiscountPolicyId(body.discount_policy_id) if body.discount_policy_id else None
+        ),
+        discount_amount=body.discount_amount,
+        delivery_fee=body.delivery_fee,
+        payment_amount=body.payment_amount,
+        payment_type=body.payment_type,
+        idempotency_key=idempotency_key,
+    )
+    placed = await handlers.place_order(cmd, deps=service.deps)
+    if placed.replayed:
+        return _json(placed.body, placed.status_code, {"Idempotent-Replayed": "true"})
+    return _json(placed.body, placed.status_code)
+
+
+@router.get(
+    "/{order_id}",
+    response_model=OrderOut,
+    responses={404: {"description": "No such order (yet)", **_PROBLEMS}},
+    summary="Read an order (query side)",
+)
+async def get_order(order_id: Ident, service: ServiceDep) -> Response:
+    view = await service.read_model.order(OrderId(order_id))
+    if view is None:
+        raise errors.OrderNotFound(order_id)
+    return _json(view)
+
+
+@router.get("", response_model=OrderPage, summary="List a user's orders, newest first")
+async def list_orders(
+    service: ServiceDep,
+    user_id: Annotated[Ident, Query(alias="userId")],
+    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_\-=]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Response:
+    items, next_cursor = await service.read_model.orders_of(
+        UserId(user_id), cursor=cursor, limit=limit
+    )
+    return _json({"items": items, "nextCursor": next_cursor})
+
+
+@router.post(
+    "/{order_id}/cancel",
+    response_model=OrderOut,
+    responses={404: {"description": "No such order", **_PROBLEMS}},
+    summary="Cancel an order (idempotent: the stock comes back once)",
+)
+async def cancel_order(order_id: Ident, service: ServiceDep) -> Response:
+    body = await handlers.cancel_order(commands.CancelOrder(OrderId(order_id)), deps=service.deps)
+    return _json(body)

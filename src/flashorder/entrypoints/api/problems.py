@@ -1,0 +1,141 @@
+"""Every error becomes an RFC 9457 problem, here and nowhere else.
+
+Each case has a stable ``type`` that clients can switch on; ``detail`` is for people.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from flashorder.domain import errors
+
+log = logging.getLogger("flashorder.api")
+
+PROBLEM_BASE = "urn:flashorder:problem:"
+MEDIA_TYPE = "application/problem+json"
+
+#: (status, type, title) per domain error; the most specific class wins.
+_CASES: list[tuple[type[errors.FlashOrderError], int, str, str]] = [
+    (errors.SoldOut, 409, "sold-out", "Sold out"),
+    (errors.LimitReached, 409, "limit-reached", "Per-user limit reached"),
+    (errors.DuplicateInFlight, 409, "duplicate-in-flight", "Duplicate request in flight"),
+    (errors.AlreadyExists, 409, "already-exists", "Already exists"),
+    (errors.StockBelowCommitted, 409, "stock-below-committed", "Stock below what is sold"),
+    (errors.NotFound, 404, "not-found", "Not found"),
+    (errors.PriceMismatch, 422, "price-mismatch", "Price mismatch"),
+    (errors.DiscountNotApplicable, 422, "discount-not-applicable", "Discount not applicable"),
+    (errors.IdempotencyKeyReused, 422, "idempotency-key-reused", "Idempotency key reused"),
+    (errors.UnknownReference, 422, "unknown-reference", "Unknown reference"),
+    (errors.Invalid, 422, "invalid-request", "Invalid request"),
+    (errors.Unavailable, 503, "unavailable", "Service unavailable"),
+]
+
+_HTTP_TYPES = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    411: "length-required",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "too-many-requests",
+}
+
+
+def problem(
+    status: int,
+    type_: str,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body = {"type": PROBLEM_BASE + type_, "title": title, "status": status, "detail": detail}
+    if instance is not None:
+        body["instance"] = instance
+    body.update(extra)
+    return Response(orjson.dumps(body), status, headers=headers, media_type=MEDIA_TYPE)
+
+
+def classify(exc: errors.FlashOrderError) -> tuple[int, str, str]:
+    for cls, status, type_, title in _CASES:
+        if isinstance(exc, cls):
+            return status, type_, title
+    return 500, "internal", "Internal error"
+
+
+def _extra(exc: errors.FlashOrderError) -> dict[str, Any]:
+    if isinstance(exc, errors.PriceMismatch):
+        return {"field": exc.field, "expected": exc.expected, "given": exc.given}
+    if isinstance(exc, errors.LimitReached):
+        return {"productId": exc.product_id, "limit": exc.limit}
+    if isinstance(exc, errors.SoldOut):
+        return {"productId": exc.product_id}
+    return {}
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.FlashOrderError)
+    status, type_, title = classify(exc)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return problem(
+        status,
+        type_,
+        title,
+        exc.detail,
+        instance=request.url.path,
+        headers=headers,
+        **_extra(exc),
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    issues = [
+        {
+            "location": [str(part) for part in err.get("loc", ())],
+            "message": str(err.get("msg", "")),
+        }
+        for err in exc.errors()
+    ]
+    return problem(
+        422,
+        "validation-error",
+        "Validation error",
+        "the request does not match the schema",
+        instance=request.url.path,
+        errors=issues,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return problem(
+        exc.status_code,
+        _HTTP_TYPES.get(exc.status_code, "http-error"),
+        str(exc.detail) if exc.status_code != 404 else "Not found",
+        str(exc.detail),
+        instance=request.url.path,
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # A bug, by definition: log it whole, tell the client nothing about internals.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "internal", "Internal error", "an unexpected error occurred")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.FlashOrderError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

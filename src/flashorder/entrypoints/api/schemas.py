@@ -1,0 +1,153 @@
+"""Wire models: camelCase JSON, bounded so that no value can hurt the service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import AwareDatetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from flashorder.domain.model import DiscountKind, OrderStatus, PaymentType
+
+#: Identifiers as the original uses them (``PRD_240701120000001_0001_101``, ``test1234``).
+Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
+#: Money in the currency's smallest unit; the bound keeps sums far from any overflow.
+Amount = Annotated[int, Field(ge=0, le=10**12)]
+Count = Annotated[int, Field(ge=0, le=10**9)]
+# Models are strict ("1" is not 1), but FastAPI validates decoded JSON, where enums and times
+# can only arrive as strings: those fields take their string form.
+Payment = Annotated[PaymentType, Field(strict=False)]
+Kind = Annotated[DiscountKind, Field(strict=False)]
+Instant = Annotated[AwareDatetime, Field(strict=False)]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        strict=True,
+    )
+
+
+class OrderItemIn(Wire):
+    product_id: Ident
+    quantity: Annotated[int, Field(ge=1, le=10**6)]
+    product_price: Amount
+
+
+class PlaceOrderIn(Wire):
+    """The original's order request, as written."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "userId": "test1234",
+                    "items": [
+                        {
+                            "productId": "PRD_240701120000001_0001_101",
+                            "quantity": 1,
+                            "productPrice": 10050,
+                        }
+                    ],
+                    "discountPolicyId": None,
+                    "discountAmount": None,
+                    "deliveryFee": 0,
+                    "paymentAmount": 10050,
+                    "paymentType": "CREDIT",
+                }
+            ]
+        }
+    )
+
+    user_id: Ident
+    items: Annotated[list[OrderItemIn], Field(min_length=1, max_length=1000)]
+    discount_policy_id: Ident | None = None
+    discount_amount: Amount | None = None
+    delivery_fee: Amount = 0
+    payment_amount: Amount
+    payment_type: Payment
+
+
+class OrderItemOut(Wire):
+    product_id: str
+    quantity: int
+    product_price: int
+    amount: int
+
+
+class OrderOut(Wire):
+    order_id: str
+    user_id: str
+    status: OrderStatus
+    items: list[OrderItemOut]
+    items_amount: int
+    discount_policy_id: str | None
+    discount_amount: int
+    delivery_fee: int
+    payment_amount: int
+    payment_type: PaymentType
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderPage(Wire):
+    items: list[OrderOut]
+    next_cursor: str | None
+
+
+class ProductIn(Wire):
+    product_id: Ident
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    price: Amount
+    stock: Count
+    max_per_user: Annotated[int, Field(ge=1, le=10**6)] | None = None
+
+
+class ProductOut(Wire):
+    product_id: str
+    name: str
+    price: int
+    stock: int
+    available: int
+    sold: int
+    max_per_user: int | None
+
+
+class StockChangeIn(Wire):
+    """Exactly one of ``add`` (may be negative) and ``set``."""
+
+    add: Annotated[int, Field(ge=-(10**9), le=10**9)] | None = None
+    set: Count | None = None
+
+
+class DiscountPolicyIn(Wire):
+    policy_id: Ident
+    kind: Kind
+    #: An amount for FIXED, a whole percentage 1..100 for PERCENT.
+    value: Annotated[int, Field(ge=1, le=10**12)]
+    min_order_amount: Amount = 0
+    max_discount: Amount | None = None
+    #: With a time zone (``2026-11-25T09:00:00+09:00``): a sale starts at one instant.
+    valid_from: Instant | None = None
+    valid_until: Instant | None = None
+
+
+class DiscountPolicyOut(DiscountPolicyIn):
+    pass
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None

@@ -1,0 +1,122 @@
+"""The ``flashorder`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from flashorder.config import Settings
+
+cli = typer.Typer(
+    name="flashorder",
+    help="A flash-sale order service that never oversells.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _settings(**overrides: object) -> Settings:
+    """Settings from the environment; a command-line value wins and is exported, so that
+    worker processes started by uvicorn read the same settings."""
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[f"FLASHORDER_{name.upper()}"] = str(value)
+    return Settings()
+
+
+def _prepare(settings: Settings) -> None:
+    """Everything a process needs before it serves: the data folder, the schema, topics."""
+    from flashorder.adapters.sql_migrate import migrate
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.effective_database_url)
+    if settings.kafka_bootstrap is not None:
+        from flashorder.adapters.kafka_topics import ensure_topics
+
+        asyncio.run(
+            ensure_topics(
+                settings.kafka_bootstrap,
+                partitions=settings.kafka_partitions,
+                replication=settings.kafka_replication,
+            )
+        )
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    workers: Annotated[int | None, typer.Option(help="API worker processes")] = None,
+) -> None:
+    """Serve the API (embedded by default; see FLASHORDER_* settings for the full stack)."""
+    settings = _settings(host=host, port=port, workers=workers)
+    if problems := settings.problems():
+        for problem in problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+    _prepare(settings)
+    if settings.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        folder = Path(settings.data_dir / "prometheus").resolve()
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    mode = "embedded" if settings.embedded else "full stack"
+    typer.echo(f"flashorder ({mode}) on http://{settings.host}:{settings.port}  docs: /docs")
+    uvicorn.run(
+        "flashorder.entrypoints.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+        backlog=4096,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply the database migrations (also done by serve, relay and projector)."""
+    settings = _settings()
+    _prepare(settings)
+    typer.echo("schema is up to date")
+
+
+@cli.command()
+def relay() -> None:
+    """Publish the outbox to Kafka (safe to run several at once)."""
+    from flashorder.entrypoints.workers import relay_main
+
+    settings = _settings()
+    if settings.kafka_bootstrap is None:
+        typer.echo("error: the relay needs FLASHORDER_KAFKA_BOOTSTRAP", err=True)
+        raise typer.Exit(2)
+    _prepare(settings)
+    asyncio.run(relay_main(settings))
+
+
+@cli.command()
+def projector() -> None:
+    """Build the read model from Kafka (a consumer group; run one or more)."""
+    from flashorder.entrypoints.workers import projector_main
+
+    settings = _settings()
+    if settings.kafka_bootstrap is None:
+        typer.echo("error: the projector needs FLASHORDER_KAFKA_BOOTSTRAP", err=True)
+        raise typer.Exit(2)
+    _prepare(settings)
+    asyncio.run(projector_main(settings))
+
+
+def main() -> None:
+    cli()

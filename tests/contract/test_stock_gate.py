@@ -1,0 +1,505 @@
+"""The StockGate contract, run against the Redis gate and its in-memory twin."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from flashorder.adapters.memory_stock import MemoryStockGate
+from flashorder.adapters.redis_stock import RedisStockGate
+from flashorder.application.ports import ReservationLine, StockGate, StockUnknown
+from flashorder.domain import errors
+from flashorder.domain.model import OrderId, ProductId, UserId
+
+
+def _redis(url: str, *, decode: bool = False) -> Redis:
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=32, timeout=10, socket_timeout=5, decode_responses=decode
+    )
+    return Redis.from_pool(pool)
+
+
+async def _drop(client: Redis, prefix: str) -> None:
+    keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
+    if keys:
+        await client.delete(*keys)
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def gate(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[StockGate]:
+    if request.param == "memory":
+        yield MemoryStockGate()
+        return
+    prefix = f"test-{uuid.uuid4().hex}"
+    client = _redis(redis_url)
+    try:
+        yield RedisStockGate(client, prefix=prefix)
+    finally:
+        await _drop(client, prefix)
+        await client.aclose()
+
+
+def product() -> ProductId:
+    return ProductId(f"PRD_{uuid.uuid4().hex}")
+
+
+def order() -> OrderId:
+    return OrderId(uuid.uuid4().hex)
+
+
+def user() -> UserId:
+    return UserId(f"user-{uuid.uuid4().hex[:8]}")
+
+
+def line(
+    product_id: ProductId, quantity: int = 1, max_per_user: int | None = None
+) -> ReservationLine:
+    return ReservationLine(product_id, quantity, max_per_user)
+
+
+# --- reserving ----------------------------------------------------------------------------
+
+
+async def test_reserving_takes_the_quantities_from_the_count(gate: StockGate) -> None:
+    p = product()
+    await gate.put(p, 10)
+
+    await gate.reserve(order(), user(), [line(p, 3)])
+
+    assert await gate.available(p) == 7
+
+
+async def test_reserving_the_same_order_twice_takes_stock_once(gate: StockGate) -> None:
+    p, o, u = product(), order(), user()
+    await gate.put(p, 10)
+
+    await gate.reserve(o, u, [line(p, 3)])
+    await gate.reserve(o, u, [line(p, 3)])
+
+    assert await gate.available(p) == 7
+
+
+async def test_reserving_a_product_the_gate_has_no_count_for_raises_stock_unknown(
+    gate: StockGate,
+) -> None:
+    p = product()
+
+    with pytest.raises(StockUnknown) as raised:
+        await gate.reserve(order(), user(), [line(p)])
+
+    assert raised.value.product_id == p
+
+
+async def test_reserving_more_than_is_left_raises_sold_out_and_takes_nothing(
+    gate: StockGate,
+) -> None:
+    p = product()
+    await gate.put(p, 2)
+
+    with pytest.raises(errors.SoldOut) as raised:
+        await gate.reserve(order(), user(), [line(p, 3)])
+
+    assert raised.value.product_id == p
+    assert await gate.available(p) == 2
+
+
+async def test_a_multi_line_reservation_with_one_short_line_takes_nothing(
+    gate: StockGate,
+) -> None:
+    a, b, c = product(), product(), product()
+    await gate.put(a, 5)
+    await gate.put(b, 1)
+    await gate.put(c, 5)
+
+    with pytest.raises(errors.SoldOut) as raised:
+        await gate.reserve(order(), user(), [line(a, 2), line(b, 2), line(c, 2)])
+
+    assert raised.value.product_id == b
+    assert [await gate.available(p) for p in (a, b, c)] == [5, 1, 5]
+
+
+async def test_a_multi_line_reservation_with_an_unknown_product_takes_nothing(
+    gate: StockGate,
+) -> None:
+    a, unknown = product(), product()
+    await gate.put(a, 5)
+
+    with pytest.raises(StockUnknown):
+        await gate.reserve(order(), user(), [line(a, 2), line(unknown, 1)])
+
+    assert await gate.available(a) == 5
+
+
+async def test_a_multi_line_reservation_takes_every_line(gate: StockGate) -> None:
+    a, b = product(), product()
+    await gate.put(a, 5)
+    await gate.put(b, 5)
+
+    await gate.reserve(order(), user(), [line(a, 2), line(b, 5)])
+
+    assert [await gate.available(a), await gate.available(b)] == [3, 0]
+
+
+async def test_lines_of_the_same_product_count_together(gate: StockGate) -> None:
+    p, o = product(), order()
+    await gate.put(p, 3)
+
+    with pytest.raises(errors.SoldOut):
+        await gate.reserve(order(), user(), [line(p, 2), line(p, 2)])
+    await gate.put(p, 4)
+    await gate.reserve(o, user(), [line(p, 2), line(p, 2)])
+    assert await gate.available(p) == 0
+
+    assert await gate.release(o)
+    assert await gate.available(p) == 4
+
+
+@pytest.mark.parametrize("lines", [[], [line(ProductId("p"), 0)], [line(ProductId("p"), -1)]])
+async def test_a_reservation_needs_lines_with_positive_quantities(
+    gate: StockGate, lines: list[ReservationLine]
+) -> None:
+    with pytest.raises(ValueError, match=r"line|positive"):
+        await gate.reserve(order(), user(), lines)
+
+
+async def test_reserving_past_the_per_user_limit_raises_limit_reached(gate: StockGate) -> None:
+    p, u = product(), user()
+    await gate.put(p, 10)
+    await gate.reserve(order(), u, [line(p, 2, max_per_user=3)])
+
+    with pytest.raises(errors.LimitReached) as raised:
+        await gate.reserve(order(), u, [line(p, 2, max_per_user=3)])
+
+    assert (raised.value.product_id, raised.value.limit) == (p, 3)
+    assert await gate.available(p) == 8
+    await gate.reserve(order(), user(), [line(p, 2, max_per_user=3)])
+    assert await gate.available(p) == 6
+
+
+# --- releasing and confirming -------------------------------------------------------------
+
+
+async def test_releasing_gives_stock_and_the_user_count_back_once(gate: StockGate) -> None:
+    p, o, u = product(), order(), user()
+    await gate.put(p, 5)
+    await gate.reserve(o, u, [line(p, 2, max_per_user=2)])
+
+    assert await gate.release(o) is True
+    assert await gate.release(o) is False
+
+    assert await gate.available(p) == 5
+    await gate.reserve(order(), u, [line(p, 2, max_per_user=2)])
+    assert await gate.available(p) == 3
+
+
+async def test_releasing_an_order_never_reserved_returns_false(gate: StockGate) -> None:
+    assert await gate.release(order()) is False
+
+
+async def test_reserving_a_released_order_again_takes_nothing(gate: StockGate) -> None:
+    p, o, u = product(), order(), user()
+    await gate.put(p, 5)
+    await gate.reserve(o, u, [line(p, 2)])
+    await gate.release(o)
+
+    await gate.reserve(o, u, [line(p, 2)])
+
+    assert await gate.available(p) == 5
+
+
+async def test_a_confirmed_reservation_can_still_be_released_once(gate: StockGate) -> None:
+    p, o = product(), order()
+    await gate.put(p, 5)
+    await gate.reserve(o, user(), [line(p, 2)])
+
+    await gate.confirm(o)
+    await gate.confirm(o)
+
+    assert await gate.release(o) is True
+    assert await gate.release(o) is False
+    assert await gate.available(p) == 5
+
+
+async def test_releasing_a_product_whose_count_was_lost_does_not_invent_one(
+    gate: StockGate,
+) -> None:
+    p, q, o = product(), product(), order()
+    await gate.put(p, 5)
+    await gate.put(q, 5)
+    await gate.reserve(o, user(), [line(p, 2), line(q, 1)])
+    await _forget(gate, q)
+
+    assert await gate.release(o) is True
+
+    assert await gate.available(p) == 5
+    assert await gate.available(q) is None
+
+
+async def _forget(gate: StockGate, product_id: ProductId) -> None:
+    # Simulates a lost counter (Redis restarted with partial data, or an operator's DEL).
+    if isinstance(gate, RedisStockGate):
+        await gate._client.delete(gate._avail(product_id))
+    else:
+        assert isinstance(gate, MemoryStockGate)
+        del gate._available[product_id]
+
+
+# --- pending reservations -------------------------------------------------------------------
+
+
+async def test_pending_lists_reservations_older_than_the_age_oldest_first(
+    gate: StockGate,
+) -> None:
+    p, first, second = product(), order(), order()
+    await gate.put(p, 5)
+    await gate.reserve(first, user(), [line(p)])
+    await asyncio.sleep(0.3)
+    await gate.reserve(second, user(), [line(p)])
+
+    assert await gate.pending(0.2) == [first]
+    assert await gate.pending(0) == [first, second]
+    assert await gate.pending(60) == []
+
+
+async def test_confirmed_and_released_reservations_are_not_pending(gate: StockGate) -> None:
+    p, confirmed, released, open_ = product(), order(), order(), order()
+    await gate.put(p, 5)
+    for o in (confirmed, released, open_):
+        await gate.reserve(o, user(), [line(p)])
+
+    await gate.confirm(confirmed)
+    await gate.release(released)
+
+    assert await gate.pending(0) == [open_]
+
+
+# --- counts ---------------------------------------------------------------------------------
+
+
+async def test_prime_sets_the_count_only_when_there_is_none(gate: StockGate) -> None:
+    p = product()
+
+    assert await gate.available(p) is None
+    assert await gate.prime(p, 5) is True
+    assert await gate.prime(p, 9) is False
+    assert await gate.available(p) == 5
+
+
+async def test_put_overwrites_the_count(gate: StockGate) -> None:
+    p = product()
+    await gate.prime(p, 5)
+
+    await gate.put(p, 9)
+
+    assert await gate.available(p) == 9
+
+
+async def test_adjust_adds_a_delta_and_returns_the_new_count(gate: StockGate) -> None:
+    p = product()
+    await gate.put(p, 5)
+
+    assert await gate.adjust(p, 3) == 8
+    assert await gate.adjust(p, -8) == 0
+    assert await gate.available(p) == 0
+
+
+async def test_adjust_refuses_to_go_below_zero(gate: StockGate) -> None:
+    p = product()
+    await gate.put(p, 5)
+
+    with pytest.raises(errors.StockBelowCommitted) as raised:
+        await gate.adjust(p, -6)
+
+    assert raised.value.product_id == p
+    assert await gate.available(p) == 5
+
+
+async def test_adjust_of_a_product_without_count_raises_stock_unknown(gate: StockGate) -> None:
+    with pytest.raises(StockUnknown):
+        await gate.adjust(product(), 1)
+
+
+async def test_set_user_count_overwrites_what_the_limit_checks(gate: StockGate) -> None:
+    p, u = product(), user()
+    await gate.put(p, 10)
+
+    await gate.set_user_count(p, u, 2)
+    with pytest.raises(errors.LimitReached):
+        await gate.reserve(order(), u, [line(p, 1, max_per_user=2)])
+    await gate.set_user_count(p, u, 0)
+    await gate.reserve(order(), u, [line(p, 2, max_per_user=2)])
+
+    assert await gate.available(p) == 8
+
+
+# --- races ----------------------------------------------------------------------------------
+
+
+async def _outcome(gate: StockGate, o: OrderId, u: UserId, lines: list[ReservationLine]) -> str:
+    try:
+        await gate.reserve(o, u, lines)
+    except errors.SoldOut:
+        return "sold out"
+    except errors.LimitReached:
+        return "limit"
+    return "ok"
+
+
+async def test_500_concurrent_buyers_of_100_units_get_exactly_100(gate: StockGate) -> None:
+    p = product()
+    await gate.put(p, 100)
+
+    outcomes = await asyncio.gather(
+        *(_outcome(gate, order(), user(), [line(p)]) for _ in range(500))
+    )
+
+    assert outcomes.count("ok") == 100
+    assert outcomes.count("sold out") == 400
+    assert await gate.available(p) == 0
+
+
+async def test_concurrent_two_product_orders_are_all_or_nothing(gate: StockGate) -> None:
+    a, b = product(), product()
+    await gate.put(a, 100)
+    await gate.put(b, 60)
+
+    outcomes = await asyncio.gather(
+        *(_outcome(gate, order(), user(), [line(a), line(b)]) for _ in range(200))
+    )
+
+    assert outcomes.count("ok") == 60
+    assert [await gate.available(a), await gate.available(b)] == [40, 0]
+
+
+async def test_30_concurrent_orders_of_one_user_with_limit_2_take_exactly_2(
+    gate: StockGate,
+) -> None:
+    p, u = product(), user()
+    await gate.put(p, 100)
+
+    outcomes = await asyncio.gather(
+        *(_outcome(gate, order(), u, [line(p, 1, max_per_user=2)]) for _ in range(30))
+    )
+
+    assert outcomes.count("ok") == 2
+    assert outcomes.count("limit") == 28
+    assert await gate.available(p) == 98
+
+
+async def test_50_concurrent_retries_of_one_order_take_stock_once(gate: StockGate) -> None:
+    p, o, u = product(), order(), user()
+    await gate.put(p, 10)
+
+    await asyncio.gather(*(gate.reserve(o, u, [line(p, 3)]) for _ in range(50)))
+
+    assert await gate.available(p) == 7
+
+
+async def test_50_concurrent_releases_of_one_order_give_stock_back_once(
+    gate: StockGate,
+) -> None:
+    p, o = product(), order()
+    await gate.put(p, 10)
+    await gate.reserve(o, user(), [line(p, 4)])
+
+    released = await asyncio.gather(*(gate.release(o) for _ in range(50)))
+
+    assert released.count(True) == 1
+    assert await gate.available(p) == 10
+
+
+async def test_a_storm_of_reserves_and_releases_keeps_the_count_exact(gate: StockGate) -> None:
+    p = product()
+    stock = 40
+    await gate.put(p, stock)
+    rng = random.Random()
+    kept: list[OrderId] = []
+    lowest = stock
+    stop = asyncio.Event()
+
+    async def buyer() -> None:
+        o = order()
+        if await _outcome(gate, o, user(), [line(p, rng.randint(1, 3))]) != "ok":
+            return
+        await asyncio.sleep(rng.random() * 0.01)
+        if rng.random() < 0.5:
+            await asyncio.gather(gate.release(o), gate.release(o))
+        else:
+            kept.append(o)
+
+    async def watch() -> None:
+        nonlocal lowest
+        while not stop.is_set():
+            lowest = min(lowest, await gate.available(p) or 0)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.gather(*(buyer() for _ in range(400)))
+    stop.set()
+    await watcher
+
+    assert lowest >= 0
+    held = await gate.available(p)
+    assert held is not None
+    assert held >= 0
+    for o in kept:
+        assert await gate.release(o) is True
+    assert await gate.available(p) == stock
+
+
+# --- the Redis adapter itself -----------------------------------------------------------------
+
+
+async def test_the_redis_gate_works_on_a_client_that_decodes_responses(redis_url: str) -> None:
+    prefix = f"test-{uuid.uuid4().hex}"
+    client = _redis(redis_url, decode=True)
+    try:
+        gate = RedisStockGate(client, prefix=prefix)
+        p, o = product(), order()
+        await gate.put(p, 3)
+        with pytest.raises(errors.LimitReached):
+            await gate.reserve(order(), user(), [line(p, 2, max_per_user=1)])
+        await gate.reserve(o, user(), [line(p, 2)])
+        assert await gate.pending(0) == [o]
+        assert await gate.release(o) is True
+        assert await gate.available(p) == 3
+    finally:
+        await _drop(client, prefix)
+        await client.aclose()
+
+
+async def test_an_unreachable_redis_raises_unavailable() -> None:
+    client = Redis(
+        host="127.0.0.1",
+        port=1,
+        socket_connect_timeout=0.2,
+        socket_timeout=0.2,
+        retry=Retry(NoBackoff(), retries=0),
+    )
+    gate = RedisStockGate(client)
+    p = product()
+    try:
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: gate.reserve(order(), user(), [line(p)]),
+            lambda: gate.confirm(order()),
+            lambda: gate.release(order()),
+            lambda: gate.prime(p, 1),
+            lambda: gate.put(p, 1),
+            lambda: gate.adjust(p, 1),
+            lambda: gate.available(p),
+            lambda: gate.pending(1),
+            lambda: gate.set_user_count(p, user(), 1),
+        ]
+        for call in calls:
+            with pytest.raises(errors.Unavailable) as raised:
+                await call()
+            assert raised.value.dependency == "redis"
+    finally:
+        await client.aclose()

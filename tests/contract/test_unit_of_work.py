@@ -1,0 +1,534 @@
+"""The UnitOfWork contract on SQLite and MariaDB, including real races on one hot row."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import pkgutil
+import threading
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flashorder import adapters
+from flashorder.adapters.sql_engine import make_engine
+from flashorder.adapters.sql_migrate import migrate
+from flashorder.adapters.sql_outbox import row_event
+from flashorder.adapters.sql_tables import metadata, outbox
+from flashorder.adapters.sql_uow import SerializationFailure, SqlUnitOfWorkFactory
+from flashorder.application.ports import StoredResponse
+from flashorder.domain import errors
+from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event
+from flashorder.domain.model import (
+    DiscountKind,
+    DiscountPolicy,
+    DiscountPolicyId,
+    OrderId,
+    OrderStatus,
+    ProductId,
+    UserId,
+    stock_changed,
+)
+from tests.contract.sql_support import (
+    BACKENDS,
+    migrated_database,
+    new_id,
+    new_order,
+    new_product,
+    now,
+)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mariadb_url: str
+) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("uow")
+    with migrated_database(request.param, folder=folder, mariadb_url=mariadb_url) as url:
+        yield url
+
+
+@pytest.fixture
+async def engine(database: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database, pool_size=20)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def uow(engine: AsyncEngine) -> SqlUnitOfWorkFactory:
+    return SqlUnitOfWorkFactory(engine)
+
+
+async def outbox_events(engine: AsyncEngine, aggregate_id: str) -> list[Event]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(outbox).where(outbox.c.aggregate_id == aggregate_id).order_by(outbox.c.id)
+        )
+        return [row_event(row) for row in rows]
+
+
+async def stored_product(uow: SqlUnitOfWorkFactory, product_id: ProductId) -> tuple[int, int]:
+    async with uow() as work:
+        product = await work.products.get(product_id)
+    assert product is not None
+    return product.stock, product.available
+
+
+# --- schema ------------------------------------------------------------------------------------
+
+
+async def test_migrations_create_exactly_the_schema_the_tables_describe(
+    engine: AsyncEngine,
+) -> None:
+    # Every adapter module that declares tables on the shared metadata, not only sql_tables.
+    for module in pkgutil.iter_modules(adapters.__path__, "flashorder.adapters."):
+        if module.name.split(".")[-1].startswith("sql_"):
+            importlib.import_module(module.name)
+
+    def differences(conn: Connection) -> list[object]:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(differences) == []
+
+
+def test_migrating_an_up_to_date_database_changes_nothing(database: str) -> None:
+    migrate(database)
+    migrate(database)
+
+
+# --- products ----------------------------------------------------------------------------------
+
+
+async def test_added_product_reads_back_alone_and_in_batches(uow: SqlUnitOfWorkFactory) -> None:
+    first, second = new_product(stock=5, max_per_user=2), new_product(stock=7)
+    async with uow() as work:
+        await work.products.add(first, now())
+        await work.products.add(second, now())
+        await work.commit()
+    async with uow() as work:
+        assert await work.products.get(first.product_id) == first
+        assert await work.products.get(second.product_id, for_update=True) == second
+        assert await work.products.get(ProductId(new_id("missing"))) is None
+        batch = await work.products.get_many(
+            [first.product_id, second.product_id, first.product_id, ProductId(new_id("none"))]
+        )
+        assert batch == {first.product_id: first, second.product_id: second}
+        assert await work.products.get_many([]) == {}
+
+
+async def test_adding_an_existing_product_is_already_exists(uow: SqlUnitOfWorkFactory) -> None:
+    product = new_product()
+    async with uow() as work:
+        await work.products.add(product, now())
+        await work.commit()
+    async with uow() as work:
+        with pytest.raises(errors.AlreadyExists):
+            await work.products.add(product, now())
+
+
+async def test_take_stock_takes_while_enough_is_available(uow: SqlUnitOfWorkFactory) -> None:
+    product = new_product(stock=3)
+    async with uow() as work:
+        await work.products.add(product, now())
+        await work.commit()
+    async with uow() as work:
+        assert await work.products.take_stock(product.product_id, 2)
+        assert not await work.products.take_stock(product.product_id, 2)
+        assert await work.products.take_stock(product.product_id, 1)
+        assert not await work.products.take_stock(product.product_id, 1)
+        assert not await work.products.take_stock(ProductId(new_id("missing")), 1)
+        await work.commit()
+    async with uow() as work:
+        taken = await work.products.get(product.product_id)
+    assert taken is not None
+    assert (taken.stock, taken.available, taken.sold) == (3, 0, 3)
+    assert taken.version == product.version + 2
+
+
+async def test_given_back_stock_is_available_again(uow: SqlUnitOfWorkFactory) -> None:
+    product = new_product(stock=4)
+    async with uow() as work:
+        await work.products.add(product, now())
+        await work.products.take_stock(product.product_id, 3)
+        await work.products.give_back_stock(product.product_id, 2)
+        await work.commit()
+    assert await stored_product(uow, product.product_id) == (4, 3)
+
+
+async def test_change_stock_moves_stock_and_available_but_never_below_zero(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    product = new_product(stock=10)
+    async with uow() as work:
+        await work.products.add(product, now())
+        await work.products.take_stock(product.product_id, 6)
+        await work.commit()
+    async with uow() as work:
+        grown = await work.products.change_stock(product.product_id, 5, now())
+        refused = await work.products.change_stock(product.product_id, -10, now())
+        cut = await work.products.change_stock(product.product_id, -9, now())
+        missing = await work.products.change_stock(ProductId(new_id("missing")), 1, now())
+        await work.commit()
+    assert grown is not None
+    assert (grown.stock, grown.available, grown.sold) == (15, 9, 6)
+    assert refused is None
+    assert missing is None
+    assert cut is not None
+    assert (cut.stock, cut.available, cut.sold) == (6, 0, 6)
+    assert cut.version > grown.version > product.version
+
+
+# --- orders and the outbox ----------------------------------------------------------------------
+
+
+async def test_committed_order_reads_back_with_its_lines_and_its_event_in_the_outbox(
+    uow: SqlUnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    p1, p2 = new_product(), new_product()
+    order = new_order(UserId(new_id("user")), [(p1.product_id, 2), (p2.product_id, 1)])
+    created = list(order.events)
+    async with uow() as work:
+        await work.orders.add(order)
+        await work.commit()
+    assert order.events == []
+    async with uow() as work:
+        stored = await work.orders.get(order.order_id)
+        locked = await work.orders.get(order.order_id, for_update=True)
+        assert await work.orders.get(OrderId(new_id("missing"))) is None
+    assert stored == order
+    assert locked == order
+    assert await outbox_events(engine, order.order_id) == created
+    assert created[0].type == ORDER_CREATED
+
+
+async def test_rolled_back_work_leaves_no_order_and_no_outbox_row(
+    uow: SqlUnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    product = new_product(stock=1)
+    left = new_order(UserId(new_id("user")), [(product.product_id, 1)])
+    failed = new_order(UserId(new_id("user")), [(product.product_id, 1)])
+    async with uow() as work:
+        await work.products.add(product, now())
+        await work.commit()
+    async with uow() as work:
+        await work.orders.add(left)
+        await work.products.take_stock(product.product_id, 1)
+    with pytest.raises(errors.SoldOut):  # noqa: PT012 - the rollback is what is tested
+        async with uow() as work:
+            await work.orders.add(failed)
+            raise errors.SoldOut(product.product_id)
+    async with uow() as work:
+        assert await work.orders.get(left.order_id) is None
+        assert await work.orders.get(failed.order_id) is None
+    assert await outbox_events(engine, left.order_id) == []
+    assert await outbox_events(engine, failed.order_id) == []
+    assert await stored_product(uow, product.product_id) == (1, 1)
+
+
+async def test_adding_an_existing_order_is_already_exists(uow: SqlUnitOfWorkFactory) -> None:
+    order = new_order(UserId(new_id("user")), [(ProductId(new_id("prd")), 1)])
+    again = new_order(order.user_id, [(ProductId(new_id("prd")), 1)], order_id=order.order_id)
+    async with uow() as work:
+        await work.orders.add(order)
+        await work.commit()
+    async with uow() as work:
+        with pytest.raises(errors.AlreadyExists):
+            await work.orders.add(again)
+
+
+async def test_save_writes_a_cancel_once_and_refuses_a_stale_copy(
+    uow: SqlUnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    order = new_order(UserId(new_id("user")), [(ProductId(new_id("prd")), 1)])
+    async with uow() as work:
+        await work.orders.add(order)
+        await work.commit()
+    async with uow() as work:
+        first = await work.orders.get(order.order_id)
+    async with uow() as work:
+        stale = await work.orders.get(order.order_id)
+    assert first is not None
+    assert stale is not None
+    assert first.cancel(now())
+    async with uow() as work:
+        assert await work.orders.save(first)
+        await work.commit()
+    assert stale.cancel(now())
+    async with uow() as work:
+        assert not await work.orders.save(stale)
+        await work.commit()
+    async with uow() as work:
+        stored = await work.orders.get(order.order_id)
+    assert stored is not None
+    assert (stored.status, stored.version) == (OrderStatus.CANCELLED, 2)
+    events = await outbox_events(engine, order.order_id)
+    assert [(e.type, e.aggregate_version) for e in events] == [
+        (ORDER_CREATED, 1),
+        (ORDER_CANCELLED, 2),
+    ]
+
+
+async def test_outbox_add_writes_events_with_the_work(
+    uow: SqlUnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    product = new_product()
+    event = stock_changed(product, at=now())
+    async with uow() as work:
+        await work.products.add(product, now())
+        await work.outbox.add([event])
+        await work.outbox.add([])
+        await work.commit()
+    assert await outbox_events(engine, product.product_id) == [event]
+
+
+# --- idempotency records, discounts, purchase counts ------------------------------------------
+
+
+async def test_idempotency_record_reads_back_and_a_second_one_is_already_exists(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    user, key = UserId(new_id("user")), new_id("key")
+    response = StoredResponse("fp-1", 201, {"orderId": "x", "items": [{"quantity": 1}]})
+    async with uow() as work:
+        await work.idempotency.add(user, key, response, now())
+        await work.commit()
+    async with uow() as work:
+        with pytest.raises(errors.AlreadyExists):
+            await work.idempotency.add(user, key, StoredResponse("fp-2", 201, {}), now())
+        # The transaction survives the duplicate: the caller reads the record and goes on.
+        assert await work.idempotency.get(user, key) == response
+        assert await work.idempotency.get(user, key.upper()) is None
+        assert await work.idempotency.get(UserId(new_id("user")), key) is None
+
+
+async def test_work_goes_on_and_commits_after_a_duplicate_key(uow: SqlUnitOfWorkFactory) -> None:
+    product, other = new_product(), new_product()
+    async with uow() as work:
+        await work.products.add(product, now())
+        await work.commit()
+    async with uow() as work:
+        with pytest.raises(errors.AlreadyExists):
+            await work.products.add(product, now())
+        await work.products.add(other, now())
+        await work.commit()
+    async with uow() as work:
+        assert await work.products.get(other.product_id) == other
+
+
+async def test_discount_policy_reads_back_and_a_second_one_is_already_exists(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    policy = DiscountPolicy(
+        policy_id=DiscountPolicyId(new_id("pol")),
+        kind=DiscountKind.PERCENT,
+        value=10,
+        min_order_amount=5000,
+        max_discount=2000,
+        valid_from=datetime(2024, 7, 1, 12, tzinfo=UTC),
+        valid_until=datetime(2024, 7, 2, 12, 0, 0, 123456, tzinfo=UTC),
+    )
+    async with uow() as work:
+        await work.discounts.add(policy)
+        await work.commit()
+    async with uow() as work:
+        assert await work.discounts.get(policy.policy_id) == policy
+        assert await work.discounts.get(DiscountPolicyId(new_id("none"))) is None
+        with pytest.raises(errors.AlreadyExists):
+            await work.discounts.add(policy)
+
+
+async def test_purchases_count_up_to_the_limit_and_give_back(uow: SqlUnitOfWorkFactory) -> None:
+    user, other, product = UserId(new_id("u")), UserId(new_id("u")), ProductId(new_id("p"))
+    async with uow() as work:
+        assert not await work.purchases.take(user, product, 3, 2)
+        assert await work.purchases.take(user, product, 1, 2)
+        assert await work.purchases.take(user, product, 1, 2)
+        assert not await work.purchases.take(user, product, 1, 2)
+        assert await work.purchases.take(other, product, 2, 2)
+        await work.purchases.give_back(user, product, 1)
+        assert await work.purchases.take(user, product, 1, 2)
+        await work.purchases.give_back(other, product, 5)
+        await work.purchases.give_back(UserId(new_id("u")), product, 1)
+        await work.commit()
+    async with uow() as work:
+        assert await work.purchases.counts(product) == {user: 2}
+        assert await work.purchases.counts(ProductId(new_id("p"))) == {}
+
+
+# --- times, misuse, failures --------------------------------------------------------------------
+
+
+async def test_times_come_back_as_the_same_instant_in_utc(uow: SqlUnitOfWorkFactory) -> None:
+    seoul = timezone(timedelta(hours=9))
+    at = datetime(2024, 7, 1, 21, 0, 0, 654321, tzinfo=seoul)
+    order = new_order(UserId(new_id("user")), [(ProductId(new_id("prd")), 1)])
+    order.created_at = order.updated_at = at
+    async with uow() as work:
+        await work.orders.add(order)
+        await work.commit()
+    async with uow() as work:
+        stored = await work.orders.get(order.order_id)
+    assert stored is not None
+    assert stored.created_at == at
+    assert stored.created_at.tzinfo == UTC
+    assert stored.created_at.hour == 12
+
+
+async def test_naive_times_are_refused(uow: SqlUnitOfWorkFactory) -> None:
+    async with uow() as work:
+        with pytest.raises(Exception, match="naive datetime"):
+            await work.products.add(new_product(), datetime(2024, 7, 1, 12))
+
+
+async def test_a_unit_of_work_runs_once_and_its_repositories_only_inside(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    work = uow()
+    with pytest.raises(RuntimeError):
+        await work.products.get(ProductId("x"))
+    async with work:
+        await work.commit()
+        with pytest.raises(RuntimeError):
+            await work.products.get(ProductId("x"))
+        with pytest.raises(RuntimeError):
+            await work.commit()
+    with pytest.raises(RuntimeError):
+        async with work:
+            pass
+
+
+async def test_an_unreachable_database_is_unavailable(database: str, tmp_path: Path) -> None:
+    if database.startswith("sqlite"):
+        # A folder where the database file should be: SQLite cannot open it.
+        url = f"sqlite+aiosqlite:///{tmp_path}"
+    else:
+        url = "mysql+asyncmy://flashorder:flashorder@127.0.0.1:1/nowhere"
+    engine = make_engine(url, pool_size=1)
+    threads_before = set(threading.enumerate())
+    try:
+        with pytest.raises(errors.Unavailable):
+            async with SqlUnitOfWorkFactory(engine)() as work:
+                await work.products.get(ProductId("x"))
+    finally:
+        await engine.dispose()
+    # aiosqlite stops the worker thread of a failed connect without waiting for it; wait
+    # here, or the worker may report to this test's event loop after it closed.
+    for thread in set(threading.enumerate()) - threads_before:
+        thread.join(timeout=5)
+
+
+async def test_a_deadlock_victim_gets_a_retryable_serialization_failure(
+    engine: AsyncEngine, uow: SqlUnitOfWorkFactory
+) -> None:
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite has one writer at a time: transactions queue, they cannot deadlock")
+    a, b = new_product(), new_product()
+    async with uow() as work:
+        await work.products.add(a, now())
+        await work.products.add(b, now())
+        await work.commit()
+    both_hold_one = asyncio.Barrier(2)
+
+    async def lock_in_order(first: ProductId, second: ProductId) -> str:
+        async with uow() as work:
+            await work.products.get(first, for_update=True)
+            await both_hold_one.wait()
+            try:
+                await work.products.get(second, for_update=True)
+            except SerializationFailure:
+                return "victim"
+            await work.commit()
+            return "committed"
+
+    outcomes = await asyncio.gather(
+        lock_in_order(a.product_id, b.product_id), lock_in_order(b.product_id, a.product_id)
+    )
+    assert sorted(outcomes) == ["committed", "victim"]
+    assert issubclass(SerializationFailure, errors.Unavailable)
+
+
+# --- races --------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_concurrent_orders_never_oversell_a_hot_product(
+    engine: AsyncEngine, uow: SqlUnitOfWorkFactory
+) -> None:
+    buyers, stock = (300, 100) if engine.dialect.name != "sqlite" else (90, 30)
+    product = new_product(stock=stock)
+    async with uow() as work:
+        await work.products.add(product, now())
+        await work.commit()
+
+    async def buy() -> OrderId | None:
+        order = new_order(UserId(new_id("user")), [(product.product_id, 1)])
+        async with uow() as work:
+            await work.orders.add(order)
+            # The hot row last, as the handler does.
+            if not await work.products.take_stock(product.product_id, 1):
+                return None
+            await work.commit()
+        return order.order_id
+
+    placed = [o for o in await asyncio.gather(*(buy() for _ in range(buyers))) if o]
+    assert len(placed) == stock
+    assert await stored_product(uow, product.product_id) == (stock, 0)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(outbox.c.aggregate_id).where(outbox.c.aggregate_id.in_(placed))
+        )
+        assert sorted(r.aggregate_id for r in rows) == sorted(placed)
+
+
+@pytest.mark.slow
+async def test_concurrent_purchases_of_one_user_stop_at_the_limit(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    user, product = UserId(new_id("user")), ProductId(new_id("prd"))
+
+    async def take() -> bool:
+        async with uow() as work:
+            if not await work.purchases.take(user, product, 1, 2):
+                return False
+            await work.commit()
+            return True
+
+    results = await asyncio.gather(*(take() for _ in range(30)))
+    assert results.count(True) == 2
+    async with uow() as work:
+        assert await work.purchases.counts(product) == {user: 2}
+
+
+@pytest.mark.slow
+async def test_concurrent_cancels_give_the_stock_back_once(uow: SqlUnitOfWorkFactory) -> None:
+    product = new_product(stock=5)
+    order = new_order(UserId(new_id("user")), [(product.product_id, 2)])
+    async with uow() as work:
+        await work.products.add(product, now())
+        await work.orders.add(order)
+        assert await work.products.take_stock(product.product_id, 2)
+        await work.commit()
+
+    async def cancel() -> bool:
+        async with uow() as work:
+            copy = await work.orders.get(order.order_id)
+            assert copy is not None
+            if not copy.cancel(now()) or not await work.orders.save(copy):
+                return False
+            for line in copy.lines:
+                await work.products.give_back_stock(line.product_id, line.quantity)
+            await work.commit()
+            return True
+
+    results = await asyncio.gather(*(cancel() for _ in range(20)))
+    assert results.count(True) == 1
+    assert await stored_product(uow, product.product_id) == (5, 5)

@@ -1,0 +1,250 @@
+"""The API under test, two ways: embedded in-process, and the full stack over real HTTP.
+
+The full stack is real processes: ``flashorder serve --workers 2``, ``flashorder relay`` and
+``flashorder projector`` on MariaDB, Redis and Kafka, with a database and topics of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import httpx2
+import json as jsonlib
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import Receive, Scope, Send
+
+from flashorder.adapters.redis_stock import RedisStockGate
+from flashorder.adapters.sql_engine import make_engine
+from flashorder.adapters.sql_migrate import create_database_if_missing
+from flashorder.application.ports import StockGate
+from flashorder.bootstrap import Service
+from flashorder.config import Settings
+from flashorder.entrypoints.api import create_app
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+    headers: Mapping[str, str]
+
+
+class Api(Protocol):
+    name: str
+    engine: AsyncEngine
+    gate: StockGate
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> Reply: ...
+
+
+class InProcessApi:
+    """The embedded app behind an ASGI transport, its lifespan run by hand."""
+
+    name = "embedded"
+
+    def __init__(self, client: httpx2.AsyncClient, service: Service) -> None:
+        self.client = client
+        self.service = service
+        self.engine = service.engine
+        self.gate = service.deps.stock
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> Reply:
+        if json is not None:
+            content = jsonlib.dumps(json).encode()
+            headers = {"content-type": "application/json", **(headers or {})}
+        response = await self.client.request(method, path, content=content, headers=headers)
+        body = response.json() if response.content else None
+        return Reply(response.status_code, body, response.headers)
+
+
+class HttpApi:
+    """A live server over real HTTP (aiohttp: it keeps up with hundreds of requests)."""
+
+    name = "stack"
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base: str, engine: AsyncEngine, gate: StockGate
+    ) -> None:
+        self.session = session
+        self.base = base
+        self.engine = engine
+        self.gate = gate
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> Reply:
+        if json is not None:
+            content = jsonlib.dumps(json).encode()
+            headers = {"content-type": "application/json", **(headers or {})}
+        async with self.session.request(
+            method, self.base + path, data=content, headers=headers
+        ) as response:
+            raw = await response.read()
+            body = orjson.loads(raw) if raw else None
+            return Reply(response.status, body, dict(response.headers))
+
+
+@pytest.fixture
+async def embedded_api(tmp_path: Path) -> AsyncIterator[InProcessApi]:
+    settings = Settings(
+        database_url=None, redis_url=None, kafka_bootstrap=None, data_dir=tmp_path
+    )
+    from flashorder.adapters.sql_migrate import migrate
+
+    await asyncio.to_thread(migrate, settings.effective_database_url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app) as state:
+        assert state is not None
+
+        async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["state"] = dict(state)
+            await app(scope, receive, send)
+
+        transport = httpx2.ASGITransport(app=with_state)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield InProcessApi(client, state["service"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Stack:
+    base: str
+    database_url: str
+    redis_url: str
+    env: Mapping[str, str]
+
+
+def _wait_ready(base: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{base} not ready after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def stack(
+    mariadb_url: str, redis_url: str, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The full stack, once per test session, on a database and topics of its own."""
+    name = f"flashorder_e2e_{secrets.token_hex(4)}"
+    asyncio.run(create_database_if_missing(mariadb_url, name))
+    port = _free_port()
+    logs = tmp_path_factory.mktemp("stack")
+    env = {
+        **os.environ,
+        "FLASHORDER_DATABASE_URL": f"{mariadb_url}/{name}",
+        "FLASHORDER_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/1",
+        "FLASHORDER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "FLASHORDER_KAFKA_TOPIC_PREFIX": f"{name}.",
+        "FLASHORDER_PROJECTOR_GROUP": f"{name}-projector",
+        "FLASHORDER_DATA_DIR": str(logs),
+        "FLASHORDER_LOG_LEVEL": "warning",
+    }
+    asyncio.run(_flush_redis(env["FLASHORDER_REDIS_URL"]))
+    exe = str(Path(sys.executable).with_name("flashorder"))
+    subprocess.run([exe, "migrate"], env=env, check=True)
+    commands = {
+        "api": [exe, "serve", "--port", str(port), "--workers", "2"],
+        "relay": [exe, "relay"],
+        "projector": [exe, "projector"],
+    }
+    procs = [
+        subprocess.Popen(
+            cmd, env=env, stdout=open(logs / f"{what}.log", "wb"), stderr=subprocess.STDOUT
+        )
+        for what, cmd in commands.items()
+    ]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, procs, timeout=90)
+        yield Stack(base, env["FLASHORDER_DATABASE_URL"], env["FLASHORDER_REDIS_URL"], env)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def _flush_redis(url: str) -> None:
+    client = Redis.from_url(url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def stack_api(stack: Stack) -> AsyncIterator[HttpApi]:
+    engine = make_engine(stack.database_url, pool_size=5)
+    redis = Redis.from_url(stack.redis_url)
+    connector = aiohttp.TCPConnector(limit=400)
+    timeout = aiohttp.ClientTimeout(total=60)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            yield HttpApi(session, stack.base, engine, RedisStockGate(redis))
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+@pytest.fixture(params=["embedded", pytest.param("stack", marks=pytest.mark.services)])
+def api(request: pytest.FixtureRequest) -> Api:
+    """Each API test runs against the embedded default and the full stack."""
+    fixture: Api = request.getfixturevalue(f"{request.param}_api")
+    return fixture

@@ -1,0 +1,52 @@
+"""Small builders for API tests: random ids, products, order bodies."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from tests.e2e.conftest import Api, Reply
+
+
+def rid(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+async def new_product(
+    api: Api, *, stock: int, price: int = 10050, max_per_user: int | None = None
+) -> str:
+    pid = rid("PRD")
+    body: dict[str, Any] = {"productId": pid, "name": "test item", "price": price, "stock": stock}
+    if max_per_user is not None:
+        body["maxPerUser"] = max_per_user
+    reply = await api.call("POST", "/api/v1/products", body)
+    assert reply.status == 201, reply.body
+    return pid
+
+
+def order_body(
+    user: str, *lines: tuple[str, int, int], fee: int = 0, discount: int | None = None
+) -> dict[str, Any]:
+    items = [{"productId": p, "quantity": q, "productPrice": price} for p, q, price in lines]
+    total = sum(q * price for _, q, price in lines) - (discount or 0) + fee
+    return {
+        "userId": user,
+        "items": items,
+        "discountPolicyId": None,
+        "discountAmount": discount,
+        "deliveryFee": fee,
+        "paymentAmount": total,
+        "paymentType": "CREDIT",
+    }
+
+
+async def place(api: Api, user: str, *lines: tuple[str, int, int], key: str | None = None) -> Reply:
+    headers = {"Idempotency-Key": key} if key else None
+    return await api.call("POST", "/api/v1/orders", order_body(user, *lines), headers=headers)
+
+
+async def product(api: Api, pid: str) -> dict[str, Any]:
+    reply = await api.call("GET", f"/api/v1/products/{pid}")
+    assert reply.status == 200, reply.body
+    body: dict[str, Any] = reply.body
+    return body

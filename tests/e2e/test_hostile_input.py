@@ -1,0 +1,130 @@
+"""Bad input gets a clear 4xx problem and changes nothing; no input gives a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Api
+from tests.e2e.helpers import new_product, order_body, product, rid
+
+PROBLEM = "urn:flashorder:problem:"
+
+
+def mutations(pid: str) -> list[tuple[str, dict[str, Any] | list[Any] | str | None]]:
+    good = order_body("u1", (pid, 1, 10050))
+    bad: list[tuple[str, Any]] = []
+    for field, value in [
+        ("userId", ""),
+        ("userId", "x" * 65),
+        ("userId", "robert'); DROP TABLE orders;--"),
+        ("userId", None),
+        ("items", []),
+        ("items", None),
+        ("items", [{"productId": pid, "quantity": -1, "productPrice": 10050}]),
+        ("items", [{"productId": pid, "quantity": 0, "productPrice": 10050}]),
+        ("items", [{"productId": pid, "quantity": 10**30, "productPrice": 10050}]),
+        ("items", [{"productId": pid, "quantity": 1.5, "productPrice": 10050}]),
+        ("items", [{"productId": pid, "quantity": "1", "productPrice": "10050"}]),
+        ("items", [{"productId": pid, "quantity": 1, "productPrice": -10050}]),
+        ("items", [{"productId": pid, "quantity": 1}]),
+        ("items", [{"productId": pid, "quantity": 1, "productPrice": 10050, "extra": 1}]),
+        ("paymentAmount", -1),
+        ("paymentAmount", "10050"),
+        ("paymentType", "BITCOIN"),
+        ("deliveryFee", -5),
+        ("discountAmount", -5),
+        ("discountPolicyId", "NO_SUCH_POLICY"),
+        ("surprise", True),
+    ]:
+        body = dict(good)
+        body[field] = value
+        bad.append((f"{field}={value!r}"[:40], body))
+    bad.append(("not an object", [1, 2, 3]))
+    bad.append(("a string", "hello"))
+    bad.append(("null", None))
+    bad.append(("unknown product", order_body("u1", ("NO_SUCH_PRODUCT", 1, 10050))))
+    bad.append(("duplicate lines", order_body("u1", (pid, 1, 10050), (pid, 1, 10050))))
+    return bad
+
+
+async def test_hostile_order_bodies_get_422_and_change_nothing(api: Api) -> None:
+    pid = await new_product(api, stock=5)
+    for label, body in mutations(pid):
+        reply = await api.call("POST", "/api/v1/orders", body)
+        assert reply.status == 422, (label, reply.status, reply.body)
+        assert reply.body["type"].startswith(PROBLEM), label
+        assert reply.body["status"] == 422
+    assert (await product(api, pid))["available"] == 5
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b"\xff\xfe", b'{"userId": "u", "items": [', b"", b"[]" * 10, b'{"a":' * 50],
+)
+async def test_malformed_json_is_a_422(api: Api, raw: bytes) -> None:
+    reply = await api.call(
+        "POST", "/api/v1/orders", headers={"content-type": "application/json"}, content=raw
+    )
+    assert reply.status == 422, reply.body
+    assert reply.body["type"] == PROBLEM + "validation-error"
+
+
+async def test_an_oversized_body_is_refused_with_413(api: Api) -> None:
+    pid = await new_product(api, stock=5)
+    body = order_body(rid("u"), (pid, 1, 10050))
+    body["userId"] = "x" * 200_000
+    reply = await api.call("POST", "/api/v1/orders", body)
+    assert reply.status == 413
+    assert reply.body["type"] == PROBLEM + "payload-too-large"
+    assert (await product(api, pid))["available"] == 5
+
+
+async def test_too_many_items_is_a_422(api: Api) -> None:
+    pids = [await new_product(api, stock=5) for _ in range(3)]
+    lines = [(pids[i % 3], 1, 10050) for i in range(51)]
+    reply = await api.call("POST", "/api/v1/orders", order_body(rid("u"), *lines))
+    assert reply.status == 422
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "with space", "del\x7fchar"])
+async def test_a_malformed_idempotency_key_is_a_422(api: Api, key: str) -> None:
+    pid = await new_product(api, stock=5)
+    reply = await api.call(
+        "POST",
+        "/api/v1/orders",
+        order_body(rid("u"), (pid, 1, 10050)),
+        headers={"Idempotency-Key": key},
+    )
+    assert reply.status == 422, reply.body
+    assert (await product(api, pid))["available"] == 5
+
+
+async def test_hostile_product_and_stock_requests_are_refused(api: Api) -> None:
+    for body in [
+        {"productId": "P", "name": "x", "price": -1, "stock": 1},
+        {"productId": "P", "name": "x", "price": 1, "stock": -1},
+        {"productId": "bad id!", "name": "x", "price": 1, "stock": 1},
+        {"productId": "P", "name": "", "price": 1, "stock": 1},
+        {"productId": "P", "name": "x", "price": 1, "stock": 1, "maxPerUser": 0},
+    ]:
+        reply = await api.call("POST", "/api/v1/products", body)
+        assert reply.status == 422, body
+    pid = await new_product(api, stock=5)
+    for body in [{}, {"add": 1, "set": 2}, {"set": -1}, {"add": "many"}]:
+        reply = await api.call("POST", f"/api/v1/products/{pid}/stock", body)
+        assert reply.status == 422, body
+    reply = await api.call(
+        "POST",
+        "/api/v1/discount-policies",
+        {"policyId": rid("D"), "kind": "PERCENT", "value": 150},
+    )
+    assert reply.status == 422
+    reply = await api.call(
+        "POST",
+        "/api/v1/discount-policies",
+        {"policyId": rid("D"), "kind": "FIXED", "value": 5, "validFrom": "2026-01-01T00:00:00"},
+    )
+    assert reply.status == 422
+    assert (await product(api, pid))["available"] == 5

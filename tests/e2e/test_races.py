@@ -1,0 +1,95 @@
+"""Races over HTTP: many buyers at once, and the invariants checked after every run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from tests.e2e.conftest import Api
+from tests.e2e.helpers import new_product, place, product, rid
+from tests.invariants import check_stock
+
+PROBLEM = "urn:flashorder:problem:"
+
+
+def scale(api: Api, full: int, embedded: int) -> int:
+    # The embedded default is one process on SQLite: the same race, smaller.
+    return full if api.name == "stack" else embedded
+
+
+@pytest.mark.parametrize("stock", [100, 1])
+async def test_concurrent_buyers_never_oversell(api: Api, stock: int) -> None:
+    buyers = scale(api, 1000, 300)
+    stock = min(stock, buyers // 3)
+    pid = await new_product(api, stock=stock)
+    replies = await asyncio.gather(*(place(api, rid("u"), (pid, 1, 10050)) for _ in range(buyers)))
+    statuses = Counter(r.status for r in replies)
+    assert statuses == {201: stock, 409: buyers - stock}, statuses
+    assert {r.body["type"] for r in replies if r.status == 409} == {PROBLEM + "sold-out"}
+    figures = await check_stock(api.engine, api.gate, [pid])
+    assert figures[pid] == {"stock": stock, "available": 0, "sold": stock}
+
+
+async def test_concurrent_requests_with_one_key_make_one_order(api: Api) -> None:
+    pid = await new_product(api, stock=100)
+    user, key = rid("u"), rid("key")
+    replies = await asyncio.gather(*(place(api, user, (pid, 1, 10050), key=key) for _ in range(50)))
+    created = {r.body["orderId"] for r in replies if r.status in (200, 201)}
+    in_flight = [r for r in replies if r.status == 409]
+    assert len(created) == 1
+    assert all(r.body["type"] == PROBLEM + "duplicate-in-flight" for r in in_flight)
+    assert len(in_flight) + sum(r.status in (200, 201) for r in replies) == 50
+    retry = await place(api, user, (pid, 1, 10050), key=key)
+    assert retry.body["orderId"] in created
+    assert (await product(api, pid))["sold"] == 1
+    await check_stock(api.engine, api.gate, [pid])
+
+
+async def test_one_user_cannot_pass_the_per_user_limit(api: Api) -> None:
+    pid = await new_product(api, stock=100, max_per_user=2)
+    user = rid("u")
+    replies = await asyncio.gather(*(place(api, user, (pid, 1, 10050)) for _ in range(30)))
+    statuses = Counter(r.status for r in replies)
+    assert statuses[201] == 2, statuses
+    assert statuses[409] == 28
+    assert {r.body["type"] for r in replies if r.status == 409} <= {
+        PROBLEM + "limit-reached",
+        PROBLEM + "duplicate-in-flight",
+    }
+    assert (await product(api, pid))["sold"] == 2
+    await check_stock(api.engine, api.gate, [pid])
+
+
+async def test_multi_product_orders_racing_for_a_scarce_item_leave_no_partial_orders(
+    api: Api,
+) -> None:
+    a = await new_product(api, stock=1000)
+    b = await new_product(api, stock=1000)
+    scarce = await new_product(api, stock=10)
+    buyers = scale(api, 200, 60)
+    replies = await asyncio.gather(
+        *(
+            place(api, rid("u"), (a, 1, 10050), (b, 2, 10050), (scarce, 1, 10050))
+            for _ in range(buyers)
+        )
+    )
+    accepted = sum(r.status == 201 for r in replies)
+    assert accepted == 10
+    figures = await check_stock(api.engine, api.gate, [a, b, scarce])
+    assert figures[a]["sold"] == 10
+    assert figures[b]["sold"] == 20
+    assert figures[scarce]["sold"] == 10
+
+
+async def test_concurrent_cancels_give_the_stock_back_once(api: Api) -> None:
+    pid = await new_product(api, stock=3)
+    order = (await place(api, rid("u"), (pid, 3, 10050))).body
+    replies = await asyncio.gather(
+        *(api.call("POST", f"/api/v1/orders/{order['orderId']}/cancel") for _ in range(20))
+    )
+    assert {r.status for r in replies} == {200}
+    assert {r.body["status"] for r in replies} == {"CANCELLED"}
+    figures = await check_stock(api.engine, api.gate, [pid])
+    assert figures[pid] == {"stock": 3, "available": 3, "sold": 0}

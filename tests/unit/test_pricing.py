@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flashorder.domain import errors
+from flashorder.domain.model import DiscountKind, DiscountPolicy, DiscountPolicyId, Product, ProductId
+from flashorder.domain.pricing import RequestedLine, check_quote
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+PID = ProductId("PRD_240701120000001_0001_101")
+
+
+def product(price: int = 10050, pid: ProductId = PID) -> Product:
+    return Product(pid, "keyboard", price, stock=10, available=10)
+
+
+def quote(
+    lines: list[RequestedLine],
+    *,
+    catalogue: dict[ProductId, Product] | None = None,
+    policy: DiscountPolicy | None = None,
+    discount: int | None = None,
+    fee: int = 0,
+    payment: int,
+) -> object:
+    return check_quote(
+        requested=lines,
+        catalogue=catalogue if catalogue is not None else {PID: product()},
+        policy=policy,
+        claimed_discount=discount,
+        delivery_fee=fee,
+        claimed_payment=payment,
+        at=NOW,
+    )
+
+
+def test_accepts_the_original_example_order() -> None:
+    q = check_quote(
+        requested=[RequestedLine(PID, 1, 10050)],
+        catalogue={PID: product()},
+        policy=None,
+        claimed_discount=None,
+        delivery_fee=0,
+        claimed_payment=10050,
+        at=NOW,
+    )
+    assert q.payment_amount == 10050
+    assert q.lines[0].unit_price == 10050
+
+
+def test_rejects_a_tampered_unit_price() -> None:
+    with pytest.raises(errors.PriceMismatch) as caught:
+        quote([RequestedLine(PID, 1, 50)], payment=50)
+    assert caught.value.expected == 10050
+    assert caught.value.given == 50
+
+
+def test_rejects_a_payment_amount_that_does_not_add_up() -> None:
+    with pytest.raises(errors.PriceMismatch) as caught:
+        quote([RequestedLine(PID, 2, 10050)], fee=3000, payment=20100)
+    assert caught.value.field == "paymentAmount"
+    assert caught.value.expected == 23100
+
+
+def test_rejects_a_discount_the_policy_does_not_give() -> None:
+    policy = DiscountPolicy(DiscountPolicyId("TEN"), DiscountKind.PERCENT, 10)
+    with pytest.raises(errors.PriceMismatch) as caught:
+        quote([RequestedLine(PID, 1, 10050)], policy=policy, discount=5000, payment=5050)
+    assert caught.value.expected == 1005
+
+
+def test_rejects_a_discount_claimed_without_a_policy() -> None:
+    with pytest.raises(errors.PriceMismatch):
+        quote([RequestedLine(PID, 1, 10050)], discount=100, payment=9950)
+
+
+def test_rejects_unknown_products_and_duplicate_lines() -> None:
+    with pytest.raises(errors.UnknownReference):
+        quote([RequestedLine(ProductId("nope"), 1, 1)], payment=1)
+    with pytest.raises(errors.InvalidOrder):
+        quote([RequestedLine(PID, 1, 10050), RequestedLine(PID, 1, 10050)], payment=20100)
+
+
+def test_rejects_non_positive_quantities_and_empty_orders() -> None:
+    with pytest.raises(errors.InvalidOrder):
+        quote([RequestedLine(PID, 0, 10050)], payment=0)
+    with pytest.raises(errors.InvalidOrder):
+        quote([], payment=0)
+
+
+def test_a_policy_outside_its_window_or_minimum_does_not_apply() -> None:
+    early = DiscountPolicy(
+        DiscountPolicyId("LATER"), DiscountKind.FIXED, 100, valid_from=NOW + timedelta(hours=1)
+    )
+    expired = DiscountPolicy(
+        DiscountPolicyId("OLD"), DiscountKind.FIXED, 100, valid_until=NOW
+    )
+    minimum = DiscountPolicy(
+        DiscountPolicyId("BIG"), DiscountKind.FIXED, 100, min_order_amount=50_000
+    )
+    for policy in (early, expired, minimum):
+        with pytest.raises(errors.DiscountNotApplicable):
+            policy.discount_for(10050, NOW)
+
+
+@given(
+    price=st.integers(min_value=0, max_value=10**7),
+    quantity=st.integers(min_value=1, max_value=1000),
+    percent=st.integers(min_value=1, max_value=100),
+    fee=st.integers(min_value=0, max_value=10**5),
+    cap=st.none() | st.integers(min_value=0, max_value=10**9),
+)
+def test_the_server_price_is_always_consistent(
+    price: int, quantity: int, percent: int, fee: int, cap: int | None
+) -> None:
+    policy = DiscountPolicy(DiscountPolicyId("P"), DiscountKind.PERCENT, percent, max_discount=cap)
+    subtotal = price * quantity
+    discount = policy.discount_for(subtotal, NOW)
+    q = check_quote(
+        requested=[RequestedLine(PID, quantity, price)],
+        catalogue={PID: product(price)},
+        policy=policy,
+        claimed_discount=discount,
+        delivery_fee=fee,
+        claimed_payment=subtotal - discount + fee,
+        at=NOW,
+    )
+    assert 0 <= q.discount_amount <= q.items_amount
+    assert q.discount_amount <= subtotal * percent / 100
+    assert q.payment_amount == q.items_amount - q.discount_amount + fee >= fee
+
+
+@given(value=st.integers(min_value=1, max_value=10**9), subtotal=st.integers(0, 10**9))
+def test_a_fixed_discount_never_exceeds_the_items(value: int, subtotal: int) -> None:
+    policy = DiscountPolicy(DiscountPolicyId("F"), DiscountKind.FIXED, value)
+    assert policy.discount_for(subtotal, NOW) == min(value, subtotal)
+
+
+def test_percent_policies_are_bounded() -> None:
+    with pytest.raises(errors.InvalidOrder):
+        DiscountPolicy(DiscountPolicyId("X"), DiscountKind.PERCENT, 101)
