@@ -184,6 +184,8 @@ apt_install() {
     printf '#!/bin/sh\n# temporary, from flashorder scripts/services.sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod 755 /usr/sbin/policy-rc.d
     our_policy=1
+    # Never leave it behind, even if apt is interrupted.
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT INT TERM
   fi
   export DEBIAN_FRONTEND=noninteractive
   local rc=0
@@ -192,7 +194,10 @@ apt_install() {
       apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         install --no-install-recommends "${pkgs[@]}"
   } >"$SERVICES_DIR/apt-install.log" 2>&1 || rc=$?
-  [[ -n $our_policy ]] && rm -f /usr/sbin/policy-rc.d
+  if [[ -n $our_policy ]]; then
+    rm -f /usr/sbin/policy-rc.d
+    trap - EXIT INT TERM
+  fi
   if ((rc != 0)); then
     show_log_tail "$SERVICES_DIR/apt-install.log"
     die "apt-get install ${pkgs[*]} failed"

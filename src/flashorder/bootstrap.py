@@ -11,12 +11,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flashorder.adapters import sql_projector_status
 from flashorder.adapters.memory_bus import MemoryEventBus
 from flashorder.adapters.memory_idempotency import MemoryIdempotencyCache
 from flashorder.adapters.memory_lock import MemoryLocks
@@ -36,7 +38,7 @@ from flashorder.application.ports import (
     ReadModel,
     StockGate,
 )
-from flashorder.application.projector import run_projector
+from flashorder.application.projector import ProjectorStats, run_projector
 from flashorder.application.relay import run_relay
 from flashorder.config import Settings
 
@@ -61,9 +63,19 @@ class Service:
         try:
             async with asyncio.timeout(2):
                 backlog = await self.outbox.backlog()
+                statuses = await sql_projector_status.read(self.engine)
         except Exception:
-            return {"events": -1, "seconds": -1.0}
-        return {"events": backlog, "seconds": 0.0}
+            return {"events": -1, "seconds": -1.0, "outbox": -1, "projectors": 0}
+        lag = sql_projector_status.current_lag(statuses, now=datetime.now(UTC))
+        if lag is None:
+            # No projector reported lately: everything not in the outbox is unaccounted for.
+            return {"events": backlog, "seconds": -1.0, "outbox": backlog, "projectors": 0}
+        return {
+            "events": backlog + lag.lag_events,
+            "seconds": lag.lag_seconds,
+            "outbox": backlog,
+            "projectors": lag.projectors,
+        }
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's state, as a short word; ``ok`` everywhere means ready."""
@@ -173,7 +185,14 @@ async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> Non
         name="relay",
     )
     projector = asyncio.create_task(
-        run_projector(bus.consumer(), service.read_model, stop=stop), name="projector"
+        run_projector(
+            bus.consumer(),
+            service.read_model,
+            stop=stop,
+            stats=ProjectorStats(name="embedded"),
+            report=partial(sql_projector_status.write, service.engine),
+        ),
+        name="projector",
     )
     service.background += [relay, projector]
 

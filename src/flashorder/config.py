@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     max_items_per_order: int = Field(default=50, ge=1, le=1000)
     max_quantity_per_item: int = Field(default=1000, ge=1)
 
+    #: Prepended to every topic name, so that deployments can share a broker.
+    kafka_topic_prefix: str = Field(default="", max_length=100, pattern=r"^[A-Za-z0-9._\-]*$")
     kafka_partitions: int = Field(default=6, ge=1)
     kafka_replication: int = Field(default=1, ge=1)
     projector_group: str = "flashorder-projector"

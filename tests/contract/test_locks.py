@@ -85,6 +85,36 @@ async def _is_free(locks: Locks, lock: str) -> bool:
         return False
 
 
+async def _handoff_delay(
+    holder: Locks,
+    waiter: Locks,
+    lock: str,
+    while_waiting: Callable[[], Awaitable[object]] | None = None,
+) -> float:
+    """Seconds from the holder letting go to the parked waiter holding the lock."""
+    loop = asyncio.get_running_loop()
+    holding, let_go = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> float:
+        async with holder.hold(lock):
+            holding.set()
+            await let_go.wait()
+        return loop.time()
+
+    async def wait() -> float:
+        await holding.wait()
+        async with waiter.hold(lock, wait=5):
+            return loop.time()
+
+    holding_task, waiting_task = asyncio.create_task(hold()), asyncio.create_task(wait())
+    await asyncio.sleep(0.3)  # the waiter is parked, its first retries long done
+    if while_waiting is not None:
+        await while_waiting()
+    let_go.set()
+    released_at = await holding_task
+    return await waiting_task - released_at
+
+
 async def test_a_free_lock_is_taken_at_once(rig: Rig) -> None:
     lock = name()
     loop = asyncio.get_running_loop()
@@ -144,32 +174,7 @@ async def test_without_a_wait_the_configured_default_applies(rig: Rig) -> None:
 
 
 async def test_a_waiter_is_woken_as_soon_as_the_holder_lets_go(rig: Rig) -> None:
-    lock = name()
-    loop = asyncio.get_running_loop()
-    holding = asyncio.Event()
-    let_go = asyncio.Event()
-    released_at = 0.0
-
-    async def holder() -> None:
-        nonlocal released_at
-        async with rig.locks.hold(lock):
-            holding.set()
-            await let_go.wait()
-        released_at = loop.time()
-
-    async def waiter() -> float:
-        await holding.wait()
-        async with rig.peer.hold(lock, wait=5):
-            return loop.time()
-
-    holding_task = asyncio.create_task(holder())
-    waiting_task = asyncio.create_task(waiter())
-    await asyncio.sleep(0.3)  # the waiter is parked, its first retries long done
-    let_go.set()
-    await holding_task
-    acquired_at = await waiting_task
-
-    assert acquired_at - released_at < 0.05
+    assert await _handoff_delay(rig.locks, rig.peer, name()) < 0.05
 
 
 async def test_200_concurrent_read_modify_writes_under_one_lock_lose_no_update(
@@ -351,35 +356,38 @@ async def test_waiters_are_woken_again_after_the_pubsub_connection_was_killed(
     redis_locks: tuple[RedisLocks, Redis], caplog: pytest.LogCaptureFixture
 ) -> None:
     locks, client = redis_locks
-    lock = name()
-    loop = asyncio.get_running_loop()
-    holding, let_go = asyncio.Event(), asyncio.Event()
-
-    async def holder() -> float:
-        async with locks.hold(lock):
-            holding.set()
-            await let_go.wait()
-        return loop.time()
-
-    async def waiter() -> float:
-        await holding.wait()
-        async with locks.hold(lock, wait=5):
-            return loop.time()
-
-    holding_task, waiting_task = asyncio.create_task(holder()), asyncio.create_task(waiter())
-    await asyncio.sleep(0.3)
-    me = await client.client_info()
     killed = 0
-    for peer in await client.client_list():
-        if peer["name"] == me["name"] and "P" in peer["flags"]:
-            killed += await client.client_kill_filter(_id=peer["id"])
-    await asyncio.sleep(0.7)  # the feed reconnects and subscribes again
-    let_go.set()
-    released_at = await holding_task
+
+    async def kill_the_feed() -> None:
+        nonlocal killed
+        me = await client.client_info()
+        for peer in await client.client_list():
+            if peer["name"] == me["name"] and "P" in peer["flags"]:
+                killed += await client.client_kill_filter(_id=peer["id"])
+        await asyncio.sleep(0.7)  # the feed reconnects and subscribes again
+
+    delay = await _handoff_delay(locks, locks, name(), while_waiting=kill_the_feed)
 
     assert killed == 1
     assert "feed interrupted" in caplog.text
-    assert await waiting_task - released_at < 0.05
+    assert delay < 0.05
+
+
+async def test_the_feed_survives_connection_health_checks(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A health check inside a SUBSCRIBE sent beside the listener's read broke the socket.
+    client = _client(redis_url, health_check_interval=0.05)
+    locks = RedisLocks(client, prefix=f"test-{uuid.uuid4().hex}", max_retry_interval=POLL)
+    try:
+        for _ in range(3):
+            assert await _handoff_delay(locks, locks, name()) < 0.05
+            await asyncio.sleep(0.1)  # idle and unsubscribed past the interval
+    finally:
+        await locks.close()
+        await client.aclose()
+
+    assert "feed interrupted" not in caplog.text
 
 
 async def test_an_unreachable_redis_raises_unavailable() -> None:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flashorder.adapters.sql_engine import make_engine
 from flashorder.adapters.sql_read_model import SqlReadModel
+from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
 from flashorder.domain import errors
 from flashorder.domain.events import Event
 from flashorder.domain.model import Order, OrderId, ProductId, UserId, stock_changed
@@ -200,3 +201,19 @@ async def test_a_cursor_the_service_did_not_give_out_is_invalid(
 async def test_a_page_needs_room_for_one_order(read_model: SqlReadModel) -> None:
     with pytest.raises(errors.Invalid):
         await read_model.orders_of(UserId(new_id("user")), cursor=None, limit=0)
+
+
+async def test_queries_answer_while_a_writer_holds_the_database(
+    read_model: SqlReadModel, engine: AsyncEngine
+) -> None:
+    order, created = placed(UserId(new_id("user")), [(ProductId(new_id("prd")), 1)])
+    await read_model.apply([created])
+    async with SqlUnitOfWorkFactory(engine)() as writer:
+        await writer.products.add(new_product(), now())
+        # On SQLite the writer holds the only write lock; readers must not queue behind it.
+        async with asyncio.timeout(3):
+            assert await read_model.order(order.order_id) == order.snapshot()
+            assert await read_model.orders_of(order.user_id, cursor=None, limit=5) == (
+                [order.snapshot()],
+                None,
+            )

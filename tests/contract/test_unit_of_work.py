@@ -426,6 +426,32 @@ async def test_an_unreachable_database_is_unavailable(database: str, tmp_path: P
         thread.join(timeout=5)
 
 
+async def test_cancelled_work_rolls_back_and_gives_its_connection_back(database: str) -> None:
+    engine = make_engine(database, pool_size=1)
+    uow = SqlUnitOfWorkFactory(engine)
+    product = new_product(stock=5)
+
+    async def blocked_take() -> None:
+        async with asyncio.timeout(0.2), uow() as work:
+            await work.products.take_stock(product.product_id, 1)
+            await work.products.get(product.product_id, for_update=True)
+            await work.commit()
+
+    try:
+        async with uow() as work:
+            await work.products.add(product, now())
+            await work.commit()
+        async with uow() as holder:
+            await holder.products.get(product.product_id, for_update=True)
+            # More cancellations than the pool has connections: a leak would show below.
+            for _ in range(4):
+                with pytest.raises(TimeoutError):
+                    await blocked_take()
+        assert await stored_product(uow, product.product_id) == (5, 5)
+    finally:
+        await engine.dispose()
+
+
 async def test_a_deadlock_victim_gets_a_retryable_serialization_failure(
     engine: AsyncEngine, uow: SqlUnitOfWorkFactory
 ) -> None:

@@ -7,6 +7,7 @@ The full stack is real processes: ``flashorder serve --workers 2``, ``flashorder
 from __future__ import annotations
 
 import asyncio
+import json as jsonlib
 import os
 import secrets
 import socket
@@ -20,10 +21,9 @@ from typing import Any, Protocol
 
 import aiohttp
 import httpx2
-import json as jsonlib
-
 import orjson
 import pytest
+from multidict import CIMultiDict
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
@@ -118,14 +118,12 @@ class HttpApi:
         ) as response:
             raw = await response.read()
             body = orjson.loads(raw) if raw else None
-            return Reply(response.status, body, dict(response.headers))
+            return Reply(response.status, body, CIMultiDict(response.headers))
 
 
 @pytest.fixture
 async def embedded_api(tmp_path: Path) -> AsyncIterator[InProcessApi]:
-    settings = Settings(
-        database_url=None, redis_url=None, kafka_bootstrap=None, data_dir=tmp_path
-    )
+    settings = Settings(database_url=None, redis_url=None, kafka_bootstrap=None, data_dir=tmp_path)
     from flashorder.adapters.sql_migrate import migrate
 
     await asyncio.to_thread(migrate, settings.effective_database_url)
@@ -180,7 +178,7 @@ def stack(
 ) -> Iterator[Stack]:
     """The full stack, once per test session, on a database and topics of its own."""
     name = f"flashorder_e2e_{secrets.token_hex(4)}"
-    asyncio.run(create_database_if_missing(mariadb_url, name))
+    create_database_if_missing(mariadb_url, name)
     port = _free_port()
     logs = tmp_path_factory.mktemp("stack")
     env = {
@@ -201,12 +199,10 @@ def stack(
         "relay": [exe, "relay"],
         "projector": [exe, "projector"],
     }
-    procs = [
-        subprocess.Popen(
-            cmd, env=env, stdout=open(logs / f"{what}.log", "wb"), stderr=subprocess.STDOUT
-        )
-        for what, cmd in commands.items()
-    ]
+    procs = []
+    for what, cmd in commands.items():
+        with open(logs / f"{what}.log", "wb") as out:
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, procs, timeout=90)

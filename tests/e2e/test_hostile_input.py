@@ -88,7 +88,7 @@ async def test_too_many_items_is_a_422(api: Api) -> None:
     assert reply.status == 422
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "with space", "del\x7fchar"])
+@pytest.mark.parametrize("key", ["", "x" * 256, "with space", "tab\there"])
 async def test_a_malformed_idempotency_key_is_a_422(api: Api, key: str) -> None:
     pid = await new_product(api, stock=5)
     reply = await api.call(

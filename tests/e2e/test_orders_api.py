@@ -25,8 +25,12 @@ async def test_the_original_example_request_verbatim_creates_an_order(api: Api) 
     reply = await api.call(
         "POST",
         "/api/v1/products",
-        {"productId": "PRD_240701120000001_0001_101", "name": "original", "price": 10050,
-         "stock": 1_000_000},
+        {
+            "productId": "PRD_240701120000001_0001_101",
+            "name": "original",
+            "price": 10050,
+            "stock": 1_000_000,
+        },
     )
     assert reply.status in (201, 409)  # the stack keeps its database across tests
     body = {
@@ -54,8 +58,13 @@ async def test_a_product_reports_stock_available_and_sold(api: Api) -> None:
     pid = await new_product(api, stock=5)
     assert (await place(api, rid("u"), (pid, 2, 10050))).status == 201
     assert await product(api, pid) == {
-        "productId": pid, "name": "test item", "price": 10050, "stock": 5, "available": 3,
-        "sold": 2, "maxPerUser": None,
+        "productId": pid,
+        "name": "test item",
+        "price": 10050,
+        "stock": 5,
+        "available": 3,
+        "sold": 2,
+        "maxPerUser": None,
     }
 
 

@@ -131,6 +131,29 @@ async def test_an_event_travels_keyed_by_its_aggregate_as_the_json_envelope(
     assert [orjson.loads(r.value)["aggregateVersion"] for r in records] == [1, 2, 3]
 
 
+async def test_a_topic_prefix_keeps_deployments_sharing_a_broker_apart(
+    bootstrap: str, publisher: KafkaEventPublisher
+) -> None:
+    prefix = "flashorder-test-prefix."
+    await ensure_topics(bootstrap, prefix=prefix)
+    ours, theirs = created(20), created(20)
+    async with (
+        KafkaEventPublisher(bootstrap, topic_prefix=prefix) as prefixed,
+        KafkaEventConsumer(
+            bootstrap, group_id=group(), start_from="latest", topic_prefix=prefix
+        ) as consumer,
+    ):
+        await consumer.pin_start()
+        await publisher.publish(theirs)
+        await prefixed.publish(ours)
+
+        got = await fetch_until(
+            consumer, [e.event_id for e in ours], keep=[e.event_id for e in theirs]
+        )
+
+    assert {e.event_id for e in got} == {e.event_id for e in ours}
+
+
 # --- delivery ------------------------------------------------------------------------------
 
 

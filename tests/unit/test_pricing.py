@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flashorder.domain import errors
-from flashorder.domain.model import DiscountKind, DiscountPolicy, DiscountPolicyId, Product, ProductId
+from flashorder.domain.model import (
+    DiscountKind,
+    DiscountPolicy,
+    DiscountPolicyId,
+    Product,
+    ProductId,
+)
 from flashorder.domain.pricing import RequestedLine, check_quote
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -96,9 +102,7 @@ def test_a_policy_outside_its_window_or_minimum_does_not_apply() -> None:
     early = DiscountPolicy(
         DiscountPolicyId("LATER"), DiscountKind.FIXED, 100, valid_from=NOW + timedelta(hours=1)
     )
-    expired = DiscountPolicy(
-        DiscountPolicyId("OLD"), DiscountKind.FIXED, 100, valid_until=NOW
-    )
+    expired = DiscountPolicy(DiscountPolicyId("OLD"), DiscountKind.FIXED, 100, valid_until=NOW)
     minimum = DiscountPolicy(
         DiscountPolicyId("BIG"), DiscountKind.FIXED, 100, min_order_amount=50_000
     )

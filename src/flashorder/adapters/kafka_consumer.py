@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from flashorder.adapters.event_codec import MalformedEvent, decode_event
-from flashorder.adapters.kafka_topics import TOPICS
+from flashorder.adapters.kafka_topics import topic_names
 from flashorder.domain import errors
 from flashorder.domain.events import Event
 
@@ -43,8 +43,10 @@ class KafkaEventConsumer:
         start_from: Literal["earliest", "latest"] = "earliest",
         timeout: float = 10.0,
         client_id: str = "flashorder-projector",
+        topic_prefix: str = "",
     ) -> None:
         self._bootstrap = bootstrap
+        self._topics = topic_names(topic_prefix)
         self._timeout = timeout
         self._client_id = client_id
         self._start_from = start_from
@@ -84,7 +86,7 @@ class KafkaEventConsumer:
 
     async def _connect(self) -> AIOKafkaConsumer:
         client = AIOKafkaConsumer(
-            *TOPICS,
+            *self._topics,
             bootstrap_servers=self._bootstrap,
             group_id=self.group_id,
             client_id=self._client_id,
@@ -185,7 +187,7 @@ class KafkaEventConsumer:
             async with asyncio.timeout(self._timeout):
                 tps = [
                     TopicPartition(topic, p)
-                    for topic in TOPICS
+                    for topic in self._topics
                     for p in sorted(consumer.partitions_for_topic(topic) or ())
                 ]
                 if not tps:

@@ -53,8 +53,10 @@ class KafkaEventPublisher:
         compression: str | None = None,
         client_id: str = "flashorder-relay",
         max_timeouts: int = 3,
+        topic_prefix: str = "",
     ) -> None:
         self._bootstrap = bootstrap
+        self._topic_prefix = topic_prefix
         self._timeout = timeout
         self._linger_ms = linger_ms
         self._compression = compression
@@ -104,7 +106,7 @@ class KafkaEventPublisher:
                 for e in events:
                     futures.append(
                         await producer.send(
-                            topic_for(e.type),
+                            topic_for(e.type, self._topic_prefix),
                             value=encode_event(e),
                             key=e.aggregate_id.encode(),
                             headers=[("eventId", str(e.event_id).encode())],

@@ -22,8 +22,14 @@ log = structlog.get_logger(__name__)
 TOPICS: tuple[str, ...] = EVENT_TYPES
 
 
-def topic_for(event_type: str) -> str:
-    return event_type
+def topic_names(prefix: str = "") -> tuple[str, ...]:
+    """The topics of one deployment. A prefix lets several deployments (or test runs) share
+    a broker without reading each other's events."""
+    return tuple(prefix + t for t in TOPICS)
+
+
+def topic_for(event_type: str, prefix: str = "") -> str:
+    return prefix + event_type
 
 
 async def ensure_topics(
@@ -32,6 +38,7 @@ async def ensure_topics(
     partitions: int = 6,
     replication: int = 1,
     timeout: float = 15.0,
+    prefix: str = "",
 ) -> list[str]:
     """Create the event topics that do not exist yet; returns the names it created.
 
@@ -47,7 +54,7 @@ async def ensure_topics(
         async with asyncio.timeout(timeout):
             await admin.start()
             existing = set(await admin.list_topics())
-            missing = [t for t in TOPICS if t not in existing]
+            missing = [t for t in topic_names(prefix) if t not in existing]
             if not missing:
                 return []
             response = await admin.create_topics(

@@ -19,9 +19,8 @@ from types import TracebackType
 from typing import Self
 
 from flashorder.adapters.event_codec import decode_event, encode_event
-from flashorder.adapters.kafka_topics import TOPICS
 from flashorder.domain import errors
-from flashorder.domain.events import Event
+from flashorder.domain.events import EVENT_TYPES, Event
 
 DEFAULT_GROUP = "flashorder-projector"
 
@@ -45,7 +44,8 @@ class MemoryEventBus:
             raise errors.Unavailable("kafka", "the in-memory bus is down")
         encoded = []
         for e in events:
-            if e.type not in TOPICS:
+            # Kafka has a topic per event type and creates no others.
+            if e.type not in EVENT_TYPES:
                 raise ValueError(f"no topic for event type {e.type!r}")
             encoded.append(encode_event(e))
         # All or nothing: nothing is appended until every event encoded.

@@ -79,44 +79,38 @@ class _Channel:
 
 
 class _ReleaseFeed:
-    """One pub/sub connection that routes release messages to the waiters of this process."""
+    """One pub/sub connection that routes release messages to the waiters of this process.
+
+    Its listener task is the only user of the connection: waiters only register (``join``,
+    ``leave``, both synchronous) and the listener subscribes to match. redis-py's async
+    PubSub is not safe for two tasks at once: a health check or a reconnect inside a
+    SUBSCRIBE sent by one task reads the socket while the listener reads it too.
+    """
 
     def __init__(self, client: Redis) -> None:
         self._pubsub = client.pubsub()
         self._channels: dict[str, _Channel] = {}
-        # Serialises SUBSCRIBE/UNSUBSCRIBE so they reach Redis in the order they were decided.
-        self._io = asyncio.Lock()
+        self._changed = asyncio.Event()
+        #: Channels the connection is subscribed to (or asked for), and those confirmed.
+        self._asked: set[str] = set()
+        self._confirmed: set[str] = set()
         self._listener: asyncio.Task[None] | None = None
 
-    def join(self, channel: str) -> tuple[_Channel, asyncio.Event, bool]:
-        """Register a waiter; True when it is the channel's first, which must ``subscribe``."""
+    def join(self, channel: str) -> tuple[_Channel, asyncio.Event]:
         signal = asyncio.Event()
         state = self._channels.get(channel)
-        if state is not None:
-            state.waiters.append(signal)
-            return state, signal, False
-        state = self._channels[channel] = _Channel(waiters=[signal])
-        return state, signal, True
-
-    async def subscribe(self, channel: str) -> None:
-        # Shielded: a waiter cancelled here must not leave the other waiters of the channel
-        # with a subscription that was never sent.
-        await asyncio.shield(self._subscribe(channel))
-
-    async def _subscribe(self, channel: str) -> None:
-        try:
-            async with self._io:
-                if channel not in self._channels:
-                    return  # every waiter left before its turn came
-                await self._pubsub.subscribe(channel)
-        except RedisError as exc:
-            # Degrade to polling; the acquire attempts report Redis being down.
-            log.warning("could not subscribe to %s: %s", channel, exc)
-            return
+        if state is None:
+            state = self._channels[channel] = _Channel()
+            if channel in self._confirmed:
+                state.subscribed.set()
+            else:
+                self._changed.set()
+        state.waiters.append(signal)
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="lock-release-feed")
+        return state, signal
 
-    async def leave(self, channel: str, signal: asyncio.Event, *, pass_on: bool) -> None:
+    def leave(self, channel: str, signal: asyncio.Event, *, pass_on: bool) -> None:
         state = self._channels.get(channel)
         if state is None:
             return
@@ -124,14 +118,9 @@ class _ReleaseFeed:
         if pass_on:
             # This waiter was woken but leaves without the lock: the wake-up is not lost.
             self._wake_one(state)
-        if state.waiters:
-            return
-        del self._channels[channel]
-        try:
-            async with self._io:
-                await self._pubsub.unsubscribe(channel)
-        except RedisError as exc:
-            log.warning("could not unsubscribe from %s: %s", channel, exc)
+        if not state.waiters:
+            del self._channels[channel]
+            self._changed.set()
 
     @staticmethod
     def _wake_one(state: _Channel) -> None:
@@ -146,28 +135,66 @@ class _ReleaseFeed:
         failures = 0
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
+                self._changed.clear()
+                await self._sync()
+                if not self._asked:
+                    await self._changed.wait()
+                    continue
+                response = await self._read_unless_changed()
+                if response is not None:
+                    message = await self._pubsub.handle_message(response)  # type: ignore[no-untyped-call]
+                    self._dispatch(message)
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # The next read reconnects and re-subscribes; waiters poll meanwhile.
+                # The next command or read reconnects, and redis-py then re-subscribes what
+                # it knows. Waiters poll meanwhile.
                 failures += 1
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 log.log(level, "lock release feed interrupted: %s", exc)
+                self._asked = {_text(channel) for channel in self._pubsub.channels}
+                self._confirmed.clear()
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
-                continue
-            failures = 0
-            if message is None:
-                continue
-            state = self._channels.get(_text(message["channel"]))
-            if state is None:
-                continue
-            if message["type"] == "message":
-                self._wake_one(state)
-            elif message["type"] == "subscribe":
-                # After an UNSUBSCRIBE/SUBSCRIBE flip this may be the older confirmation;
-                # at worst a waiter retries a little early and then polls.
-                state.subscribed.set()
+
+    async def _sync(self) -> None:
+        wanted = set(self._channels)
+        gone, new = self._asked - wanted, wanted - self._asked
+        if gone:
+            await self._pubsub.unsubscribe(*gone)
+            self._asked -= gone
+            self._confirmed -= gone
+        if new:
+            await self._pubsub.subscribe(*new)
+            self._asked |= new
+
+    async def _read_unless_changed(self) -> object:
+        # Cancelling a pub/sub read loses no bytes (redis-py's own read timeouts do the
+        # same); at worst a message parsed at that instant is dropped, and it is only a hint.
+        reader = asyncio.ensure_future(self._pubsub.parse_response(block=False, timeout=5.0))
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait({reader, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            if not reader.done():
+                reader.cancel()
+                await asyncio.wait([reader])
+        return None if reader.cancelled() else reader.result()
+
+    def _dispatch(self, message: dict[str, object] | None) -> None:
+        if message is None or message.get("channel") is None:
+            return
+        channel = _text(message["channel"])
+        if message["type"] == "subscribe":
+            self._confirmed.add(channel)
+        state = self._channels.get(channel)
+        if state is None:
+            return
+        if message["type"] == "message":
+            self._wake_one(state)
+        elif message["type"] == "subscribe":
+            state.subscribed.set()
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -205,6 +232,9 @@ class RedisLocks:
         """The Redis key of lock ``name`` (for operators and tests; not part of ``Locks``)."""
         return f"{self._prefix}:lock:{{{name}}}"
 
+    def _channel(self, name: str) -> str:
+        return f"{self._prefix}:lock-released:{{{name}}}"
+
     @asynccontextmanager
     async def hold(
         self, name: str, *, wait: float | None = None, lease: float | None = None
@@ -229,6 +259,8 @@ class RedisLocks:
 
     async def _try(self, key: str, token: str, lease_ms: int) -> int | None:
         """None when acquired, else the holder's remaining lease in ms (-1: no expiry)."""
+        # Hazard: cancelled while this is in flight, Redis may grant the lock to a holder that
+        # never learns it. Nothing releases it then but the lease, hence leases stay short.
         with _translated():
             result = await self._acquire_script(keys=[key], args=[token, lease_ms])
         return None if int(result[0]) == 1 else int(result[1])
@@ -240,12 +272,10 @@ class RedisLocks:
             return
         if loop.time() >= deadline:
             raise errors.DuplicateInFlight(f"lock {name!r}")
-        channel = f"{self._prefix}:lock-released:{{{name}}}"
-        state, signal, first = self._feed.join(channel)
+        channel = self._channel(name)
+        state, signal = self._feed.join(channel)
         acquired = False
         try:
-            if first:
-                await self._feed.subscribe(channel)
             # Retry only once subscribed: a release between our attempt and the subscription
             # would otherwise go unheard until the next poll.
             await _wait(state.subscribed, min(deadline - loop.time(), self._max_retry))
@@ -263,7 +293,7 @@ class RedisLocks:
                     pause = min(pause, (remaining_lease + 1) / 1000)
                 await _wait(signal, pause)
         finally:
-            await self._feed.leave(channel, signal, pass_on=not acquired and signal.is_set())
+            self._feed.leave(channel, signal, pass_on=not acquired and signal.is_set())
 
     async def _renew(self, name: str, key: str, token: str, lease_ms: int) -> None:
         while True:
@@ -280,9 +310,10 @@ class RedisLocks:
 
     async def _let_go(self, name: str, key: str, token: str) -> None:
         # Failing here must not fail the body, whose work is done: the lease frees the lock.
-        channel = f"{self._prefix}:lock-released:{{{name}}}"
         try:
-            released = int(await self._release_script(keys=[key], args=[token, channel]))
+            released = int(
+                await self._release_script(keys=[key], args=[token, self._channel(name)])
+            )
         except RedisError as exc:
             log.warning("could not release lock %r, its lease will: %s", name, exc)
             return

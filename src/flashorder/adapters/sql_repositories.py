@@ -1,5 +1,8 @@
 """The repositories of ``SqlUnitOfWork``: Core statements on the unit of work's connection.
 
+This module holds the shared connection handle (``Db``) and the catalogue (products,
+discount policies); ``sql_order_repositories`` holds what placing an order writes.
+
 Statements are built once, here, with named bind parameters, so SQLAlchemy compiles each one
 once per dialect and serves it from its cache afterwards. Stock and per-user counts change
 only through guarded single-statement updates (``… WHERE available >= :q``): the database
@@ -12,37 +15,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import CursorResult, Executable, Row, bindparam, case, insert, select, update
+from sqlalchemy import CursorResult, Executable, Row, bindparam, insert, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flashorder.adapters.sql_errors import is_duplicate_key, unavailable_on_failure
-from flashorder.adapters.sql_outbox import INSERT_EVENTS, event_rows
-from flashorder.adapters.sql_tables import (
-    discount_policies,
-    idempotency_records,
-    order_items,
-    orders,
-    products,
-    user_purchases,
-)
-from flashorder.application.ports import StoredResponse
+from flashorder.adapters.sql_tables import discount_policies, products
 from flashorder.domain import errors
-from flashorder.domain.events import Event
 from flashorder.domain.model import (
     DiscountKind,
     DiscountPolicy,
     DiscountPolicyId,
-    Order,
-    OrderId,
-    OrderLine,
-    OrderStatus,
-    PaymentType,
     Product,
     ProductId,
-    UserId,
 )
 
 
@@ -168,213 +153,7 @@ class SqlProducts:
         return await self.get(product_id)
 
 
-# --- orders -------------------------------------------------------------------------------------
-
-_or = orders.c
-_oi = order_items.c
-_INSERT_ORDER = insert(orders)
-_INSERT_ITEMS = insert(order_items)
-_GET_ORDER = select(orders).where(_or.order_id == bindparam("oid"))
-_GET_ORDER_FOR_UPDATE = _GET_ORDER.with_for_update()
-_GET_ITEMS = (
-    select(_oi.product_id, _oi.quantity, _oi.unit_price)
-    .where(_oi.order_id == bindparam("oid"))
-    .order_by(_oi.line_no)
-)
-_SAVE_ORDER = (
-    update(orders)
-    .where(_or.order_id == bindparam("oid"), _or.version == bindparam("prev_version"))
-    .values(
-        status=bindparam("new_status"),
-        version=bindparam("new_version"),
-        updated_at=bindparam("at"),
-    )
-)
-
-
-class SqlOrders:
-    def __init__(self, db: Db) -> None:
-        self._db = db
-
-    async def add(self, order: Order) -> None:
-        row = {
-            "order_id": order.order_id,
-            "user_id": order.user_id,
-            "status": order.status.value,
-            "discount_policy_id": order.discount_policy_id,
-            "discount_amount": order.discount_amount,
-            "delivery_fee": order.delivery_fee,
-            "payment_amount": order.payment_amount,
-            "payment_type": order.payment_type.value,
-            "version": order.version,
-            "created_at": order.created_at,
-            "updated_at": order.updated_at,
-        }
-        await self._db.insert_new(_INSERT_ORDER, row, f"order {order.order_id!r}")
-        items = [
-            {
-                "order_id": order.order_id,
-                "line_no": n,
-                "product_id": line.product_id,
-                "quantity": line.quantity,
-                "unit_price": line.unit_price,
-            }
-            for n, line in enumerate(order.lines, start=1)
-        ]
-        if items:
-            await self._db.run(_INSERT_ITEMS, items)
-        await _record(self._db, order)
-
-    async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None:
-        stmt = _GET_ORDER_FOR_UPDATE if for_update else _GET_ORDER
-        row = (await self._db.run(stmt, {"oid": order_id})).first()
-        if row is None:
-            return None
-        items = await self._db.run(_GET_ITEMS, {"oid": order_id})
-        return Order(
-            order_id=OrderId(row.order_id),
-            user_id=UserId(row.user_id),
-            lines=tuple(
-                OrderLine(ProductId(i.product_id), i.quantity, i.unit_price) for i in items
-            ),
-            discount_policy_id=(
-                None if row.discount_policy_id is None else DiscountPolicyId(row.discount_policy_id)
-            ),
-            discount_amount=row.discount_amount,
-            delivery_fee=row.delivery_fee,
-            payment_amount=row.payment_amount,
-            payment_type=PaymentType(row.payment_type),
-            status=OrderStatus(row.status),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            version=row.version,
-        )
-
-    async def save(self, order: Order) -> bool:
-        params = {
-            "oid": order.order_id,
-            "prev_version": order.version - 1,
-            "new_status": order.status.value,
-            "new_version": order.version,
-            "at": order.updated_at,
-        }
-        if (await self._db.run(_SAVE_ORDER, params)).rowcount != 1:
-            return False
-        await _record(self._db, order)
-        return True
-
-
-async def _record(db: Db, order: Order) -> None:
-    """Move the order's recorded events into the outbox, in this transaction."""
-    if order.events:
-        await db.run(INSERT_EVENTS, event_rows(order.events))
-    # Cleared only once written: if the insert failed, the transaction rolls back whole and
-    # the events are still there for a retry of the unit of work.
-    order.events.clear()
-
-
-class SqlOutbox:
-    def __init__(self, db: Db) -> None:
-        self._db = db
-
-    async def add(self, events: Sequence[Event]) -> None:
-        if events:
-            await self._db.run(INSERT_EVENTS, event_rows(events))
-
-
-# --- per-user purchase counts -------------------------------------------------------------------
-
-_up = user_purchases.c
-# SQLite has one writer at a time, so one upsert decides: it inserts the first purchase, or adds
-# to the count when the guard allows, and reports one row only when it counted.
-_TAKE_SQLITE = sqlite.insert(user_purchases).values(
-    user_id=bindparam("uid"), product_id=bindparam("pid"), quantity=bindparam("q")
-)
-_TAKE_SQLITE = _TAKE_SQLITE.on_conflict_do_update(
-    index_elements=[_up.user_id, _up.product_id],
-    set_={"quantity": _up.quantity + _TAKE_SQLITE.excluded.quantity},
-    where=_up.quantity + _TAKE_SQLITE.excluded.quantity <= bindparam("lim"),
-)
-# MariaDB: first make sure the row exists and hold its lock (an upsert locks the row
-# exclusively whether it inserted it or found it), then the guarded update decides. A plain
-# INSERT that hits a duplicate would hold a shared lock instead, and two such transactions
-# upgrading to exclusive deadlock each other.
-_ENSURE_PURCHASE_ROW = (
-    mysql.insert(user_purchases)
-    .values(user_id=bindparam("uid"), product_id=bindparam("pid"), quantity=0)
-    .on_duplicate_key_update(quantity=_up.quantity)
-)
-_TAKE = (
-    update(user_purchases)
-    .where(
-        _up.user_id == bindparam("uid"),
-        _up.product_id == bindparam("pid"),
-        _up.quantity + bindparam("q") <= bindparam("lim"),
-    )
-    .values(quantity=_up.quantity + bindparam("q"))
-)
-_GIVE_BACK = (
-    update(user_purchases)
-    .where(_up.user_id == bindparam("uid"), _up.product_id == bindparam("pid"))
-    # Never below zero, even for a count that predates the product's limit.
-    .values(quantity=case((_up.quantity > bindparam("q"), _up.quantity - bindparam("q")), else_=0))
-)
-_COUNTS = select(_up.user_id, _up.quantity).where(
-    _up.product_id == bindparam("pid"), _up.quantity > 0
-)
-
-
-class SqlPurchaseLimits:
-    def __init__(self, db: Db) -> None:
-        self._db = db
-
-    async def take(self, user_id: UserId, product_id: ProductId, quantity: int, limit: int) -> bool:
-        if quantity > limit:
-            return False
-        params = {"uid": user_id, "pid": product_id, "q": quantity, "lim": limit}
-        if self._db.sqlite:
-            return (await self._db.run(_TAKE_SQLITE, params)).rowcount == 1
-        await self._db.run(_ENSURE_PURCHASE_ROW, {"uid": user_id, "pid": product_id})
-        return (await self._db.run(_TAKE, params)).rowcount == 1
-
-    async def give_back(self, user_id: UserId, product_id: ProductId, quantity: int) -> None:
-        await self._db.run(_GIVE_BACK, {"uid": user_id, "pid": product_id, "q": quantity})
-
-    async def counts(self, product_id: ProductId) -> dict[UserId, int]:
-        rows = await self._db.run(_COUNTS, {"pid": product_id})
-        return {UserId(r.user_id): r.quantity for r in rows}
-
-
-# --- idempotency records and discount policies --------------------------------------------------
-
-_ir = idempotency_records.c
-_INSERT_RECORD = insert(idempotency_records)
-_GET_RECORD = select(_ir.fingerprint, _ir.status_code, _ir.body).where(
-    _ir.user_id == bindparam("uid"), _ir.idem_key == bindparam("key")
-)
-
-
-class SqlIdempotencyRecords:
-    def __init__(self, db: Db) -> None:
-        self._db = db
-
-    async def add(self, user_id: UserId, key: str, response: StoredResponse, at: datetime) -> None:
-        row = {
-            "user_id": user_id,
-            "idem_key": key,
-            "fingerprint": response.fingerprint,
-            "status_code": response.status_code,
-            "body": orjson.dumps(response.body).decode(),
-            "created_at": at,
-        }
-        await self._db.insert_new(_INSERT_RECORD, row, f"idempotency key {key!r}")
-
-    async def get(self, user_id: UserId, key: str) -> StoredResponse | None:
-        row = (await self._db.run(_GET_RECORD, {"uid": user_id, "key": key})).first()
-        if row is None:
-            return None
-        return StoredResponse(row.fingerprint, row.status_code, orjson.loads(row.body))
-
+# --- discount policies ------------------------------------------------------------------------
 
 _dp = discount_policies.c
 _INSERT_POLICY = insert(discount_policies)

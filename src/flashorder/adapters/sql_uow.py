@@ -23,15 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flashorder.adapters.sql_engine import LOCK_WAIT_SECONDS, is_sqlite
 from flashorder.adapters.sql_errors import SerializationFailure, release, unavailable_on_failure
-from flashorder.adapters.sql_repositories import (
-    Db,
-    SqlDiscountPolicies,
+from flashorder.adapters.sql_order_repositories import (
     SqlIdempotencyRecords,
     SqlOrders,
     SqlOutbox,
-    SqlProducts,
     SqlPurchaseLimits,
 )
+from flashorder.adapters.sql_repositories import Db, SqlDiscountPolicies, SqlProducts
 from flashorder.application.ports import (
     DiscountPolicies,
     IdempotencyRecords,

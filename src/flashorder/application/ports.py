@@ -87,9 +87,7 @@ class StockGate(Protocol):
     async def pending(self, older_than_seconds: float) -> list[OrderId]:
         """Reservations neither confirmed nor released for longer than the given age."""
 
-    async def set_user_count(
-        self, product_id: ProductId, user_id: UserId, quantity: int
-    ) -> None:
+    async def set_user_count(self, product_id: ProductId, user_id: UserId, quantity: int) -> None:
         """Overwrite a user's bought count (reconciliation after Redis lost its data)."""
 
 

@@ -45,6 +45,7 @@ def _prepare(settings: Settings) -> None:
                 settings.kafka_bootstrap,
                 partitions=settings.kafka_partitions,
                 replication=settings.kafka_replication,
+                prefix=settings.kafka_topic_prefix,
             )
         )
 

@@ -16,8 +16,8 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
-from prometheus_client import multiprocess
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-
-from pydantic import AwareDatetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from flashorder.domain.model import DiscountKind, OrderStatus, PaymentType

@@ -1,0 +1,80 @@
+"""The relay and projector processes of the full stack.
+
+Each builds its clients inside its own loop, runs until SIGTERM or SIGINT, and closes
+everything on the way out (a stop never loses an event: what was not committed comes again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from datetime import timedelta
+from functools import partial
+
+from flashorder.adapters import sql_projector_status
+from flashorder.adapters.kafka_consumer import KafkaEventConsumer
+from flashorder.adapters.kafka_publisher import KafkaEventPublisher
+from flashorder.adapters.sql_engine import make_engine
+from flashorder.adapters.sql_outbox import SqlOutboxRelayStore
+from flashorder.adapters.sql_read_model import SqlReadModel
+from flashorder.application.projector import ProjectorStats, run_projector
+from flashorder.application.relay import run_relay
+from flashorder.config import Settings
+
+log = logging.getLogger("flashorder.workers")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def relay_main(settings: Settings) -> None:
+    assert settings.kafka_bootstrap is not None
+    stop = _stop_on_signals()
+    engine = make_engine(settings.effective_database_url, pool_size=4)
+    publisher = KafkaEventPublisher(
+        settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix
+    )
+    try:
+        async with publisher:
+            await run_relay(
+                SqlOutboxRelayStore(engine),
+                publisher,
+                stop=stop,
+                batch_size=settings.relay_batch_size,
+                retention=timedelta(hours=settings.outbox_retention_hours),
+            )
+    finally:
+        await engine.dispose()
+
+
+async def projector_main(settings: Settings) -> None:
+    assert settings.kafka_bootstrap is not None
+    stop = _stop_on_signals()
+    engine = make_engine(settings.effective_database_url, pool_size=4)
+    # One status row per process: the group's members report side by side.
+    name = f"{settings.projector_group}@{socket.gethostname()}:{os.getpid()}"
+    consumer = KafkaEventConsumer(
+        settings.kafka_bootstrap,
+        group_id=settings.projector_group,
+        topic_prefix=settings.kafka_topic_prefix,
+    )
+    try:
+        async with consumer:
+            await run_projector(
+                consumer,
+                SqlReadModel(engine),
+                stop=stop,
+                batch_size=settings.relay_batch_size,
+                stats=ProjectorStats(name=name),
+                report=partial(sql_projector_status.write, engine),
+            )
+    finally:
+        await engine.dispose()
