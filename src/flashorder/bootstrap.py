@@ -12,14 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flashorder.adapters import sql_projector_status
-from flashorder.adapters.memory_bus import MemoryEventBus
 from flashorder.adapters.memory_idempotency import MemoryIdempotencyCache
 from flashorder.adapters.memory_lock import MemoryLocks
 from flashorder.adapters.memory_stock import MemoryStockGate
@@ -38,7 +36,7 @@ from flashorder.application.ports import (
     ReadModel,
     StockGate,
 )
-from flashorder.application.projector import ProjectorStats, run_projector
+from flashorder.application.projector import DirectProjection
 from flashorder.application.relay import run_relay
 from flashorder.config import Settings
 
@@ -68,8 +66,10 @@ class Service:
             return {"events": -1, "seconds": -1.0, "outbox": -1, "projectors": 0}
         lag = sql_projector_status.current_lag(statuses, now=datetime.now(UTC))
         if lag is None:
-            # No projector reported lately: everything not in the outbox is unaccounted for.
-            return {"events": backlog, "seconds": -1.0, "outbox": backlog, "projectors": 0}
+            # Embedded, the relay applies events itself: the backlog is the whole lag. In the
+            # full stack no projector reported lately, so how far behind it is is unknown.
+            seconds = 0.0 if self.settings.kafka_bootstrap is None and backlog == 0 else -1.0
+            return {"events": backlog, "seconds": seconds, "outbox": backlog, "projectors": 0}
         return {
             "events": backlog + lag.lag_events,
             "seconds": lag.lag_seconds,
@@ -171,33 +171,22 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
 
 
 async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> None:
-    """The outbox → bus → projector flow inside this process: same code, no Kafka."""
+    """The outbox → read model flow inside this process: the same relay, no Kafka."""
     stop = asyncio.Event()
-    bus = MemoryEventBus()
     relay = asyncio.create_task(
         run_relay(
             service.outbox,
-            bus,
+            DirectProjection(service.read_model),
             stop=stop,
             batch_size=service.settings.relay_batch_size,
             retention=timedelta(hours=service.settings.outbox_retention_hours),
         ),
         name="relay",
     )
-    projector = asyncio.create_task(
-        run_projector(
-            bus.consumer(),
-            service.read_model,
-            stop=stop,
-            stats=ProjectorStats(name="embedded"),
-            report=partial(sql_projector_status.write, service.engine),
-        ),
-        name="projector",
-    )
-    service.background += [relay, projector]
+    service.background.append(relay)
 
     async def shutdown() -> None:
         stop.set()
-        await asyncio.gather(relay, projector, return_exceptions=True)
+        await asyncio.gather(relay, return_exceptions=True)
 
     stack.push_async_callback(shutdown)

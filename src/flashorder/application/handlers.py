@@ -224,9 +224,10 @@ async def _commit_order(
                 if recorded is None or recorded.fingerprint != fp:
                     raise errors.IdempotencyKeyReused() from None
                 return recorded
-        # The hot row goes last: every other write is done, so its lock is held only for
-        # the update and the commit.
-        for line in reservation:
+        # The hot rows go last: every other write is done, so their locks are held only for
+        # the updates and the commit. In product order, so that two orders of the same
+        # products cannot deadlock.
+        for line in sorted(reservation, key=lambda ln: ln.product_id):
             if not await uow.products.take_stock(line.product_id, line.quantity):
                 raise errors.SoldOut(line.product_id)
         await uow.commit()

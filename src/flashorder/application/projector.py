@@ -233,3 +233,18 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await stop.wait()
+
+
+class DirectProjection:
+    """An ``EventPublisher`` that applies events straight to the read model.
+
+    The embedded default's broker: the relay marks outbox rows sent only once the read model
+    has them, so a crash between the two loses nothing (the rows are relayed again, and
+    ``apply`` is idempotent).
+    """
+
+    def __init__(self, read_model: ReadModel) -> None:
+        self._read_model = read_model
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        await self._read_model.apply(events)

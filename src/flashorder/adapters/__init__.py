@@ -1,0 +1,1 @@
+"""Adapters: the real services (MariaDB or SQLite, Redis, Kafka) and their in-memory twins."""
