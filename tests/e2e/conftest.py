@@ -8,12 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +24,11 @@ from starlette.types import Receive, Scope, Send
 
 from flashorder.adapters.redis_stock import RedisStockGate
 from flashorder.adapters.sql_engine import make_engine
-from flashorder.adapters.sql_migrate import create_database_if_missing
 from flashorder.application.ports import StockGate
 from flashorder.bootstrap import Service
 from flashorder.config import Settings
 from flashorder.entrypoints.api import create_app
+from tests.stackctl import Stack
 
 
 @dataclass(frozen=True)
@@ -140,89 +134,23 @@ async def embedded_api(tmp_path: Path) -> AsyncIterator[InProcessApi]:
             yield InProcessApi(client, state["service"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Stack:
-    base: str
-    database_url: str
-    redis_url: str
-    env: Mapping[str, str]
-
-
-def _wait_ready(base: str, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(base + "/readyz", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{base} not ready after {timeout}s")
-
-
 @pytest.fixture(scope="session")
 def stack(
     mariadb_url: str, redis_url: str, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    """The full stack, once per test session, on a database and topics of its own."""
-    name = f"flashorder_e2e_{secrets.token_hex(4)}"
-    create_database_if_missing(mariadb_url, name)
-    port = _free_port()
-    logs = tmp_path_factory.mktemp("stack")
-    env = {
-        **os.environ,
-        "FLASHORDER_DATABASE_URL": f"{mariadb_url}/{name}",
-        "FLASHORDER_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/1",
-        "FLASHORDER_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "FLASHORDER_KAFKA_TOPIC_PREFIX": f"{name}.",
-        "FLASHORDER_PROJECTOR_GROUP": f"{name}-projector",
-        "FLASHORDER_DATA_DIR": str(logs),
-        "FLASHORDER_LOG_LEVEL": "warning",
-    }
-    asyncio.run(_flush_redis(env["FLASHORDER_REDIS_URL"]))
-    exe = str(Path(sys.executable).with_name("flashorder"))
-    subprocess.run([exe, "migrate"], env=env, check=True)
-    commands = {
-        "api": [exe, "serve", "--port", str(port), "--workers", "2"],
-        "relay": [exe, "relay"],
-        "projector": [exe, "projector"],
-    }
-    procs = []
-    for what, cmd in commands.items():
-        with open(logs / f"{what}.log", "wb") as out:
-            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
-    base = f"http://127.0.0.1:{port}"
+    """The full stack, once per test session: two API workers, a relay and a projector."""
+    running = Stack(
+        mariadb_url=mariadb_url,
+        redis_url=redis_url,
+        kafka_bootstrap=kafka_bootstrap,
+        logs=tmp_path_factory.mktemp("stack"),
+        redis_db=1,
+    )
     try:
-        _wait_ready(base, procs, timeout=90)
-        yield Stack(base, env["FLASHORDER_DATABASE_URL"], env["FLASHORDER_REDIS_URL"], env)
+        running.up()
+        yield running
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-async def _flush_redis(url: str) -> None:
-    client = Redis.from_url(url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
+        running.down()
 
 
 @pytest.fixture
