@@ -111,7 +111,8 @@ def redis_client(settings: Settings) -> Redis:
         socket_connect_timeout=2,
         health_check_interval=30,
     )
-    return Redis(connection_pool=pool)
+    # from_pool: the client owns the pool, so closing the client closes its connections.
+    return Redis.from_pool(pool)
 
 
 @asynccontextmanager
@@ -159,6 +160,7 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
                 stock=stock,
                 locks=locks,
                 idempotency=idempotency,
+                strategy=settings.strategy,
             ),
             read_model=read_model,
             engine=engine,
