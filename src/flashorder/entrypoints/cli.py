@@ -12,6 +12,7 @@ import typer
 import uvicorn
 
 from flashorder.config import Settings
+from flashorder.entrypoints import logs
 
 cli = typer.Typer(
     name="flashorder",
@@ -28,7 +29,9 @@ def _settings(**overrides: object) -> Settings:
     for name, value in overrides.items():
         if value is not None:
             os.environ[f"FLASHORDER_{name.upper()}"] = str(value)
-    return Settings()
+    settings = Settings()
+    logs.configure(settings.log_level, json=settings.log_json)
+    return settings
 
 
 def _prepare(settings: Settings) -> None:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from flashorder import __version__
 from flashorder.bootstrap import Service, build
 from flashorder.config import Settings
+from flashorder.entrypoints import logs
 from flashorder.entrypoints.api import catalogue, ops, orders, problems
 from flashorder.entrypoints.api.limits import BodyLimit
 from flashorder.entrypoints.api.metrics import Metrics, MetricsMiddleware
@@ -32,6 +33,8 @@ Errors are RFC 9457 problems (`application/problem+json`) with a stable `type` p
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
     """Build the ASGI app. ``background`` runs the embedded relay and projector (no Kafka)."""
     settings = settings or Settings()
+    # Each uvicorn worker is a fresh process that builds its app here.
+    logs.configure(settings.log_level, json=settings.log_json)
     metrics = Metrics()
 
     @asynccontextmanager
