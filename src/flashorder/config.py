@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     #: A request whose Idempotency-Key is in flight longer than this is presumed dead.
     idempotency_lease_seconds: int = Field(default=30, ge=1)
 
+    #: A command that takes longer answers 503 (retry it with the same Idempotency-Key).
+    request_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_items_per_order: int = Field(default=50, ge=1, le=1000)
     max_quantity_per_item: int = Field(default=1000, ge=1)
@@ -56,6 +58,10 @@ class Settings(BaseSettings):
     projector_group: str = "flashorder-projector"
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     outbox_retention_hours: int = Field(default=24, ge=1)
+
+    #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
+    #: ceiling of the HTTP stack that ``flashorder bench`` compares the real routes with.
+    bench_endpoints: bool = False
 
     @property
     def embedded(self) -> bool:

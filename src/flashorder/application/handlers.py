@@ -8,6 +8,7 @@ truth; the stock gate only keeps doomed requests away from it.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from flashorder.domain.model import (
 from flashorder.domain.pricing import check_quote
 
 Clock = Callable[[], datetime]
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -172,7 +175,12 @@ async def _reserve_and_commit(
     if replay is not None:
         await deps.stock.release(order.order_id)
         return PlacedOrder(replay.status_code, replay.body, replayed=True)
-    await deps.stock.confirm(order.order_id)
+    try:
+        await deps.stock.confirm(order.order_id)
+    except errors.Unavailable:
+        # The order is committed: answering 503 now would invite a second order. An
+        # unconfirmed reservation is confirmed by reconciliation, which finds the order.
+        log.warning("reservation.confirm_failed", extra={"order_id": order.order_id})
     return PlacedOrder(201, body)
 
 

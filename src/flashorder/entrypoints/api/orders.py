@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import orjson
@@ -31,6 +34,23 @@ IdempotencyKey = Annotated[
         "get the first answer; a different body gets 422.",
     ),
 ]
+
+
+@asynccontextmanager
+async def deadline(seconds: float) -> AsyncIterator[None]:
+    """Bound a command. Past the deadline the handler is cancelled (its transaction rolls
+    back, its reservation is released) and the client gets a 503. Whether a commit raced the
+    deadline cannot be known here: the problem says so, and the Idempotency-Key makes the
+    retry safe."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise errors.Unavailable(
+            "service",
+            f"no answer within {seconds:g}s; the outcome is unknown, retry with the same "
+            "Idempotency-Key",
+        ) from None
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -76,7 +96,8 @@ async def place_order(
         payment_type=body.payment_type,
         idempotency_key=idempotency_key,
     )
-    placed = await handlers.place_order(cmd, deps=service.deps)
+    async with deadline(service.settings.request_timeout_seconds):
+        placed = await handlers.place_order(cmd, deps=service.deps)
     if placed.replayed:
         return _json(placed.body, placed.status_code, {"Idempotent-Replayed": "true"})
     return _json(placed.body, placed.status_code)
