@@ -11,12 +11,13 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
 import uuid_utils
 
+from flashorder.application.catalogue import CatalogueCache
 from flashorder.application.ports import (
     IdempotencyCache,
     Locks,
@@ -24,7 +25,6 @@ from flashorder.application.ports import (
     StockGate,
     StockUnknown,
     StoredResponse,
-    UnitOfWork,
     UnitOfWorkFactory,
 )
 from flashorder.domain import commands, errors
@@ -63,6 +63,7 @@ class Deps:
     stock: StockGate
     locks: Locks
     idempotency: IdempotencyCache
+    catalogue: CatalogueCache = field(default_factory=CatalogueCache)
     clock: Clock = utc_now
     #: ``reserve`` (the gate, then one guarded transaction) or ``lock`` (the original design).
     strategy: str = "reserve"
@@ -114,9 +115,14 @@ async def place_order(cmd: commands.PlaceOrder, *, deps: Deps) -> PlacedOrder:
             await deps.idempotency.abandon(cmd.user_id, key)
         raise
     if key is not None:
-        await deps.idempotency.finish(
-            cmd.user_id, key, StoredResponse(fp, placed.status_code, placed.body)
-        )
+        try:
+            await deps.idempotency.finish(
+                cmd.user_id, key, StoredResponse(fp, placed.status_code, placed.body)
+            )
+        except errors.Unavailable:
+            # The order and its idempotency record are committed; a retry that finds the
+            # cache without the answer is answered from the database.
+            log.warning("idempotency.finish_failed", extra={"user_id": cmd.user_id})
     return placed
 
 
@@ -125,9 +131,15 @@ async def _priced_order(
 ) -> tuple[Order, list[ReservationLine]]:
     """The order as the server prices it; any figure of the client's that differs is a 422."""
     now = deps.clock()
-    async with deps.uow() as uow:
-        catalogue = await uow.products.get_many([line.product_id for line in cmd.lines])
-        policy = await _policy(uow, cmd)
+
+    async def load_products(ids: Sequence[ProductId]) -> dict[ProductId, Product]:
+        async with deps.uow() as uow:
+            return await uow.products.get_many(ids)
+
+    catalogue = await deps.catalogue.products(
+        [line.product_id for line in cmd.lines], load_products
+    )
+    policy = await _policy(cmd, deps=deps)
     quote = check_quote(
         requested=cmd.lines,
         catalogue=catalogue,
@@ -208,10 +220,15 @@ async def _lock_and_commit(
     return PlacedOrder(201, body)
 
 
-async def _policy(uow: UnitOfWork, cmd: commands.PlaceOrder) -> DiscountPolicy | None:
+async def _policy(cmd: commands.PlaceOrder, *, deps: Deps) -> DiscountPolicy | None:
     if cmd.discount_policy_id is None:
         return None
-    policy = await uow.discounts.get(cmd.discount_policy_id)
+
+    async def load(policy_id: DiscountPolicyId) -> DiscountPolicy | None:
+        async with deps.uow() as uow:
+            return await uow.discounts.get(policy_id)
+
+    policy = await deps.catalogue.policy(cmd.discount_policy_id, load)
     if policy is None:
         raise errors.UnknownReference("discount policy", cmd.discount_policy_id)
     return policy
