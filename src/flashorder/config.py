@@ -9,8 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The development secret: documented, hence public. Starting a deployment (a database URL is
+#: set) with it logs a loud warning.
+DEV_JWT_SECRET = "flashorder-development-secret-change-me"
 
 
 class Settings(BaseSettings):
@@ -35,6 +39,10 @@ class Settings(BaseSettings):
     #: ``lock``: the original design, a per-product lock around ``SELECT … FOR UPDATE``.
     strategy: Literal["reserve", "lock"] = "reserve"
 
+    #: Orders of concurrent requests share one transaction (one fsync, one stock update per
+    #: product). Off: one transaction per order.
+    group_commit: bool = True
+    group_commit_max_batch: int = Field(default=500, ge=1, le=10_000)
     database_pool_size: int = Field(default=20, ge=1, le=500)
     redis_pool_size: int = Field(default=200, ge=1, le=10_000)
     #: How long a request waits for a per-user lock before it answers 409.
@@ -58,6 +66,41 @@ class Settings(BaseSettings):
     projector_group: str = "flashorder-projector"
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     outbox_retention_hours: int = Field(default=24, ge=1)
+    #: Each API process reconciles the stock gate with the database this often (0: never;
+    #: ``flashorder reconcile`` does it on demand), releasing reservations left pending
+    #: longer than ``reconcile_older_than_seconds`` by a worker that died. That age must
+    #: exceed the life of any order transaction that could still commit.
+    reconcile_every_seconds: float = Field(default=30.0, ge=0)
+    reconcile_older_than_seconds: float = Field(default=120.0, gt=0)
+
+    #: Bearer tokens. HS256 tokens are checked with ``jwt_secret``; RS256/ES256 ones with
+    #: ``jwt_public_key`` (PEM) or the keys at ``jwt_jwks_url`` (by ``kid``). The default
+    #: secret is public: anyone can mint tokens with it, so never deploy with it.
+    #: At least 32 bytes: HS256 with a shorter key is guessable (PyJWT warns about it too).
+    jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET), min_length=32)
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    #: Accepted ``alg`` values. Unset: HS256, or RS256 and ES256 when a public key or a JWKS
+    #: URL is set (then tokens signed with the shared secret are refused unless listed).
+    jwt_algorithms: list[str] | None = None
+    jwt_issuer: str = "flashorder"
+    jwt_audience: str = "flashorder-api"
+    #: Clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
+    jwt_leeway_seconds: float = Field(default=10.0, ge=0, le=300)
+    jwt_jwks_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    jwt_jwks_cache_seconds: float = Field(default=300.0, ge=1)
+
+    #: Token buckets for placing and cancelling orders, per user and per client address.
+    #: A rate of 0 turns that limit off. The defaults only stop floods: a flash sale's crowd
+    #: comes from few addresses (NAT, proxies) and retries with idempotency keys.
+    rate_user_per_second: float = Field(default=20.0, ge=0)
+    rate_user_burst: int = Field(default=60, ge=1)
+    rate_ip_per_second: float = Field(default=5_000.0, ge=0)
+    rate_ip_burst: int = Field(default=10_000, ge=1)
+    #: How old this process's knowledge that a product is sold out may be. Within it, orders
+    #: of a sold-out product are refused without touching Redis or the database; an order
+    #: that could succeed is refused for at most this long after stock comes back. 0: off.
+    sold_out_cache_seconds: float = Field(default=0.1, ge=0, le=10)
 
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
     #: ceiling of the HTTP stack that ``flashorder bench`` compares the real routes with.
@@ -66,6 +109,14 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.database_url is None and self.redis_url is None
+
+    @property
+    def effective_jwt_algorithms(self) -> list[str]:
+        if self.jwt_algorithms is not None:
+            return self.jwt_algorithms
+        if self.jwt_public_key is not None or self.jwt_jwks_url is not None:
+            return ["RS256", "ES256"]
+        return ["HS256"]
 
     @property
     def effective_database_url(self) -> str:

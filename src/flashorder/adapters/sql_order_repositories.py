@@ -59,20 +59,16 @@ class SqlOrders:
         self._db = db
 
     async def add(self, order: Order) -> None:
-        row = {
-            "order_id": order.order_id,
-            "user_id": order.user_id,
-            "status": order.status.value,
-            "discount_policy_id": order.discount_policy_id,
-            "discount_amount": order.discount_amount,
-            "delivery_fee": order.delivery_fee,
-            "payment_amount": order.payment_amount,
-            "payment_type": order.payment_type.value,
-            "version": order.version,
-            "created_at": order.created_at,
-            "updated_at": order.updated_at,
-        }
-        await self._db.insert_new(_INSERT_ORDER, row, f"order {order.order_id!r}")
+        await self.add_many([order])
+
+    async def add_many(self, orders: Sequence[Order]) -> None:
+        if not orders:
+            return
+        # Three statements whatever the number of orders: with every VALUES slot a bind
+        # parameter, the driver sends each list as one multi-row INSERT.
+        rows = [_order_row(order) for order in orders]
+        what = f"order {orders[0].order_id!r}" if len(orders) == 1 else "an order of the batch"
+        await self._db.insert_new(_INSERT_ORDER, rows if len(rows) > 1 else rows[0], what)
         items = [
             {
                 "order_id": order.order_id,
@@ -81,11 +77,18 @@ class SqlOrders:
                 "quantity": line.quantity,
                 "unit_price": line.unit_price,
             }
+            for order in orders
             for n, line in enumerate(order.lines, start=1)
         ]
         if items:
             await self._db.run(_INSERT_ITEMS, items)
-        await _record(self._db, order)
+        events = [event for order in orders for event in order.events]
+        if events:
+            await self._db.run(INSERT_EVENTS, event_rows(events))
+        # Cleared only once written: if an insert failed, the transaction rolls back whole
+        # and the events are still there for a retry.
+        for order in orders:
+            order.events.clear()
 
     async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None:
         stmt = _GET_ORDER_FOR_UPDATE if for_update else _GET_ORDER
@@ -124,6 +127,22 @@ class SqlOrders:
             return False
         await _record(self._db, order)
         return True
+
+
+def _order_row(order: Order) -> dict[str, object]:
+    return {
+        "order_id": order.order_id,
+        "user_id": order.user_id,
+        "status": order.status.value,
+        "discount_policy_id": order.discount_policy_id,
+        "discount_amount": order.discount_amount,
+        "delivery_fee": order.delivery_fee,
+        "payment_amount": order.payment_amount,
+        "payment_type": order.payment_type.value,
+        "version": order.version,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+    }
 
 
 async def _record(db: Db, order: Order) -> None:

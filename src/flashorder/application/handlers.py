@@ -7,9 +7,10 @@ truth; the stock gate only keeps doomed requests away from it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import orjson
 import uuid_utils
 
 from flashorder.application.catalogue import CatalogueCache
+from flashorder.application.group_commit import GroupCommit, PendingOrder
 from flashorder.application.ports import (
     IdempotencyCache,
     Locks,
@@ -27,6 +29,7 @@ from flashorder.application.ports import (
     StoredResponse,
     UnitOfWorkFactory,
 )
+from flashorder.application.sold_out import SoldOutCache
 from flashorder.domain import commands, errors
 from flashorder.domain.model import (
     DiscountPolicy,
@@ -64,11 +67,16 @@ class Deps:
     locks: Locks
     idempotency: IdempotencyCache
     catalogue: CatalogueCache = field(default_factory=CatalogueCache)
+    #: Group commit of orders (None: one transaction per order).
+    writer: GroupCommit | None = None
     clock: Clock = utc_now
     #: ``reserve`` (the gate, then one guarded transaction) or ``lock`` (the original design).
     strategy: str = "reserve"
     #: How long the lock strategy waits for a product's lock (its queue can be long).
     product_lock_wait: float = 30.0
+    #: Refuses orders of sold-out products before any work (the reserve strategy only: the
+    #: lock strategy is the original design, kept as it was).
+    sold_out: SoldOutCache | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +112,10 @@ async def place_order(cmd: commands.PlaceOrder, *, deps: Deps) -> PlacedOrder:
         if stored is not None:
             return PlacedOrder(stored.status_code, stored.body, replayed=True)
     try:
+        if deps.sold_out is not None and deps.strategy == "reserve":
+            gone = await deps.sold_out.first_sold_out([line.product_id for line in cmd.lines])
+            if gone is not None:
+                raise errors.SoldOut(gone)
         order, reservation = await _priced_order(cmd, deps=deps)
         async with deps.locks.hold(f"user:{cmd.user_id}"):
             if deps.strategy == "lock":
@@ -176,24 +188,70 @@ async def _reserve_and_commit(
     deps: Deps,
 ) -> PlacedOrder:
     await _reserve(order.order_id, order.user_id, reservation, deps=deps)
-    body = order.snapshot()
+    pending = PendingOrder(order, reservation, cmd.idempotency_key, fp, order.snapshot())
     try:
-        replay = await _commit_order(order, reservation, cmd, fp, body, deps=deps)
+        replay = await _write(pending, deps=deps)
+    except _OutcomeUnknown:
+        raise asyncio.CancelledError from None
     except BaseException:
-        # Whatever went wrong (sold out in the database, a conflict, the database down, a
-        # cancelled request), the transaction did not commit: the reservation goes back.
+        # The transaction did not commit (sold out in the database, a conflict, the
+        # database down): the reservation goes back.
         await deps.stock.release(order.order_id)
         raise
+    await _settle(order.order_id, replay, deps=deps)
     if replay is not None:
-        await deps.stock.release(order.order_id)
         return PlacedOrder(replay.status_code, replay.body, replayed=True)
+    return PlacedOrder(201, pending.body)
+
+
+class _OutcomeUnknown(Exception):
+    """The caller was cancelled while its order was being written."""
+
+
+async def _write(pending: PendingOrder, *, deps: Deps) -> StoredResponse | None:
+    if deps.writer is None:
+        return await commit_order(pending, uow=deps.uow)
+    done = deps.writer.submit(pending)
     try:
-        await deps.stock.confirm(order.order_id)
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        # The batch may still commit this order. Its reservation is settled when the batch
+        # knows, not now: releasing it here could hand out stock the database has taken.
+        done.add_done_callback(
+            lambda f: _background(_settle_outcome(pending.order.order_id, f, deps=deps))
+        )
+        raise _OutcomeUnknown from None
+
+
+async def _settle(order_id: OrderId, replay: StoredResponse | None, *, deps: Deps) -> None:
+    """After the write: confirm a committed order's reservation, release a replayed one."""
+    try:
+        if replay is not None:
+            await deps.stock.release(order_id)
+        else:
+            await deps.stock.confirm(order_id)
     except errors.Unavailable:
-        # The order is committed: answering 503 now would invite a second order. An
-        # unconfirmed reservation is confirmed by reconciliation, which finds the order.
-        log.warning("reservation.confirm_failed", extra={"order_id": order.order_id})
-    return PlacedOrder(201, body)
+        # The database already decided; reconciliation brings the gate in line with it.
+        log.warning("reservation.settle_failed", extra={"order_id": order_id})
+
+
+async def _settle_outcome(
+    order_id: OrderId, done: asyncio.Future[StoredResponse | None], *, deps: Deps
+) -> None:
+    if done.cancelled() or done.exception() is not None:
+        await deps.stock.release(order_id)
+    else:
+        await _settle(order_id, done.result(), deps=deps)
+
+
+_background_tasks: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Awaitable[None]) -> None:
+    task: asyncio.Task[None] = asyncio.ensure_future(work)
+    # Held until done: the loop keeps only weak references to tasks.
+    _background_tasks.add(task)
+    task.add_done_callback(_background_tasks.discard)
 
 
 async def _lock_and_commit(
@@ -213,11 +271,11 @@ async def _lock_and_commit(
             await held.enter_async_context(
                 deps.locks.hold(f"product:{line.product_id}", wait=deps.product_lock_wait)
             )
-        body = order.snapshot()
-        replay = await _commit_order(order, reservation, cmd, fp, body, deps=deps, lock_rows=True)
+        pending = PendingOrder(order, reservation, cmd.idempotency_key, fp, order.snapshot())
+        replay = await commit_order(pending, uow=deps.uow, lock_rows=True)
     if replay is not None:
         return PlacedOrder(replay.status_code, replay.body, replayed=True)
-    return PlacedOrder(201, body)
+    return PlacedOrder(201, pending.body)
 
 
 async def _policy(cmd: commands.PlaceOrder, *, deps: Deps) -> DiscountPolicy | None:
@@ -250,42 +308,41 @@ async def _reserve(
         await deps.stock.reserve(order_id, user_id, lines)
 
 
-async def _commit_order(
-    order: Order,
-    reservation: Sequence[ReservationLine],
-    cmd: commands.PlaceOrder,
-    fp: str,
-    body: dict[str, object],
-    *,
-    deps: Deps,
-    lock_rows: bool = False,
+async def commit_order(
+    pending: PendingOrder, *, uow: UnitOfWorkFactory, lock_rows: bool = False
 ) -> StoredResponse | None:
-    """Write the order in one transaction. Returns a stored response to replay instead, when
-    the idempotency key turned out to be recorded already (the cache had lost it).
+    """Write one order in its own transaction. Returns a stored response to replay instead,
+    when the idempotency key turned out to be recorded already (the cache had lost it).
 
     ``lock_rows`` reads and checks each product ``FOR UPDATE`` first (the lock strategy)."""
-    async with deps.uow() as uow:
+    order, reservation, key, fp = (
+        pending.order,
+        pending.reservation,
+        pending.idempotency_key,
+        pending.fingerprint,
+    )
+    async with uow() as work:
         if lock_rows:
             for line in sorted(reservation, key=lambda ln: ln.product_id):
-                product = await uow.products.get(line.product_id, for_update=True)
+                product = await work.products.get(line.product_id, for_update=True)
                 if product is None or product.available < line.quantity:
                     raise errors.SoldOut(line.product_id)
-        await uow.orders.add(order)
+        await work.orders.add(order)
         for line in reservation:
-            if line.max_per_user is not None and not await uow.purchases.take(
+            if line.max_per_user is not None and not await work.purchases.take(
                 order.user_id, line.product_id, line.quantity, line.max_per_user
             ):
                 raise errors.LimitReached(line.product_id, line.max_per_user)
-        if cmd.idempotency_key is not None:
+        if key is not None:
             try:
-                await uow.idempotency.add(
+                await work.idempotency.add(
                     order.user_id,
-                    cmd.idempotency_key,
-                    StoredResponse(fp, 201, body),
+                    key,
+                    StoredResponse(fp, 201, pending.body),
                     order.created_at,
                 )
             except errors.AlreadyExists:
-                recorded = await uow.idempotency.get(order.user_id, cmd.idempotency_key)
+                recorded = await work.idempotency.get(order.user_id, key)
                 if recorded is None or recorded.fingerprint != fp:
                     raise errors.IdempotencyKeyReused() from None
                 return recorded
@@ -293,9 +350,9 @@ async def _commit_order(
         # the updates and the commit. In product order, so that two orders of the same
         # products cannot deadlock.
         for line in sorted(reservation, key=lambda ln: ln.product_id):
-            if not await uow.products.take_stock(line.product_id, line.quantity):
+            if not await work.products.take_stock(line.product_id, line.quantity):
                 raise errors.SoldOut(line.product_id)
-        await uow.commit()
+        await work.commit()
     return None
 
 
@@ -317,7 +374,9 @@ async def _cancel_once(cmd: commands.CancelOrder, *, deps: Deps) -> dict[str, ob
         if order.cancel(deps.clock()):
             if not await uow.orders.save(order):
                 return None
-            for line in order.lines:
+            # In product order, as place_order takes them, so that a cancel and an order of
+            # the same products cannot deadlock.
+            for line in sorted(order.lines, key=lambda ln: ln.product_id):
                 await uow.products.give_back_stock(line.product_id, line.quantity)
                 await uow.purchases.give_back(order.user_id, line.product_id, line.quantity)
             await uow.commit()
@@ -325,6 +384,7 @@ async def _cancel_once(cmd: commands.CancelOrder, *, deps: Deps) -> dict[str, ob
     # follows; its release is idempotent per order, so a retry of a cancel that committed but
     # died before this line is what puts the stock back there.
     await deps.stock.release(order.order_id)
+    _stock_changed(deps, [line.product_id for line in order.lines])
     return order.snapshot()
 
 
@@ -379,7 +439,14 @@ async def change_stock(cmd: commands.ChangeStock, *, deps: Deps) -> Product:
         except BaseException:
             await deps.stock.adjust(cmd.product_id, -delta)
             raise
+    _stock_changed(deps, [cmd.product_id])
     return changed
+
+
+def _stock_changed(deps: Deps, product_ids: Sequence[ProductId]) -> None:
+    # This process knows at once; the others within their sold-out cache's time-to-live.
+    if deps.sold_out is not None:
+        deps.sold_out.forget(product_ids)
 
 
 async def create_discount_policy(

@@ -9,7 +9,7 @@ down or timed out) or into the domain error the port documents. Nothing else esc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -153,10 +153,25 @@ class ProductRepository(Protocol):
         Returns the changed product, or None when the guard refused it.
         """
 
+    async def all_ids(self) -> list[ProductId]:
+        """Every product's id, in id order (reconciliation walks the catalogue)."""
+
+    async def committed_among(
+        self, product_id: ProductId, order_ids: Collection[OrderId]
+    ) -> set[OrderId]:
+        """Those of ``order_ids`` whose units of the product are out of ``available``: live
+        (not cancelled) orders with a line of the product."""
+
 
 class OrderRepository(Protocol):
     async def add(self, order: Order) -> None:
         """Insert the order, its lines, and the events it recorded (into the outbox)."""
+
+    async def add_many(self, orders: Sequence[Order]) -> None:
+        """``add`` for several orders in a few multi-row statements (group commit).
+
+        Raises AlreadyExists if any order id exists; then nothing of the batch should commit.
+        """
 
     async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None: ...
 
@@ -295,3 +310,97 @@ class EventConsumer(Protocol):
 
     async def lag(self) -> int:
         """How many events in the topics the group has not committed yet."""
+
+
+# --- reconciliation: the gate brought back in line with the database --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GateView:
+    """What the gate holds for one product, read in one atomic step."""
+
+    #: The count; None when the gate has none (a fresh or emptied Redis).
+    available: int | None
+    #: Unconfirmed reservations with a line of the product -> their quantity of it.
+    in_flight: Mapping[OrderId, int]
+    #: False when the per-user counts of the product may have been lost since they were last
+    #: rebuilt (``correct`` with ``user_counts`` rebuilds them and sets this again).
+    users_known: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GateCorrection:
+    """What ``correct`` found and did (or, in a dry run, would have done)."""
+
+    #: The count before; None when there was none.
+    before: int | None
+    #: What the count should be: the database's available minus ``in_flight``.
+    target: int
+    #: The count after (it differs from ``target`` only where a raise was capped).
+    after: int
+    #: Units held by unconfirmed reservations whose orders are not live in the database.
+    in_flight: int
+    #: How many users' counts the rebuild changed; None when there was no rebuild.
+    users_rebuilt: int | None
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after or bool(self.users_rebuilt)
+
+
+class ReconcilableStockGate(StockGate, Protocol):
+    """A stock gate that reconciliation can compare with the database and correct."""
+
+    async def view(self, product_id: ProductId) -> GateView: ...
+
+    async def correct(
+        self,
+        product_id: ProductId,
+        *,
+        available: int,
+        committed: Collection[OrderId],
+        raise_by_at_most: int | None = None,
+        user_counts: Mapping[UserId, int] | None = None,
+        dry_run: bool = False,
+    ) -> GateCorrection:
+        """Bring the product's count to ``available`` minus what is in flight, atomically.
+
+        The caller read ``available`` under the product row's lock and holds it until this
+        returns, so no order of the product commits meanwhile. In flight is every
+        unconfirmed reservation with a line of the product, except those in ``committed``
+        (their orders are live in the database, so ``available`` already paid for them).
+        A reservation made after the caller's ``view`` is in flight: it cannot have
+        committed while the row is locked.
+
+        A missing count is set. An existing count is lowered at once but raised by at most
+        ``raise_by_at_most`` units (None: no limit); a negative target is kept as it is,
+        since the releases of the reservations in flight bring it back exactly.
+        With ``user_counts`` (the database's), the per-user counts are rebuilt as those plus
+        each user's quantities in flight, and marked known.
+        """
+
+
+# --- admission ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket: ``rate`` tokens a second, holding at most ``burst``. A bucket nobody
+    used for a while is full (it may be forgotten: a missing bucket is a full one)."""
+
+    key: str
+    rate: float
+    burst: int
+
+
+class RateLimiter(Protocol):
+    """Token buckets shared by every process that uses the same store."""
+
+    async def take(self, buckets: Sequence[Bucket]) -> float:
+        """Take one token from each bucket that has one.
+
+        Returns 0 when every bucket had a token; otherwise how many seconds until the
+        emptiest of them will have one. Each bucket is atomic on its own; a token taken from
+        one bucket is not given back when another is empty. Raises Unavailable.
+        """
+        ...
