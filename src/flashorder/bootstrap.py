@@ -12,32 +12,41 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flashorder.adapters import sql_projector_status
 from flashorder.adapters.memory_idempotency import MemoryIdempotencyCache
 from flashorder.adapters.memory_lock import MemoryLocks
+from flashorder.adapters.memory_rate_limit import MemoryRateLimiter
 from flashorder.adapters.memory_stock import MemoryStockGate
 from flashorder.adapters.redis_idempotency import RedisIdempotencyCache
 from flashorder.adapters.redis_lock import RedisLocks
+from flashorder.adapters.redis_rate_limit import RedisRateLimiter
 from flashorder.adapters.redis_stock import RedisStockGate
 from flashorder.adapters.sql_engine import make_engine
 from flashorder.adapters.sql_outbox import SqlOutboxRelayStore
 from flashorder.adapters.sql_read_model import SqlReadModel
 from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
-from flashorder.application.handlers import Deps
+from flashorder.application.group_commit import GroupCommit
+from flashorder.application.handlers import Deps, commit_order
 from flashorder.application.ports import (
     IdempotencyCache,
     Locks,
     OutboxRelayStore,
+    RateLimiter,
     ReadModel,
-    StockGate,
+    ReconcilableStockGate,
 )
 from flashorder.application.projector import DirectProjection
+from flashorder.application.reconcile import run_reconciler
 from flashorder.application.relay import run_relay
+from flashorder.application.sold_out import SoldOutCache
 from flashorder.config import Settings
 
 log = logging.getLogger("flashorder")
@@ -54,6 +63,10 @@ class Service:
     outbox: OutboxRelayStore
     redis: Redis | None = None
     background: list[asyncio.Task[object]] = field(default_factory=list)
+    #: ``deps.stock`` with the operations reconciliation needs.
+    gate: ReconcilableStockGate | None = None
+    #: Token buckets for admission (per user, per client address).
+    limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
 
     async def lag(self) -> dict[str, float]:
         """How far the read model trails the write model: events not yet applied, and the
@@ -105,6 +118,9 @@ def redis_client(settings: Settings) -> Redis:
     # A blocking pool: under a burst, requests queue for a connection instead of failing.
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        # One quick retry for a dropped connection; beyond that Redis is down, and a request
+        # should learn it in milliseconds (503), not after redis-py's default seconds.
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
         max_connections=settings.redis_pool_size,
         timeout=5,
         socket_timeout=3,
@@ -123,9 +139,10 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
         engine = make_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
         stack.push_async_callback(engine.dispose)
         redis: Redis | None = None
-        stock: StockGate
+        stock: ReconcilableStockGate
         locks: Locks
         idempotency: IdempotencyCache
+        limiter: RateLimiter
         if settings.redis_url is not None:
             redis = redis_client(settings)
             stack.push_async_callback(redis.aclose)
@@ -142,6 +159,7 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
                 inflight_lease=settings.idempotency_lease_seconds,
                 retention=settings.idempotency_retention_seconds,
             )
+            limiter = RedisRateLimiter(redis)
         else:
             stock = MemoryStockGate()
             locks = MemoryLocks(
@@ -152,23 +170,39 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
                 inflight_lease=settings.idempotency_lease_seconds,
                 retention=settings.idempotency_retention_seconds,
             )
+            limiter = MemoryRateLimiter()
         read_model = SqlReadModel(engine)
+        uow = SqlUnitOfWorkFactory(engine)
+        writer: GroupCommit | None = None
+        if settings.group_commit and settings.strategy == "reserve":
+            writer = GroupCommit(
+                uow,
+                partial(commit_order, uow=uow),
+                max_batch=settings.group_commit_max_batch,
+            )
+            stack.push_async_callback(writer.close)
         service = Service(
             settings=settings,
             deps=Deps(
-                uow=SqlUnitOfWorkFactory(engine),
+                uow=uow,
                 stock=stock,
                 locks=locks,
                 idempotency=idempotency,
                 strategy=settings.strategy,
+                writer=writer,
+                sold_out=SoldOutCache(stock, ttl=settings.sold_out_cache_seconds),
             ),
             read_model=read_model,
             engine=engine,
             outbox=SqlOutboxRelayStore(engine),
             redis=redis,
+            gate=stock,
+            limiter=limiter,
         )
         if background and settings.kafka_bootstrap is None:
             await _start_embedded_events(service, stack)
+        if background and settings.reconcile_every_seconds > 0 and settings.strategy == "reserve":
+            _start_reconciler(service, stock, stack)
         yield service
 
 
@@ -190,5 +224,32 @@ async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> Non
     async def shutdown() -> None:
         stop.set()
         await asyncio.gather(relay, return_exceptions=True)
+
+    stack.push_async_callback(shutdown)
+
+
+def _start_reconciler(service: Service, gate: ReconcilableStockGate, stack: AsyncExitStack) -> None:
+    """Repair drift between the gate and the database periodically (``reconcile.py``)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_reconciler(
+            uow=service.deps.uow,
+            stock=gate,
+            locks=service.deps.locks,
+            every=service.settings.reconcile_every_seconds,
+            older_than=service.settings.reconcile_older_than_seconds,
+            stop=stop,
+        ),
+        name="reconciler",
+    )
+    service.background.append(task)
+
+    async def shutdown() -> None:
+        stop.set()
+        # A run in progress is cut short: each repair is atomic, the next process redoes it.
+        done, _ = await asyncio.wait([task], timeout=5)
+        if not done:
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     stack.push_async_callback(shutdown)

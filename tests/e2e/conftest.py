@@ -2,6 +2,9 @@
 
 The full stack is real processes: ``flashorder serve --workers 2``, ``flashorder relay`` and
 ``flashorder projector`` on MariaDB, Redis and Kafka, with a database and topics of its own.
+
+Calls carry no token unless given one: ``api.token(user)`` (or ``admin=True``) mints it with
+the secret the API under test checks.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +32,7 @@ from flashorder.application.ports import StockGate
 from flashorder.bootstrap import Service
 from flashorder.config import Settings
 from flashorder.entrypoints.api import create_app
+from flashorder.entrypoints.api.auth import mint_token
 from tests.stackctl import Stack
 
 
@@ -42,6 +47,7 @@ class Api(Protocol):
     name: str
     engine: AsyncEngine
     gate: StockGate
+    settings: Settings
 
     async def call(
         self,
@@ -51,7 +57,31 @@ class Api(Protocol):
         *,
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
+        token: str | None = None,
     ) -> Reply: ...
+
+    def token(self, user: str, *, admin: bool = False) -> str: ...
+
+
+def _decoded(raw: bytes, headers: Mapping[str, str]) -> Any:
+    # JSON (and problem+json) as data; anything else (Swagger UI, metrics) as text.
+    if not raw:
+        return None
+    if "json" in headers.get("content-type", ""):
+        return orjson.loads(raw)
+    return raw.decode(errors="replace")
+
+
+def _prepared(
+    json: Any, headers: Mapping[str, str] | None, content: bytes | None, token: str | None
+) -> tuple[dict[str, str], bytes | None]:
+    sent = dict(headers or {})
+    if json is not None:
+        content = jsonlib.dumps(json).encode()
+        sent = {"content-type": "application/json", **sent}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    return sent, content
 
 
 class InProcessApi:
@@ -64,6 +94,10 @@ class InProcessApi:
         self.service = service
         self.engine = service.engine
         self.gate = service.deps.stock
+        self.settings = service.settings
+
+    def token(self, user: str, *, admin: bool = False) -> str:
+        return mint_token(self.settings, user, admin=admin)
 
     async def call(
         self,
@@ -73,13 +107,13 @@ class InProcessApi:
         *,
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
+        token: str | None = None,
     ) -> Reply:
-        if json is not None:
-            content = jsonlib.dumps(json).encode()
-            headers = {"content-type": "application/json", **(headers or {})}
-        response = await self.client.request(method, path, content=content, headers=headers)
-        body = response.json() if response.content else None
-        return Reply(response.status_code, body, response.headers)
+        sent, content = _prepared(json, headers, content, token)
+        response = await self.client.request(method, path, content=content, headers=sent)
+        return Reply(
+            response.status_code, _decoded(response.content, response.headers), response.headers
+        )
 
 
 class HttpApi:
@@ -94,6 +128,11 @@ class HttpApi:
         self.base = base
         self.engine = engine
         self.gate = gate
+        # The stack's processes inherit this environment, so they check this secret.
+        self.settings = Settings()
+
+    def token(self, user: str, *, admin: bool = False) -> str:
+        return mint_token(self.settings, user, admin=admin)
 
     async def call(
         self,
@@ -103,23 +142,32 @@ class HttpApi:
         *,
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
+        token: str | None = None,
     ) -> Reply:
-        if json is not None:
-            content = jsonlib.dumps(json).encode()
-            headers = {"content-type": "application/json", **(headers or {})}
+        sent, content = _prepared(json, headers, content, token)
         async with self.session.request(
-            method, self.base + path, data=content, headers=headers
+            method, self.base + path, data=content, headers=sent
         ) as response:
             raw = await response.read()
-            body = orjson.loads(raw) if raw else None
-            return Reply(response.status, body, CIMultiDict(response.headers))
+            headers = CIMultiDict(response.headers)
+            return Reply(response.status, _decoded(raw, headers), headers)
 
 
 @pytest.fixture
 async def embedded_api(tmp_path: Path) -> AsyncIterator[InProcessApi]:
-    settings = Settings(database_url=None, redis_url=None, kafka_bootstrap=None, data_dir=tmp_path)
+    async with embedded(tmp_path) as api:
+        yield api
+
+
+@asynccontextmanager
+async def embedded(tmp_path: Path, **settings_: Any) -> AsyncIterator[InProcessApi]:
+    """The embedded app with settings of a test's own (``rate_user_burst=2``, …)."""
+    settings = Settings(
+        database_url=None, redis_url=None, kafka_bootstrap=None, data_dir=tmp_path, **settings_
+    )
     from flashorder.adapters.sql_migrate import migrate
 
+    await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread(migrate, settings.effective_database_url)
     app = create_app(settings)
     async with app.router.lifespan_context(app) as state:

@@ -1,7 +1,8 @@
-"""Small builders for API tests: random ids, products, order bodies."""
+"""Small builders for API tests: random ids, tokens, products, order bodies."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -12,6 +13,16 @@ def rid(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(6)}"
 
 
+def admin(api: Api) -> str:
+    """An admin's token (catalogue writes, anyone's orders)."""
+    return api.token("admin", admin=True)
+
+
+def reader(api: Api) -> str:
+    """Some user's token: enough to read the catalogue."""
+    return api.token("reader")
+
+
 async def new_product(
     api: Api, *, stock: int, price: int = 10050, max_per_user: int | None = None
 ) -> str:
@@ -19,7 +30,7 @@ async def new_product(
     body: dict[str, Any] = {"productId": pid, "name": "test item", "price": price, "stock": stock}
     if max_per_user is not None:
         body["maxPerUser"] = max_per_user
-    reply = await api.call("POST", "/api/v1/products", body)
+    reply = await api.call("POST", "/api/v1/products", body, token=admin(api))
     assert reply.status == 201, reply.body
     return pid
 
@@ -41,12 +52,28 @@ def order_body(
 
 
 async def place(api: Api, user: str, *lines: tuple[str, int, int], key: str | None = None) -> Reply:
+    """Place an order as ``user``, with their token."""
     headers = {"Idempotency-Key": key} if key else None
-    return await api.call("POST", "/api/v1/orders", order_body(user, *lines), headers=headers)
+    return await api.call(
+        "POST",
+        "/api/v1/orders",
+        order_body(user, *lines),
+        headers=headers,
+        token=api.token(user),
+    )
+
+
+async def post_order(api: Api, body: Any, **kwargs: Any) -> Reply:
+    """POST a (possibly hostile) order body with the token of its ``userId``, or of ``u1``
+    when that is no user id at all (the body is refused for it before the token matters)."""
+    user = body.get("userId") if isinstance(body, dict) else None
+    if not (isinstance(user, str) and re.fullmatch(r"[A-Za-z0-9_.:@\-]{1,64}", user)):
+        user = "u1"
+    return await api.call("POST", "/api/v1/orders", body, token=api.token(user), **kwargs)
 
 
 async def product(api: Api, pid: str) -> dict[str, Any]:
-    reply = await api.call("GET", f"/api/v1/products/{pid}")
+    reply = await api.call("GET", f"/api/v1/products/{pid}", token=reader(api))
     assert reply.status == 200, reply.body
     body: dict[str, Any] = reply.body
     return body

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 
 from tests.e2e.conftest import Api
-from tests.e2e.helpers import new_product, order_body, place, product, rid
+from tests.e2e.helpers import admin, new_product, order_body, place, post_order, product, rid
 from tests.invariants import check_stock
 
 PROBLEM = "urn:flashorder:problem:"
 
 
-async def wait_for_view(api: Api, order_id: str, status: str, timeout: float = 30) -> dict:
-    """The read model converges: poll until the order shows there with the given status."""
+async def wait_for_view(
+    api: Api, order_id: str, status: str, *, user: str, timeout: float = 30
+) -> dict:
+    """The read model converges: poll until the order shows there with the given status, as
+    its buyer sees it."""
     async with asyncio.timeout(timeout):
         while True:
-            reply = await api.call("GET", f"/api/v1/orders/{order_id}")
+            reply = await api.call("GET", f"/api/v1/orders/{order_id}", token=api.token(user))
             if reply.status == 200 and reply.body["status"] == status:
                 return dict(reply.body)
             await asyncio.sleep(0.05)
@@ -31,6 +34,7 @@ async def test_the_original_example_request_verbatim_creates_an_order(api: Api) 
             "price": 10050,
             "stock": 1_000_000,
         },
+        token=admin(api),
     )
     assert reply.status in (201, 409)  # the stack keeps its database across tests
     body = {
@@ -44,13 +48,13 @@ async def test_the_original_example_request_verbatim_creates_an_order(api: Api) 
         "paymentAmount": 10050,
         "paymentType": "CREDIT",
     }
-    reply = await api.call("POST", "/api/v1/orders", body)
+    reply = await api.call("POST", "/api/v1/orders", body, token=api.token("test1234"))
     assert reply.status == 201, reply.body
     assert reply.body["userId"] == "test1234"
     assert reply.body["status"] == "CREATED"
     assert reply.body["paymentAmount"] == 10050
     assert reply.body["items"][0]["productId"] == "PRD_240701120000001_0001_101"
-    view = await wait_for_view(api, reply.body["orderId"], "CREATED")
+    view = await wait_for_view(api, reply.body["orderId"], "CREATED", user="test1234")
     assert view["orderId"] == reply.body["orderId"]
 
 
@@ -81,13 +85,13 @@ async def test_rejects_an_order_when_sold_out(api: Api) -> None:
 async def test_a_tampered_price_is_rejected_and_reserves_nothing(api: Api) -> None:
     pid = await new_product(api, stock=3)
     body = order_body(rid("u"), (pid, 1, 1))
-    reply = await api.call("POST", "/api/v1/orders", body)
+    reply = await post_order(api, body)
     assert reply.status == 422
     assert reply.body["type"] == PROBLEM + "price-mismatch"
     assert reply.body["expected"] == 10050
     body = order_body(rid("u"), (pid, 1, 10050))
     body["paymentAmount"] = 1
-    reply = await api.call("POST", "/api/v1/orders", body)
+    reply = await post_order(api, body)
     assert reply.status == 422
     assert reply.body["field"] == "paymentAmount"
     assert (await product(api, pid))["available"] == 3
@@ -101,17 +105,18 @@ async def test_a_discount_policy_is_applied_by_the_server(api: Api) -> None:
         "POST",
         "/api/v1/discount-policies",
         {"policyId": policy, "kind": "PERCENT", "value": 10, "minOrderAmount": 30000},
+        token=admin(api),
     )
     assert reply.status == 201, reply.body
     body = order_body(rid("u"), (pid, 2, 20000), discount=4000)
     body["discountPolicyId"] = policy
-    reply = await api.call("POST", "/api/v1/orders", body)
+    reply = await post_order(api, body)
     assert reply.status == 201, reply.body
     assert reply.body["discountAmount"] == 4000
     assert reply.body["paymentAmount"] == 36000
     too_small = order_body(rid("u"), (pid, 1, 20000), discount=2000)
     too_small["discountPolicyId"] = policy
-    reply = await api.call("POST", "/api/v1/orders", too_small)
+    reply = await post_order(api, too_small)
     assert reply.status == 422
     assert reply.body["type"] == PROBLEM + "discount-not-applicable"
 
@@ -147,12 +152,13 @@ async def test_cancelling_gives_the_stock_back_and_is_idempotent(api: Api) -> No
     pid = await new_product(api, stock=2)
     user = rid("u")
     order = (await place(api, user, (pid, 2, 10050))).body
-    first = await api.call("POST", f"/api/v1/orders/{order['orderId']}/cancel")
-    again = await api.call("POST", f"/api/v1/orders/{order['orderId']}/cancel")
+    cancel = f"/api/v1/orders/{order['orderId']}/cancel"
+    first = await api.call("POST", cancel, token=api.token(user))
+    again = await api.call("POST", cancel, token=api.token(user))
     assert first.status == again.status == 200
     assert first.body["status"] == again.body["status"] == "CANCELLED"
     assert (await product(api, pid))["available"] == 2
-    await wait_for_view(api, order["orderId"], "CANCELLED")
+    await wait_for_view(api, order["orderId"], "CANCELLED", user=user)
     await check_stock(api.engine, api.gate, [pid])
 
 
@@ -161,12 +167,12 @@ async def test_a_user_lists_their_orders_page_by_page(api: Api) -> None:
     user = rid("u")
     placed = [(await place(api, user, (pid, 1, 10050))).body["orderId"] for _ in range(5)]
     for order_id in placed:
-        await wait_for_view(api, order_id, "CREATED")
+        await wait_for_view(api, order_id, "CREATED", user=user)
     seen: list[str] = []
     cursor: str | None = None
     while True:
         path = f"/api/v1/orders?userId={user}&limit=2" + (f"&cursor={cursor}" if cursor else "")
-        reply = await api.call("GET", path)
+        reply = await api.call("GET", path, token=api.token(user))
         assert reply.status == 200, reply.body
         seen += [o["orderId"] for o in reply.body["items"]]
         cursor = reply.body["nextCursor"]
@@ -176,24 +182,25 @@ async def test_a_user_lists_their_orders_page_by_page(api: Api) -> None:
 
 
 async def test_unknown_orders_and_products_are_404_problems(api: Api) -> None:
+    token = api.token(rid("u"))
     for path in ("/api/v1/orders/nope", "/api/v1/products/nope", "/api/v1/nothing"):
-        reply = await api.call("GET", path)
+        reply = await api.call("GET", path, token=token)
         assert reply.status == 404
         assert reply.body["type"] == PROBLEM + "not-found"
-    reply = await api.call("POST", "/api/v1/orders/nope/cancel")
+    reply = await api.call("POST", "/api/v1/orders/nope/cancel", token=token)
     assert reply.status == 404
 
 
 async def test_stock_can_be_added_and_set_mid_sale(api: Api) -> None:
     pid = await new_product(api, stock=2)
     assert (await place(api, rid("u"), (pid, 2, 10050))).status == 201
-    reply = await api.call("POST", f"/api/v1/products/{pid}/stock", {"add": 3})
+    reply = await api.call("POST", f"/api/v1/products/{pid}/stock", {"add": 3}, token=admin(api))
     assert reply.status == 200
     assert (reply.body["stock"], reply.body["available"]) == (5, 3)
-    reply = await api.call("POST", f"/api/v1/products/{pid}/stock", {"set": 1})
+    reply = await api.call("POST", f"/api/v1/products/{pid}/stock", {"set": 1}, token=admin(api))
     assert reply.status == 409
     assert reply.body["type"] == PROBLEM + "stock-below-committed"
-    reply = await api.call("POST", f"/api/v1/products/{pid}/stock", {"set": 4})
+    reply = await api.call("POST", f"/api/v1/products/{pid}/stock", {"set": 4}, token=admin(api))
     assert (reply.body["stock"], reply.body["available"], reply.body["sold"]) == (4, 2, 2)
     await check_stock(api.engine, api.gate, [pid])
 

@@ -85,9 +85,13 @@ async def test_multi_product_orders_racing_for_a_scarce_item_leave_no_partial_or
 
 async def test_concurrent_cancels_give_the_stock_back_once(api: Api) -> None:
     pid = await new_product(api, stock=3)
-    order = (await place(api, rid("u"), (pid, 3, 10050))).body
+    user = rid("u")
+    order = (await place(api, user, (pid, 3, 10050))).body
     replies = await asyncio.gather(
-        *(api.call("POST", f"/api/v1/orders/{order['orderId']}/cancel") for _ in range(20))
+        *(
+            api.call("POST", f"/api/v1/orders/{order['orderId']}/cancel", token=api.token(user))
+            for _ in range(20)
+        )
     )
     assert {r.status for r in replies} == {200}
     assert {r.body["status"] for r in replies} == {"CANCELLED"}

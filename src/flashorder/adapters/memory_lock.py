@@ -27,9 +27,12 @@ class _Lease:
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
-    if timeout > 0:
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+    # arrives as the event is set, and the cancelled task would go on to take the lock.
+    if timeout > 0 and not event.is_set():
         with suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
 
 
 class MemoryLocks:

@@ -7,10 +7,15 @@ that is what makes it as atomic as the Lua scripts it mirrors.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from flashorder.application.ports import ReservationLine, StockUnknown
+from flashorder.application.ports import (
+    GateCorrection,
+    GateView,
+    ReservationLine,
+    StockUnknown,
+)
 from flashorder.domain import errors
 from flashorder.domain.model import OrderId, ProductId, UserId
 
@@ -54,6 +59,9 @@ class MemoryStockGate:
         # Mirrors the Redis sorted set: reserve time of every reservation neither confirmed
         # nor released. It outlives an expired reservation until a release clears it.
         self._pending: dict[OrderId, float] = {}
+        # Products whose per-user counts reconciliation rebuilt (the Redis gate's
+        # ``users-known`` set).
+        self._users_known: set[ProductId] = set()
 
     def _reservation(self, order_id: OrderId) -> _Reservation | None:
         reservation = self._reservations.get(order_id)
@@ -147,3 +155,64 @@ class MemoryStockGate:
             counts[user_id] = quantity
         else:
             counts.pop(user_id, None)
+
+    def _in_flight(
+        self, product_id: ProductId, skip: Collection[OrderId] = ()
+    ) -> dict[OrderId, tuple[UserId, int]]:
+        """Pending reservations with a line of the product, except ``skip``."""
+        found: dict[OrderId, tuple[UserId, int]] = {}
+        for order_id in self._pending:
+            reservation = self._reservation(order_id)
+            if order_id in skip or reservation is None or reservation.released:
+                continue
+            quantity = reservation.lines.get(product_id)
+            if quantity is not None:
+                found[order_id] = (reservation.user_id, quantity)
+        return found
+
+    async def view(self, product_id: ProductId) -> GateView:
+        return GateView(
+            available=self._available.get(product_id),
+            in_flight={o: q for o, (_, q) in self._in_flight(product_id).items()},
+            users_known=product_id in self._users_known,
+        )
+
+    async def correct(
+        self,
+        product_id: ProductId,
+        *,
+        available: int,
+        committed: Collection[OrderId],
+        raise_by_at_most: int | None = None,
+        user_counts: Mapping[UserId, int] | None = None,
+        dry_run: bool = False,
+    ) -> GateCorrection:
+        in_flight = self._in_flight(product_id, skip=set(committed))
+        held = sum(q for _, q in in_flight.values())
+        target = available - held
+        before = self._available.get(product_id)
+        after = target
+        if before is not None and raise_by_at_most is not None:
+            after = min(target, before + max(0, raise_by_at_most))
+        users: dict[UserId, int] | None = None
+        rebuilt: int | None = None
+        if user_counts is not None:
+            users = dict(user_counts)
+            for user_id, quantity in in_flight.values():
+                users[user_id] = users.get(user_id, 0) + quantity
+            users = {u: q for u, q in users.items() if q > 0}
+            old = self._bought.get(product_id, {})
+            rebuilt = sum(old.get(u) != q for u, q in users.items())
+            rebuilt += sum(u not in users for u in old)
+        if not dry_run:
+            self._available[product_id] = after
+            if users is not None:
+                self._bought[product_id] = users
+                self._users_known.add(product_id)
+        return GateCorrection(
+            before=before,
+            target=target,
+            after=after,
+            in_flight=held,
+            users_rebuilt=rebuilt,
+        )

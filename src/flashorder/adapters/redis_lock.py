@@ -65,9 +65,12 @@ def _text(value: object) -> str:
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
-    if timeout > 0:
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+    # arrives as the event is set, and the cancelled task would go on to take the lock.
+    if timeout > 0 and not event.is_set():
         with suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
 
 
 @dataclass(slots=True)
@@ -95,6 +98,7 @@ class _ReleaseFeed:
         self._asked: set[str] = set()
         self._confirmed: set[str] = set()
         self._listener: asyncio.Task[None] | None = None
+        self._closing = False
 
     def join(self, channel: str) -> tuple[_Channel, asyncio.Event]:
         signal = asyncio.Event()
@@ -106,7 +110,7 @@ class _ReleaseFeed:
             else:
                 self._changed.set()
         state.waiters.append(signal)
-        if self._listener is None or self._listener.done():
+        if not self._closing and (self._listener is None or self._listener.done()):
             self._listener = asyncio.create_task(self._listen(), name="lock-release-feed")
         return state, signal
 
@@ -133,7 +137,9 @@ class _ReleaseFeed:
 
     async def _listen(self) -> None:
         failures = 0
-        while True:
+        # The flag, not only the cancellation, ends the loop: redis-py sends commands
+        # through wait_for, which on Python 3.11 can swallow a cancellation.
+        while not self._closing:
             try:
                 self._changed.clear()
                 await self._sync()
@@ -197,6 +203,8 @@ class _ReleaseFeed:
             state.subscribed.set()
 
     async def close(self) -> None:
+        self._closing = True
+        self._changed.set()
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.wait([self._listener])
@@ -245,10 +253,12 @@ class RedisLocks:
         key = self.key(name)
         token = uuid.uuid4().hex
         await self._acquire(name, key, token, wait_s, lease_ms)
-        renewal = asyncio.create_task(self._renew(name, key, token, lease_ms))
+        done = asyncio.Event()
+        renewal = asyncio.create_task(self._renew(name, key, token, lease_ms, done))
         try:
             yield
         finally:
+            done.set()
             renewal.cancel()
             await self._let_go(name, key, token)
             await asyncio.wait([renewal])
@@ -295,9 +305,14 @@ class RedisLocks:
         finally:
             self._feed.leave(channel, signal, pass_on=not acquired and signal.is_set())
 
-    async def _renew(self, name: str, key: str, token: str, lease_ms: int) -> None:
-        while True:
-            await asyncio.sleep(lease_ms / 3000)
+    async def _renew(
+        self, name: str, key: str, token: str, lease_ms: int, done: asyncio.Event
+    ) -> None:
+        # ``done`` ends the loop even when a cancellation was swallowed (see ``_listen``).
+        while not done.is_set():
+            await _wait(done, lease_ms / 3000)
+            if done.is_set():
+                return
             try:
                 held = int(await self._renew_script(keys=[key], args=[token, lease_ms]))
             except RedisError as exc:

@@ -9,17 +9,30 @@ a multi-product reservation stays in one Redis Cluster slot:
                                   user, n (line count), q:<productId> -> quantity
     P:{stock}:pending             sorted set orderId -> reserve time (ms, Redis clock);
                                   holds exactly the reservations in state R
+    P:{stock}:users-known         set of the productIds whose bought hash reconciliation
+                                  rebuilt; emptied with everything else when Redis loses
+                                  its data, which is how the loss is noticed
+
+The reconciliation scripts (``_VIEW``, ``_CORRECT``) read the reservations named by the
+pending set, keys they cannot declare in advance. Each carries the ``{stock}`` tag, so it
+lives in the slot of the declared keys, which is what Redis Cluster needs; Redis allows it
+for scripts without the strict ``#!lua flags`` header.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from flashorder.application.ports import ReservationLine, StockUnknown
+from flashorder.application.ports import (
+    GateCorrection,
+    GateView,
+    ReservationLine,
+    StockUnknown,
+)
 from flashorder.domain import errors
 from flashorder.domain.model import OrderId, ProductId, UserId
 
@@ -110,6 +123,84 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 """
 
+# KEYS: avail, pending, users-known. ARGV: reservation key prefix, productId.
+# Returns {has count, count, users known, orderId_1, qty_1, ...} for the reservations in
+# state R with a line of the product.
+_VIEW = """
+local raw = redis.call('GET', KEYS[1])
+local out = {raw and 1 or 0, tonumber(raw or '0'), redis.call('SISMEMBER', KEYS[3], ARGV[2])}
+local field = 'q:' .. ARGV[2]
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local r = redis.call('HMGET', ARGV[1] .. id, 'state', field)
+  if r[1] == 'R' and r[2] then
+    out[#out + 1] = id
+    out[#out + 1] = tonumber(r[2])
+  end
+end
+return out
+"""
+
+# KEYS: avail, bought, pending, users-known.
+# ARGV: reservation key prefix, productId, database available, raise cap (-1: none),
+#       dry run (0|1), n, committed orderId_1..n, rebuild (0|1), then userId, count pairs.
+# The in-flight sum is taken here, in the same atomic step as the write, so no reservation
+# can slip between reading it and using it. Returns {had count, before, target, after,
+# in flight, users whose count the rebuild changed (-1: not rebuilt)}.
+_CORRECT = """
+local n = tonumber(ARGV[6])
+local committed = {}
+for i = 1, n do committed[ARGV[6 + i]] = true end
+local rebuild = ARGV[7 + n] == '1'
+local field = 'q:' .. ARGV[2]
+local held, users = 0, {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  if not committed[id] then
+    local r = redis.call('HMGET', ARGV[1] .. id, 'state', field, 'user')
+    if r[1] == 'R' and r[2] then
+      held = held + tonumber(r[2])
+      users[r[3]] = (users[r[3]] or 0) + tonumber(r[2])
+    end
+  end
+end
+local target = tonumber(ARGV[3]) - held
+local raw = redis.call('GET', KEYS[1])
+local before = tonumber(raw or '0')
+local after = target
+if raw then
+  local cap = tonumber(ARGV[4])
+  if cap >= 0 and target - before > cap then after = before + cap end
+end
+local rebuilt = -1
+if rebuild then
+  for i = 8 + n, #ARGV, 2 do
+    users[ARGV[i]] = (users[ARGV[i]] or 0) + tonumber(ARGV[i + 1])
+  end
+  local old = {}
+  local flat = redis.call('HGETALL', KEYS[2])
+  for i = 1, #flat, 2 do old[flat[i]] = tonumber(flat[i + 1]) end
+  rebuilt = 0
+  for user, q in pairs(users) do
+    if q > 0 and old[user] ~= q then rebuilt = rebuilt + 1 end
+  end
+  for user, q in pairs(old) do
+    if (users[user] or 0) <= 0 then rebuilt = rebuilt + 1 end
+  end
+end
+if ARGV[5] ~= '1' then
+  if not raw or after ~= before then
+    redis.call('SET', KEYS[1], string.format('%d', after))
+  end
+  if rebuild then
+    redis.call('DEL', KEYS[2])
+    for user, q in pairs(users) do
+      if q > 0 then redis.call('HSET', KEYS[2], user, string.format('%d', q)) end
+    end
+    redis.call('SADD', KEYS[4], ARGV[2])
+  end
+end
+return {raw and 1 or 0, before, target, after, held, rebuilt}
+"""
+
 
 @contextmanager
 def _translated() -> Iterator[None]:
@@ -159,12 +250,15 @@ class RedisStockGate:
         self._client = client
         self._base = f"{prefix}:{{stock}}"
         self._pending_key = f"{self._base}:pending"
+        self._users_known_key = f"{self._base}:users-known"
         self._ttl_s = max(1, int(reservation_ttl))
         self._reserve = client.register_script(_RESERVE)
         self._release = client.register_script(_RELEASE)
         self._confirm = client.register_script(_CONFIRM)
         self._adjust = client.register_script(_ADJUST)
         self._pending = client.register_script(_PENDING)
+        self._view = client.register_script(_VIEW)
+        self._correct = client.register_script(_CORRECT)
 
     def _avail(self, product_id: str) -> str:
         return f"{self._base}:avail:{product_id}"
@@ -253,3 +347,56 @@ class RedisStockGate:
                 await self._client.hset(self._bought(product_id), user_id, quantity)
             else:
                 await self._client.hdel(self._bought(product_id), user_id)
+
+    async def view(self, product_id: ProductId) -> GateView:
+        keys = [self._avail(product_id), self._pending_key, self._users_known_key]
+        with _translated():
+            result = await self._view(keys=keys, args=[self._res(""), product_id])
+        pairs = result[3:]
+        return GateView(
+            available=int(result[1]) if int(result[0]) else None,
+            in_flight={
+                OrderId(_text(pairs[i])): int(pairs[i + 1]) for i in range(0, len(pairs), 2)
+            },
+            users_known=bool(int(result[2])),
+        )
+
+    async def correct(
+        self,
+        product_id: ProductId,
+        *,
+        available: int,
+        committed: Collection[OrderId],
+        raise_by_at_most: int | None = None,
+        user_counts: Mapping[UserId, int] | None = None,
+        dry_run: bool = False,
+    ) -> GateCorrection:
+        keys = [
+            self._avail(product_id),
+            self._bought(product_id),
+            self._pending_key,
+            self._users_known_key,
+        ]
+        cap = -1 if raise_by_at_most is None else max(0, raise_by_at_most)
+        args: list[str | int] = [
+            self._res(""),
+            product_id,
+            available,
+            cap,
+            int(dry_run),
+            len(committed),
+            *committed,
+            int(user_counts is not None),
+        ]
+        for user_id, quantity in (user_counts or {}).items():
+            args += [user_id, quantity]
+        with _translated():
+            result = await self._correct(keys=keys, args=args)
+        had, before, target, after, held, rebuilt = (int(v) for v in result)
+        return GateCorrection(
+            before=before if had else None,
+            target=target,
+            after=after,
+            in_flight=held,
+            users_rebuilt=None if rebuilt < 0 else rebuilt,
+        )

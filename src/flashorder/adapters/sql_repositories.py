@@ -11,7 +11,7 @@ checks and changes the row under its lock, so no interleaving of transactions ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,12 +20,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flashorder.adapters.sql_errors import is_duplicate_key, unavailable_on_failure
-from flashorder.adapters.sql_tables import discount_policies, products
+from flashorder.adapters.sql_tables import discount_policies, order_items, orders, products
 from flashorder.domain import errors
 from flashorder.domain.model import (
     DiscountKind,
     DiscountPolicy,
     DiscountPolicyId,
+    OrderId,
+    OrderStatus,
     Product,
     ProductId,
 )
@@ -95,6 +97,20 @@ _CHANGE_STOCK = (
     )
 )
 
+_ALL_PRODUCT_IDS = select(_p.product_id).order_by(_p.product_id)
+# Reconciliation: which reservations the database has already paid for. Read-committed, so an
+# order whose transaction has not committed is not seen (it is still in flight).
+_COMMITTED_AMONG = (
+    select(orders.c.order_id)
+    .distinct()
+    .join(order_items, order_items.c.order_id == orders.c.order_id)
+    .where(
+        orders.c.order_id.in_(bindparam("oids", expanding=True)),
+        orders.c.status == OrderStatus.CREATED.value,
+        order_items.c.product_id == bindparam("pid"),
+    )
+)
+
 
 def _product(row: Row[Any]) -> Product:
     return Product(
@@ -151,6 +167,17 @@ class SqlProducts:
         # MariaDB has no UPDATE … RETURNING; the row is locked by our update, so this read
         # sees exactly what the update wrote.
         return await self.get(product_id)
+
+    async def all_ids(self) -> list[ProductId]:
+        return [ProductId(pid) for pid in (await self._db.run(_ALL_PRODUCT_IDS)).scalars()]
+
+    async def committed_among(
+        self, product_id: ProductId, order_ids: Collection[OrderId]
+    ) -> set[OrderId]:
+        if not order_ids:
+            return set()
+        params = {"pid": product_id, "oids": list(order_ids)}
+        return {OrderId(oid) for oid in (await self._db.run(_COMMITTED_AMONG, params)).scalars()}
 
 
 # --- discount policies ------------------------------------------------------------------------

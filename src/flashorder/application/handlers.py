@@ -122,6 +122,11 @@ async def place_order(cmd: commands.PlaceOrder, *, deps: Deps) -> PlacedOrder:
                 placed = await _lock_and_commit(order, reservation, cmd, fp, deps=deps)
             else:
                 placed = await _reserve_and_commit(order, reservation, cmd, fp, deps=deps)
+    except _OutcomeUnknown:
+        # The batch may still commit this order. The key stays claimed and is settled with
+        # the reservation once the batch knows (``_settle_outcome``): abandoned now, a retry
+        # with the same key could be refused as sold out for an order that was placed.
+        raise asyncio.CancelledError from None
     except BaseException:
         if key is not None:
             await deps.idempotency.abandon(cmd.user_id, key)
@@ -192,7 +197,7 @@ async def _reserve_and_commit(
     try:
         replay = await _write(pending, deps=deps)
     except _OutcomeUnknown:
-        raise asyncio.CancelledError from None
+        raise
     except BaseException:
         # The transaction did not commit (sold out in the database, a conflict, the
         # database down): the reservation goes back.
@@ -217,9 +222,7 @@ async def _write(pending: PendingOrder, *, deps: Deps) -> StoredResponse | None:
     except asyncio.CancelledError:
         # The batch may still commit this order. Its reservation is settled when the batch
         # knows, not now: releasing it here could hand out stock the database has taken.
-        done.add_done_callback(
-            lambda f: _background(_settle_outcome(pending.order.order_id, f, deps=deps))
-        )
+        done.add_done_callback(lambda f: _background(_settle_outcome(pending, f, deps=deps)))
         raise _OutcomeUnknown from None
 
 
@@ -236,12 +239,29 @@ async def _settle(order_id: OrderId, replay: StoredResponse | None, *, deps: Dep
 
 
 async def _settle_outcome(
-    order_id: OrderId, done: asyncio.Future[StoredResponse | None], *, deps: Deps
+    pending: PendingOrder, done: asyncio.Future[StoredResponse | None], *, deps: Deps
 ) -> None:
+    """Settle the reservation and the idempotency key of an order whose caller gave up."""
+    order_id, user_id, key = (
+        pending.order.order_id,
+        pending.order.user_id,
+        pending.idempotency_key,
+    )
     if done.cancelled() or done.exception() is not None:
         await deps.stock.release(order_id)
-    else:
-        await _settle(order_id, done.result(), deps=deps)
+        if key is not None:
+            await deps.idempotency.abandon(user_id, key)
+        return
+    replay = done.result()
+    await _settle(order_id, replay, deps=deps)
+    if key is not None:
+        answer = replay or StoredResponse(pending.fingerprint, 201, pending.body)
+        try:
+            await deps.idempotency.finish(user_id, key, answer)
+        except errors.Unavailable:
+            # The claim lapses with its lease; a later retry is then answered from the
+            # database's record only if the gate lets it that far.
+            log.warning("idempotency.finish_failed", extra={"user_id": user_id})
 
 
 _background_tasks: set[asyncio.Task[None]] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
@@ -12,14 +13,18 @@ from flashorder import __version__
 from flashorder.bootstrap import Service, build
 from flashorder.config import Settings
 from flashorder.entrypoints import logs
-from flashorder.entrypoints.api import catalogue, ops, orders, problems
+from flashorder.entrypoints.api import bench_routes, catalogue, ops, orders, problems
+from flashorder.entrypoints.api.auth import Authenticator, secret_warning
 from flashorder.entrypoints.api.limits import BodyLimit
 from flashorder.entrypoints.api.metrics import Metrics, MetricsMiddleware
+
+log = logging.getLogger("flashorder.api")
 
 
 class State(TypedDict):
     service: Service
     metrics: Metrics
+    authenticator: Authenticator
 
 
 DESCRIPTION = """\
@@ -27,6 +32,9 @@ A flash-sale order service: it takes every order it can, never oversells, never 
 retry twice and never loses an order event.
 
 Errors are RFC 9457 problems (`application/problem+json`) with a stable `type` per case.
+
+Every `/api/v1` call needs a bearer JWT (`Authorize` above). For development,
+`flashorder token --user U [--admin]` mints one with the configured secret.
 """
 
 
@@ -39,8 +47,11 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        if warning := secret_warning(settings):
+            log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
+        authenticator = Authenticator(settings)
         async with build(settings, background=background) as service:
-            yield {"service": service, "metrics": metrics}
+            yield {"service": service, "metrics": metrics, "authenticator": authenticator}
 
     app = FastAPI(
         title="flashorder",
@@ -53,6 +64,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     app.include_router(orders.router)
     app.include_router(catalogue.router)
     app.include_router(ops.router)
+    if settings.bench_endpoints:
+        app.include_router(bench_routes.router)
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

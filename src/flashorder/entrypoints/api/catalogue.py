@@ -1,4 +1,5 @@
-"""Admin routes: products, stock and discount policies."""
+"""Catalogue routes: products, stock and discount policies. Writes need an admin token,
+reads any valid token."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from fastapi import APIRouter
 from flashorder.application import handlers
 from flashorder.domain import commands, errors
 from flashorder.domain.model import DiscountPolicy, DiscountPolicyId, Product, ProductId
+from flashorder.entrypoints.api.auth import AUTH_RESPONSES, AdminDep, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.schemas import (
     DiscountPolicyIn,
@@ -17,7 +19,7 @@ from flashorder.entrypoints.api.schemas import (
     StockChangeIn,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["catalogue"])
+router = APIRouter(prefix="/api/v1", tags=["catalogue"], responses=AUTH_RESPONSES)
 
 
 def _product_out(product: Product) -> ProductOut:
@@ -45,7 +47,7 @@ def _policy_out(policy: DiscountPolicy) -> DiscountPolicyOut:
 
 
 @router.post("/products", status_code=201, summary="Create a product (admin)")
-async def create_product(body: ProductIn, service: ServiceDep) -> ProductOut:
+async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> ProductOut:
     product = await handlers.create_product(
         commands.CreateProduct(
             product_id=ProductId(body.product_id),
@@ -60,12 +62,14 @@ async def create_product(body: ProductIn, service: ServiceDep) -> ProductOut:
 
 
 @router.get("/products/{product_id}", summary="Read a product with its available and sold stock")
-async def get_product(product_id: Ident, service: ServiceDep) -> ProductOut:
+async def get_product(product_id: Ident, service: ServiceDep, _: UserDep) -> ProductOut:
     return _product_out(await handlers.product_view(ProductId(product_id), deps=service.deps))
 
 
 @router.post("/products/{product_id}/stock", summary="Add to or set the stock mid-sale (admin)")
-async def change_stock(product_id: Ident, body: StockChangeIn, service: ServiceDep) -> ProductOut:
+async def change_stock(
+    product_id: Ident, body: StockChangeIn, service: ServiceDep, _: AdminDep
+) -> ProductOut:
     if (body.add is None) == (body.set is None):
         raise errors.InvalidOrder("give exactly one of add and set")
     product = await handlers.change_stock(
@@ -76,7 +80,9 @@ async def change_stock(product_id: Ident, body: StockChangeIn, service: ServiceD
 
 
 @router.post("/discount-policies", status_code=201, summary="Create a discount policy (admin)")
-async def create_discount_policy(body: DiscountPolicyIn, service: ServiceDep) -> DiscountPolicyOut:
+async def create_discount_policy(
+    body: DiscountPolicyIn, service: ServiceDep, _: AdminDep
+) -> DiscountPolicyOut:
     if body.valid_from and body.valid_until and body.valid_until <= body.valid_from:
         raise errors.InvalidOrder("validUntil must be after validFrom")
     policy = await handlers.create_discount_policy(
@@ -95,6 +101,8 @@ async def create_discount_policy(body: DiscountPolicyIn, service: ServiceDep) ->
 
 
 @router.get("/discount-policies/{policy_id}", summary="Read a discount policy")
-async def get_discount_policy(policy_id: Ident, service: ServiceDep) -> DiscountPolicyOut:
+async def get_discount_policy(
+    policy_id: Ident, service: ServiceDep, _: UserDep
+) -> DiscountPolicyOut:
     policy = await handlers.discount_policy_view(DiscountPolicyId(policy_id), deps=service.deps)
     return _policy_out(policy)

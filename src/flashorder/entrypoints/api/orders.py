@@ -15,11 +15,13 @@ from flashorder.application import handlers
 from flashorder.domain import commands, errors
 from flashorder.domain.model import DiscountPolicyId, OrderId, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
+from flashorder.entrypoints.api.admission import RATE_LIMITED, AdmittedDep
+from flashorder.entrypoints.api.auth import AUTH_RESPONSES, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
-from flashorder.entrypoints.api.problems import MEDIA_TYPE
+from flashorder.entrypoints.api.problems import MEDIA_TYPE, Forbidden
 from flashorder.entrypoints.api.schemas import Ident, OrderOut, OrderPage, PlaceOrderIn, Problem
 
-router = APIRouter(prefix="/api/v1/orders", tags=["orders"])
+router = APIRouter(prefix="/api/v1/orders", tags=["orders"], responses=AUTH_RESPONSES)
 
 _PROBLEMS = {"content": {MEDIA_TYPE: {"schema": Problem.model_json_schema()}}}
 
@@ -68,12 +70,20 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
         409: {"description": "Sold out, limit reached, or a duplicate in flight", **_PROBLEMS},
         422: {"description": "Invalid, tampered or inconsistent", **_PROBLEMS},
         503: {"description": "A dependency is down; nothing was written", **_PROBLEMS},
+        **RATE_LIMITED,
     },
     summary="Place an order",
+    description="The buyer places their own order: `userId` must be the token's subject, "
+    "for admins too (403 otherwise).",
 )
 async def place_order(
-    body: PlaceOrderIn, service: ServiceDep, idempotency_key: IdempotencyKey = None
+    body: PlaceOrderIn,
+    service: ServiceDep,
+    principal: AdmittedDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    if body.user_id != principal.user_id:
+        raise Forbidden("an order is placed by its buyer: userId must be the token's subject")
     if len(body.items) > service.settings.max_items_per_order:
         raise errors.InvalidOrder(
             f"an order has at most {service.settings.max_items_per_order} items"
@@ -106,23 +116,32 @@ async def place_order(
 @router.get(
     "/{order_id}",
     response_model=OrderOut,
-    responses={404: {"description": "No such order (yet)", **_PROBLEMS}},
+    responses={404: {"description": "No such order (yet), or not yours", **_PROBLEMS}},
     summary="Read an order (query side)",
 )
-async def get_order(order_id: Ident, service: ServiceDep) -> Response:
+async def get_order(order_id: Ident, service: ServiceDep, principal: UserDep) -> Response:
     view = await service.read_model.order(OrderId(order_id))
-    if view is None:
+    # Someone else's order looks absent: a 403 would confirm that the id exists.
+    if view is None or not (principal.admin or view.get("userId") == principal.user_id):
         raise errors.OrderNotFound(order_id)
     return _json(view)
 
 
-@router.get("", response_model=OrderPage, summary="List a user's orders, newest first")
+@router.get(
+    "",
+    response_model=OrderPage,
+    summary="List a user's orders, newest first",
+    description="Your own orders (403 for anyone else's), or anyone's with an admin token.",
+)
 async def list_orders(
     service: ServiceDep,
+    principal: UserDep,
     user_id: Annotated[Ident, Query(alias="userId")],
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_\-=]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
+    if user_id != principal.user_id and not principal.admin:
+        raise Forbidden("you can list only your own orders")
     items, next_cursor = await service.read_model.orders_of(
         UserId(user_id), cursor=cursor, limit=limit
     )
@@ -132,9 +151,13 @@ async def list_orders(
 @router.post(
     "/{order_id}/cancel",
     response_model=OrderOut,
-    responses={404: {"description": "No such order", **_PROBLEMS}},
+    responses={404: {"description": "No such order, or not yours", **_PROBLEMS}, **RATE_LIMITED},
     summary="Cancel an order (idempotent: the stock comes back once)",
+    description="The buyer cancels their own order; an admin any order.",
 )
-async def cancel_order(order_id: Ident, service: ServiceDep) -> Response:
-    body = await handlers.cancel_order(commands.CancelOrder(OrderId(order_id)), deps=service.deps)
+async def cancel_order(order_id: Ident, service: ServiceDep, principal: AdmittedDep) -> Response:
+    # The handler makes others' orders look absent, as reading them does.
+    owner = None if principal.admin else principal.user_id
+    cmd = commands.CancelOrder(OrderId(order_id), user_id=owner)
+    body = await handlers.cancel_order(cmd, deps=service.deps)
     return _json(body)

@@ -1,11 +1,20 @@
 """Every error becomes an RFC 9457 problem, here and nowhere else.
 
 Each case has a stable ``type`` that clients can switch on; ``detail`` is for people.
+
+Besides the domain's errors, requests can be refused at the HTTP edge, before any handler
+runs::
+
+    Refused
+     ├── Unauthorized        401: no token, or a bad, expired or foreign one
+     ├── Forbidden           403: a valid token that may not do this
+     └── TooManyRequests     429: a rate limit; ``Retry-After`` says when to come back
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import orjson
@@ -39,6 +48,8 @@ _CASES: list[tuple[type[errors.FlashOrderError], int, str, str]] = [
 
 _HTTP_TYPES = {
     400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
     411: "length-required",
@@ -46,6 +57,53 @@ _HTTP_TYPES = {
     415: "unsupported-media-type",
     429: "too-many-requests",
 }
+
+
+class Refused(Exception):
+    """A request refused at the HTTP edge (authentication, authorization, admission)."""
+
+    status = 400
+    type_ = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def headers(self) -> dict[str, str] | None:
+        return None
+
+
+class Unauthorized(Refused):
+    status, type_, title = 401, "unauthorized", "Unauthorized"
+
+    def __init__(self, detail: str, *, token_given: bool = True) -> None:
+        super().__init__(detail)
+        self.token_given = token_given
+
+    def headers(self) -> dict[str, str]:
+        # RFC 6750 §3: a 401 names the scheme; ``error`` only when a token came and failed.
+        challenge = 'Bearer realm="flashorder"'
+        if self.token_given:
+            challenge += ', error="invalid_token"'
+        return {"WWW-Authenticate": challenge}
+
+
+class Forbidden(Refused):
+    status, type_, title = 403, "forbidden", "Forbidden"
+
+
+class TooManyRequests(Refused):
+    status, type_, title = 429, "too-many-requests", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        # Whole seconds (RFC 9110), rounded up and at least 1: a client that comes back
+        # sooner is refused again.
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 def problem(
@@ -97,6 +155,18 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refused)
+    return problem(
+        exc.status,
+        exc.type_,
+        exc.title,
+        exc.detail,
+        instance=request.url.path,
+        headers=exc.headers(),
+    )
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     issues = [
@@ -136,6 +206,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.FlashOrderError, _domain_error)
+    app.add_exception_handler(Refused, _refused)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

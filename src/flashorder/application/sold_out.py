@@ -1,0 +1,94 @@
+"""What this process knows about sold-out products, so that their orders cost nothing.
+
+A product is sold out when the gate's count is zero (or below): every reservation of it
+fails. The gate is shared by every process and host, so this knowledge is too; each process
+keeps what it read for ``ttl`` seconds, and while it says "sold out" an order of the product
+is refused before any reservation, lock or transaction. The count itself is the mark: it
+goes up when stock is added, an order is cancelled or a reservation expires, with nothing
+else to clear.
+
+Invariants:
+
+- it only refuses, never admits: whatever it says, no order gets past the gate and the
+  guarded update that would not have anyway, so it cannot cause an oversell;
+- a refusal rests on a reading taken at most ``ttl`` before (this process's own restocks
+  and cancels drop its readings at once): an order that could succeed is refused for at
+  most ``ttl`` after the stock came back;
+- when the gate cannot be read, nothing is refused: the order goes on to the gate, which
+  answers for itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from flashorder.application.ports import StockGate
+from flashorder.domain import errors
+from flashorder.domain.model import ProductId
+
+
+class SoldOutCache:
+    def __init__(
+        self, gate: StockGate, *, ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._gate = gate
+        self._ttl = ttl
+        self._clock = clock
+        #: product -> (when the reading started, sold out)
+        self._readings: dict[ProductId, tuple[float, bool]] = {}
+        self._reading: dict[ProductId, asyncio.Task[bool]] = {}
+        # Bumped by ``forget``: a reading that started before it may predate the change.
+        self._generation = 0
+
+    async def first_sold_out(self, product_ids: Sequence[ProductId]) -> ProductId | None:
+        """One of the products that is sold out as far as this process knows, or None."""
+        if self._ttl <= 0:
+            return None
+        now = self._clock()
+        stale: list[ProductId] = []
+        for pid in product_ids:
+            reading = self._readings.get(pid)
+            if reading is None or now - reading[0] >= self._ttl:
+                stale.append(pid)
+            elif reading[1]:
+                return pid
+        if not stale:
+            return None
+        sold_out = await asyncio.gather(*(self._read(pid) for pid in stale))
+        return next((pid for pid, gone in zip(stale, sold_out, strict=True) if gone), None)
+
+    def forget(self, product_ids: Iterable[ProductId]) -> None:
+        """Drop what is known of these products: their stock just changed, here."""
+        self._generation += 1
+        for pid in product_ids:
+            self._readings.pop(pid, None)
+
+    async def _read(self, pid: ProductId) -> bool:
+        # One reading per product at a time: a crowd arriving when a reading is stale shares
+        # it instead of sending the gate one read each. Shielded, so that a cancelled request
+        # does not cancel the reading the others wait for.
+        task = self._reading.get(pid)
+        if task is None:
+            task = asyncio.create_task(self._fetch(pid))
+            self._reading[pid] = task
+            task.add_done_callback(lambda done: self._done_reading(pid, done))
+        return await asyncio.shield(task)
+
+    def _done_reading(self, pid: ProductId, task: asyncio.Task[bool]) -> None:
+        if self._reading.get(pid) is task:
+            del self._reading[pid]
+
+    async def _fetch(self, pid: ProductId) -> bool:
+        generation = self._generation
+        started = self._clock()
+        try:
+            available = await self._gate.available(pid)
+        except errors.Unavailable:
+            return False
+        # No count (a fresh Redis) is not sold out: the order primes the gate from the database.
+        sold_out = available is not None and available <= 0
+        if generation == self._generation:
+            self._readings[pid] = (started, sold_out)
+        return sold_out

@@ -1,0 +1,88 @@
+"""``flashorder bench``: every strategy on the same seed data, one after the other, then the
+ratios, the checks, the result file and the chart. Exit status 1 if any check failed."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from flashorder.bench import chart, results, summary
+from flashorder.bench.options import BenchOptions, Strategy
+from flashorder.bench.report import failed, format_checks
+from flashorder.bench.run import StrategyResult, run_strategy
+
+
+def _strategies(opts: BenchOptions) -> tuple[Strategy, ...]:
+    if opts.target is None:
+        return opts.strategies
+    # A running stack has the one strategy it was started with; the bench cannot switch it.
+    running = os.environ.get("FLASHORDER_STRATEGY", "reserve")
+    return ("lock",) if running == "lock" else ("reserve",)
+
+
+async def run_bench(opts: BenchOptions, *, console: Console | None = None) -> int:
+    console = console or Console(stderr=False)
+    started = datetime.now(UTC)
+    runtag = secrets.token_hex(3)
+    logs = opts.out / f"{started.strftime('%Y%m%dT%H%M%S')}-logs"
+    done: list[StrategyResult] = []
+    for strategy in _strategies(opts):
+        done.append(await run_strategy(opts, strategy, runtag, console=console, logs=logs))
+
+    head = summary.headline(done)
+    console.print()
+    console.print("[bold]Closed loop[/] (latency of order calls; ceiling: echo calls)")
+    console.print(summary.closed_table(done), markup=False, highlight=False)
+    if any(r.open_steps for r in done):
+        console.print("\n[bold]Open loop[/] (latency from the intended send time)")
+        console.print(summary.open_table(done, opts.p99_limit_ms), markup=False, highlight=False)
+    console.print("\n[bold]Memory[/]")
+    console.print(summary.memory_table(done), markup=False, highlight=False)
+    console.print()
+    for line in summary.headline_lines(head, done):
+        console.print(line, markup=False, highlight=False)
+    for r in done:
+        console.print()
+        console.print(format_checks(r.checks, title=f"Promises, {r.strategy}:"), markup=False)
+
+    payload: dict[str, object] = {
+        "startedAt": started.isoformat(),
+        "command": " ".join(["flashorder", *sys.argv[1:]]),
+        "machine": results.machine(),
+        "options": opts,
+        "headline": head,
+        "strategies": done,
+    }
+    path = results.write(opts.out, payload, at=started)
+    title = (
+        f"flashorder bench: {opts.scenario}, {opts.workers} workers, "
+        f"{opts.concurrency} virtual users, {started:%Y-%m-%d %H:%M} UTC"
+    )
+    png = chart.render(done, path.with_suffix(".png"), title=title, p99_limit_ms=opts.p99_limit_ms)
+    console.print(f"\nresults: {path}\nchart:   {png}")
+    if not opts.keep:
+        _tidy(logs)
+    failures = [c for r in done for c in failed(r.checks)]
+    if failures:
+        console.print(f"[bold red]FAIL[/]: {len(failures)} promise(s) broken")
+        return 1
+    console.print("[bold green]PASS[/]: every promise held")
+    return 0
+
+
+def _tidy(logs: Path) -> None:
+    """Keep the logs only when something in them is worth reading (a non-empty log)."""
+    if not logs.exists():
+        return
+    for log in sorted(logs.rglob("*"), reverse=True):
+        if log.is_file() and log.stat().st_size == 0:
+            log.unlink()
+        elif log.is_dir() and not any(log.iterdir()):
+            log.rmdir()
+    if logs.is_dir() and not any(logs.iterdir()):
+        logs.rmdir()

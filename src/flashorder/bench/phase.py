@@ -1,0 +1,111 @@
+"""One load phase against a running service: seed its products, drive its jobs from the
+generator processes while sampling the stock, and distil what happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from rich.console import Console
+
+from flashorder.bench import scenarios
+from flashorder.bench.client import BenchClient, StockSampler
+from flashorder.bench.drive import drive, generator_cpus
+from flashorder.bench.loadgen import GenTask, Mode
+from flashorder.bench.options import BenchOptions
+from flashorder.bench.samples import Samples
+from flashorder.bench.scenarios import Job, ScenarioSpec
+from flashorder.bench.stats import PhaseStats, Series, phase_stats, series
+from flashorder.config import Settings
+
+
+@dataclass
+class PhaseRecord:
+    """A phase as reported: its figures, its throughput and stock over time (seconds from the
+    phase's first send), and the stock its sampled product started with."""
+
+    name: str
+    mode: Mode
+    rate: float | None
+    stats: PhaseStats
+    series: Series
+    stock_start: int | None = None
+    stock: list[tuple[float, int]] = field(default_factory=list)
+
+
+@dataclass
+class PhaseContext:
+    """What every phase of one strategy run shares."""
+
+    opts: BenchOptions
+    client: BenchClient
+    settings: Settings
+    console: Console
+
+
+@dataclass
+class PhaseRun:
+    record: PhaseRecord
+    jobs: list[Job]
+    samples: Samples
+
+
+async def prime(ctx: PhaseContext, spec: ScenarioSpec) -> ScenarioSpec:
+    """``mixed`` reads orders: place a few before the phase and wait until they are readable."""
+    if spec.name != "mixed":
+        return spec
+    seeds = scenarios.products(spec)
+    placed: list[str] = []
+    for i in range(min(200, max(1, spec.requests // 10))):
+        seed = seeds[i % len(seeds)]
+        user = scenarios.user_id(spec, i)
+        order_id = await ctx.client.place(user, seed.product_id, 1, seed.price)
+        if order_id is not None:
+            placed.append(order_id)
+    await ctx.client.drained(timeout=120)
+    return replace(spec, order_ids=tuple(placed))
+
+
+async def run_phase(
+    ctx: PhaseContext, spec: ScenarioSpec, *, name: str, mode: Mode, rate: float | None = None
+) -> PhaseRun:
+    seeds = scenarios.products(spec)
+    if not spec.echo:
+        await ctx.client.seed(seeds)
+        spec = await prime(ctx, spec)
+    jobs = scenarios.jobs(spec)
+    opts = ctx.opts
+    tasks = [
+        GenTask(
+            base_url=ctx.client.base_url,
+            spec=spec,
+            index=i,
+            procs=opts.generators,
+            mode=mode,
+            concurrency=opts.concurrency,
+            rate=rate or 0.0,
+            timeout_s=opts.timeout_s,
+            settings=ctx.settings,
+            cpu=cpu,
+        )
+        for i, cpu in enumerate(generator_cpus(opts.generators, opts.pin))
+    ]
+    sampler = None if spec.echo else StockSampler(ctx.client, seeds[0].product_id)
+    if sampler is not None:
+        sampler.start()
+    try:
+        samples = await drive(
+            tasks, title=name, total=sum(len(j.calls) for j in jobs), console=ctx.console
+        )
+    finally:
+        points = await sampler.stop() if sampler is not None else []
+    first = min(samples.intended) if len(samples) else 0.0
+    record = PhaseRecord(
+        name=name,
+        mode=mode,
+        rate=rate,
+        stats=phase_stats(samples),
+        series=series(samples),
+        stock_start=None if spec.echo else seeds[0].stock,
+        stock=[(round(t - first, 3), v) for t, v in points if t >= first - 1.0],
+    )
+    return PhaseRun(record, jobs, samples)

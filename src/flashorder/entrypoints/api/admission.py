@@ -1,0 +1,50 @@
+"""Admission: the rate limits in front of the commands that take stock (place, cancel).
+
+Two token buckets per request, one for the caller's user and one for the client address
+(behind a proxy, uvicorn's ``--forwarded-allow-ips`` decides whether ``X-Forwarded-For`` is
+believed). Both are taken in one round trip; a refused request changes nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from flashorder.application.ports import Bucket
+from flashorder.entrypoints.api.auth import Principal, UserDep
+from flashorder.entrypoints.api.deps import ServiceDep
+from flashorder.entrypoints.api.problems import MEDIA_TYPE, TooManyRequests
+from flashorder.entrypoints.api.schemas import Problem
+
+#: The answer of a route behind the limits, for the OpenAPI document.
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "Rate limited: come back after `Retry-After` seconds; nothing was written",
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+        "content": {MEDIA_TYPE: {"schema": Problem.model_json_schema()}},
+    }
+}
+
+
+async def _admitted(request: Request, principal: UserDep, service: ServiceDep) -> Principal:
+    settings = service.settings
+    buckets: list[Bucket] = []
+    if settings.rate_ip_per_second > 0:
+        address = request.client.host if request.client is not None else "unknown"
+        buckets.append(Bucket(f"ip:{address}", settings.rate_ip_per_second, settings.rate_ip_burst))
+    if settings.rate_user_per_second > 0:
+        buckets.append(
+            Bucket(
+                f"user:{principal.user_id}", settings.rate_user_per_second, settings.rate_user_burst
+            )
+        )
+    if buckets:
+        wait = await service.limiter.take(buckets)
+        if wait > 0:
+            raise TooManyRequests(f"too many requests; retry in {wait:.2f}s", retry_after=wait)
+    return principal
+
+
+#: The authenticated caller, once admitted by the rate limits.
+AdmittedDep = Annotated[Principal, Depends(_admitted)]

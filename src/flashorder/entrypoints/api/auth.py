@@ -1,0 +1,193 @@
+"""Who is calling: bearer JWTs, checked on every request that needs them.
+
+A token carries ``sub`` (the user id) and is an admin's when ``roles`` contains ``"admin"``
+or ``admin`` is ``true``. It must carry ``exp``, ``iss`` and ``aud`` and they must match the
+settings. HS256 tokens are checked with the shared secret; RS256/ES256 ones with the
+configured public key or the provider's JWKS. Which ``alg`` values are accepted is a setting,
+so a token cannot pick a weaker algorithm than the deployment allows.
+
+Rules of the API (the routes apply them):
+
+- an order is placed by its buyer: the body's ``userId`` must be the token's ``sub``, for
+  admins too (an admin who acts for a customer uses a token minted for that customer);
+- an order is seen and cancelled by its buyer; to others it does not exist (404), except
+  to admins;
+- a user lists only their own orders (403 otherwise), admins anyone's;
+- catalogue writes need an admin; catalogue reads any valid token;
+- operations endpoints and the API docs need none.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from flashorder.config import DEV_JWT_SECRET, Settings
+from flashorder.domain.model import UserId
+from flashorder.entrypoints.api.jwks import JwksKeys
+from flashorder.entrypoints.api.problems import MEDIA_TYPE, Forbidden, Unauthorized
+from flashorder.entrypoints.api.schemas import Problem
+
+log = logging.getLogger("flashorder.auth")
+
+_PROBLEM = {"content": {MEDIA_TYPE: {"schema": Problem.model_json_schema()}}}
+
+#: The answers of any route behind a token, for the OpenAPI document.
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {
+        "description": "No bearer token, or a bad, expired or foreign one",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        **_PROBLEM,
+    },
+    403: {"description": "The token may not do this", **_PROBLEM},
+}
+
+# The wire format's identifier rule: a subject outside it could never match an order's user.
+_USER_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller, as its token says."""
+
+    user_id: UserId
+    admin: bool
+
+
+def mint_token(settings: Settings, user_id: str, *, admin: bool = False, ttl: int = 3600) -> str:
+    """A token for ``user_id``, valid ``ttl`` seconds, signed HS256 with the configured
+    secret. For development, tests and the benchmark: a deployment with an identity provider
+    checks that provider's tokens instead."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": user_id,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + ttl,
+        "roles": ["admin"] if admin else [],
+    }
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+def secret_warning(settings: Settings) -> str | None:
+    """What is wrong with the token settings of a deployment, or None."""
+    if (
+        settings.database_url is not None
+        and "HS256" in settings.effective_jwt_algorithms
+        and settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+    ):
+        return (
+            "FLASHORDER_JWT_SECRET is the documented development secret while "
+            "FLASHORDER_DATABASE_URL is set: ANYONE CAN MINT ADMIN TOKENS. Set a random "
+            "secret of at least 32 bytes, or a public key / JWKS URL with FLASHORDER_JWT_"
+            "ALGORITHMS that leaves out HS256."
+        )
+    return None
+
+
+class Authenticator:
+    """Turns a bearer token into a Principal, or refuses it with Unauthorized."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._algorithms = frozenset(settings.effective_jwt_algorithms)
+        self._secret = settings.jwt_secret.get_secret_value()
+        self._public_key = (
+            load_pem_public_key(settings.jwt_public_key.encode())
+            if settings.jwt_public_key is not None
+            else None
+        )
+        self._jwks = (
+            JwksKeys(
+                settings.jwt_jwks_url,
+                timeout=settings.jwt_jwks_timeout_seconds,
+                max_age=settings.jwt_jwks_cache_seconds,
+            )
+            if settings.jwt_jwks_url is not None
+            else None
+        )
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway_seconds
+
+    async def principal(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("the bearer token is not a JWT") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            raise Unauthorized(f"tokens signed with {alg!r} are not accepted")
+        key = await self._key(alg, header.get("kid"))
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"the token is not valid: {exc}") from None
+        return _principal_of(claims)
+
+    async def _key(self, alg: str, kid: object) -> Any:
+        if alg.startswith("HS"):
+            return self._secret
+        if self._jwks is not None:
+            found = await self._jwks.key(kid if isinstance(kid, str) else None)
+            if found is None:
+                raise Unauthorized(f"no published key has the id {kid!r}")
+            return found.key
+        if self._public_key is not None:
+            return self._public_key
+        raise Unauthorized(f"no key is configured for {alg} tokens")
+
+
+def _principal_of(claims: dict[str, Any]) -> Principal:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not _USER_ID.match(sub):
+        raise Unauthorized("the token's subject is not a valid user id")
+    roles = claims.get("roles")
+    admin = claims.get("admin") is True or (
+        isinstance(roles, list) and any(role == "admin" for role in roles)
+    )
+    return Principal(UserId(sub), admin)
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A JWT. For development: `flashorder token --user U [--admin]` mints one.",
+)
+
+
+async def _authenticated(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise Unauthorized("a bearer token is required", token_given=False)
+    authenticator: Authenticator = request.state.authenticator
+    return await authenticator.principal(credentials.credentials)
+
+
+async def _admin(principal: Annotated[Principal, Depends(_authenticated)]) -> Principal:
+    if not principal.admin:
+        raise Forbidden("this needs an admin token")
+    return principal
+
+
+UserDep = Annotated[Principal, Depends(_authenticated)]
+AdminDep = Annotated[Principal, Depends(_admin)]

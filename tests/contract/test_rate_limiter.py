@@ -1,0 +1,146 @@
+"""The RateLimiter contract, run against the Redis token buckets and their in-memory twin."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from flashorder.adapters.memory_rate_limit import MemoryRateLimiter
+from flashorder.adapters.redis_rate_limit import RedisRateLimiter
+from flashorder.application.ports import Bucket, RateLimiter
+from flashorder.domain import errors
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def limiter(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[RateLimiter]:
+    if request.param == "memory":
+        yield MemoryRateLimiter()
+        return
+    prefix = f"test-{uuid.uuid4().hex}"
+    client = Redis.from_pool(
+        BlockingConnectionPool.from_url(redis_url, max_connections=32, timeout=10, socket_timeout=5)
+    )
+    try:
+        yield RedisRateLimiter(client, prefix=prefix)
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def bucket(rate: float = 10.0, burst: int = 3) -> Bucket:
+    return Bucket(f"user:{uuid.uuid4().hex[:8]}", rate, burst)
+
+
+async def test_a_fresh_bucket_gives_its_burst_at_once_then_refuses(limiter: RateLimiter) -> None:
+    b = bucket(rate=1.0, burst=3)
+
+    taken = [await limiter.take([b]) for _ in range(3)]
+    refused = await limiter.take([b])
+
+    assert taken == [0, 0, 0]
+    assert 0.9 <= refused <= 1.0
+
+
+async def test_the_wait_is_how_long_until_the_next_token(limiter: RateLimiter) -> None:
+    b = bucket(rate=4.0, burst=1)
+    await limiter.take([b])
+
+    wait = await limiter.take([b])
+
+    assert 0.15 <= wait <= 0.25
+
+
+async def test_a_bucket_refills_at_its_rate(limiter: RateLimiter) -> None:
+    b = bucket(rate=5.0, burst=3)
+    for _ in range(3):
+        await limiter.take([b])
+    assert await limiter.take([b]) > 0
+
+    await asyncio.sleep(0.25)  # 1.25 tokens
+
+    assert await limiter.take([b]) == 0
+    assert await limiter.take([b]) > 0
+
+
+async def test_a_bucket_never_holds_more_than_its_burst(limiter: RateLimiter) -> None:
+    b = bucket(rate=10.0, burst=2)
+    await limiter.take([b])
+
+    await asyncio.sleep(0.3)  # 3 tokens, were there room
+
+    assert [await limiter.take([b]) for _ in range(2)] == [0, 0]
+    assert await limiter.take([b]) > 0
+
+
+async def test_buckets_are_independent(limiter: RateLimiter) -> None:
+    busy, idle = bucket(rate=1.0, burst=1), bucket(rate=1.0, burst=1)
+    await limiter.take([busy])
+
+    assert await limiter.take([busy]) > 0
+    assert await limiter.take([idle]) == 0
+
+
+async def test_several_buckets_answer_the_longest_wait_and_the_others_pay(
+    limiter: RateLimiter,
+) -> None:
+    empty, roomy = bucket(rate=1.0, burst=1), bucket(rate=0.5, burst=2)
+    await limiter.take([empty])
+
+    wait = await limiter.take([empty, roomy])
+
+    assert 0.9 <= wait <= 1.0
+    assert await limiter.take([roomy]) == 0
+    assert await limiter.take([roomy]) > 0
+    assert await limiter.take([]) == 0
+
+
+async def test_200_concurrent_takes_from_a_bucket_of_10_get_exactly_10(
+    limiter: RateLimiter,
+) -> None:
+    b = bucket(rate=0.01, burst=10)
+
+    waits = await asyncio.gather(*(limiter.take([b]) for _ in range(200)))
+
+    assert sum(wait == 0 for wait in waits) == 10
+
+
+async def test_an_idle_redis_bucket_expires_once_it_would_be_full(redis_url: str) -> None:
+    prefix = f"test-{uuid.uuid4().hex}"
+    client = Redis.from_url(redis_url)
+    try:
+        b = bucket(rate=10.0, burst=5)
+        await RedisRateLimiter(client, prefix=prefix).take([b])
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        assert len(keys) == 1
+        assert b"{" + b.key.encode() + b"}" in keys[0]  # its own hash tag
+        # One token short of full refills in 0.1 s; the key lives that plus a second.
+        assert 0 < await client.pttl(keys[0]) <= 1_100
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def test_an_unreachable_redis_raises_unavailable() -> None:
+    client = Redis(
+        host="127.0.0.1",
+        port=1,
+        socket_connect_timeout=0.2,
+        socket_timeout=0.2,
+        retry=Retry(NoBackoff(), retries=0),
+    )
+    try:
+        with pytest.raises(errors.Unavailable) as raised:
+            await RedisRateLimiter(client).take([bucket()])
+        assert raised.value.dependency == "redis"
+    finally:
+        await client.aclose()

@@ -1,0 +1,471 @@
+"""Fault drills: the real stack under a burst of orders while one of its parts fails.
+
+Each drill runs a stack of its own (database, Redis database, topics), has buyers order
+without pause, breaks something in the middle, lets the buyers go on after recovery, and
+then proves that nothing was lost or oversold:
+
+- every client retries what did not get a definite answer (a 503 or a broken connection)
+  with the same Idempotency-Key, as a client should, until it gets one;
+- the database then holds exactly the orders clients were told about, one per buyer, each
+  whole (items and outbox row), and no idempotency record without its order;
+- ``flashorder reconcile`` (the documented recovery after a crash or a Redis restart) runs,
+  and the stock invariants hold: no oversell, ``stock == available + sold``, gate == DB.
+
+What clients saw is printed per phase (``-s``): before the fault, during it, after it.
+
+The Redis and MariaDB drills stop and start the server with ``scripts/services.sh``: every
+database on it goes down too, and Redis comes back empty. Run them where nothing else uses
+those servers, or give them servers of their own:
+
+    export FLASHORDER_SERVICES_DIR=/tmp/drill-services MARIADB_PORT=3317 REDIS_PORT=6387
+    scripts/services.sh up mariadb redis
+    FLASHORDER_TEST_MARIADB_URL=mysql+asyncmy://flashorder:flashorder@127.0.0.1:3317 \\
+    FLASHORDER_TEST_REDIS_URL=redis://127.0.0.1:6387/0 .venv/bin/pytest tests/drills -s
+
+Kafka going down, and the relay or the projector killed, are drilled by
+``tests/integration/test_event_flow.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flashorder.adapters.redis_stock import RedisStockGate
+from flashorder.adapters.sql_engine import make_engine
+from flashorder.config import Settings
+from flashorder.domain.events import ORDER_CREATED
+from flashorder.entrypoints.api.auth import mint_token
+from tests.invariants import check_stock
+from tests.stackctl import EXE, Stack
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+SERVICES = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"
+PRICE = 10050
+PROBLEM = "urn:flashorder:problem:"
+#: Answers a client can act on. Anything else (503, a broken connection, a duplicate still
+#: in flight) is retried with the same key.
+DEFINITE = {"201", "200", "409 sold-out"}
+
+
+# --- the buyers --------------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    user: str
+    key: str
+    product_id: str
+    #: ``"201"``, ``"409 sold-out"``, ``"503"``, ``"connection error"``, ``"timeout"``, …
+    answer: str = ""
+    order_id: str | None = None
+    at: float = 0.0
+    retries: int = 0
+    #: The first answer and when it came (``answer`` and ``at`` end as the last ones).
+    first: str = ""
+    first_at: float = 0.0
+
+
+@dataclass
+class Phases:
+    """When the fault began and ended (monotonic), to sort answers into phases."""
+
+    fault_at: float = float("inf")
+    back_at: float = float("inf")
+
+    def of(self, at: float) -> str:
+        if at < self.fault_at:
+            return "before"
+        return "during" if at < self.back_at else "after"
+
+
+@dataclass
+class Shop:
+    """Buyers over real HTTP, with tokens minted for the stack's secret."""
+
+    stack: Stack
+    session: aiohttp.ClientSession
+    engine: AsyncEngine
+    gate: RedisStockGate
+    settings: Settings = field(default_factory=Settings)
+
+    async def add_product(self, stock: int) -> str:
+        pid = f"PRD_{secrets.token_hex(6)}"
+        body = {"productId": pid, "name": "drill item", "price": PRICE, "stock": stock}
+        token = mint_token(self.settings, "drill-admin", admin=True)
+        answer, _ = await self._post("/api/v1/products", body, token=token)
+        assert answer == "201", answer
+        return pid
+
+    async def order(self, attempt: Attempt) -> None:
+        body = {
+            "userId": attempt.user,
+            "items": [{"productId": attempt.product_id, "quantity": 1, "productPrice": PRICE}],
+            "discountPolicyId": None,
+            "discountAmount": None,
+            "deliveryFee": 0,
+            "paymentAmount": PRICE,
+            "paymentType": "CREDIT",
+        }
+        attempt.answer, reply = await self._post(
+            "/api/v1/orders",
+            body,
+            token=mint_token(self.settings, attempt.user),
+            headers={"Idempotency-Key": attempt.key},
+        )
+        attempt.at = time.monotonic()
+        if attempt.answer in ("200", "201"):
+            attempt.order_id = reply["orderId"]
+
+    async def _post(
+        self, path: str, body: Any, *, token: str, headers: dict[str, str] | None = None
+    ) -> tuple[str, Any]:
+        sent = {"Authorization": f"Bearer {token}", **(headers or {})}
+        try:
+            async with self.session.post(self.stack.base + path, json=body, headers=sent) as got:
+                reply = await got.json(content_type=None)
+                if got.status == 409:
+                    return f"409 {reply['type'].removeprefix(PROBLEM)}", reply
+                return str(got.status), reply
+        except aiohttp.ClientConnectionError:
+            return "connection error", None
+        except TimeoutError:
+            return "timeout", None
+
+
+async def burst_through(
+    shop: Shop,
+    products: list[str],
+    fault: Callable[[Phases], Awaitable[None]],
+    *,
+    concurrency: int = 32,
+    before: float = 2.0,
+    after: float = 4.0,
+) -> tuple[list[Attempt], Phases]:
+    """Buyers order without pause; ``before`` seconds in, ``fault`` runs (it marks when the
+    service is down and when it is back); buyers go on for ``after`` seconds more."""
+    attempts: list[Attempt] = []
+    phases = Phases()
+    stop = asyncio.Event()
+
+    async def buyer(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            user = f"u{n}_{i}_{secrets.token_hex(4)}"
+            attempt = Attempt(user, secrets.token_hex(12), products[i % len(products)])
+            attempts.append(attempt)
+            await shop.order(attempt)
+
+    buyers = [asyncio.create_task(buyer(n)) for n in range(concurrency)]
+    try:
+        await asyncio.sleep(before)
+        await fault(phases)
+        await asyncio.sleep(after)
+    finally:
+        stop.set()
+        await asyncio.gather(*buyers)
+    return attempts, phases
+
+
+async def retry_until_definite(shop: Shop, attempts: list[Attempt], *, deadline: float) -> None:
+    """What a well-behaved client does: the same request, the same key, until it is told."""
+
+    async def one(attempt: Attempt) -> None:
+        give_up = time.monotonic() + deadline
+        while attempt.answer not in DEFINITE and time.monotonic() < give_up:
+            await asyncio.sleep(0.5)
+            attempt.retries += 1
+            await shop.order(attempt)
+
+    await asyncio.gather(*(one(a) for a in attempts if a.answer not in DEFINITE))
+
+
+def report(title: str, attempts: list[Attempt], phases: Phases, finals: Counter[str]) -> None:
+    print(f"\n== {title}: {len(attempts)} orders, 32 buyers")
+    for phase in ("before", "during", "after"):
+        seen = Counter(a.first for a in attempts if phases.of(a.first_at) == phase)
+        print(f"   {phase:>6}: {dict(sorted(seen.items()))}")
+    retried = sum(a.retries > 0 for a in attempts)
+    print(f"   retried with the same key: {retried}; final answers: {dict(sorted(finals.items()))}")
+
+
+# --- the proofs --------------------------------------------------------------------------------
+
+
+async def check_nothing_lost(shop: Shop, attempts: list[Attempt]) -> None:
+    """The database holds exactly the orders the clients were told about, each whole."""
+    async with shop.engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT order_id, user_id FROM orders"))).all()
+        no_items = (
+            await conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM orders o WHERE NOT EXISTS "
+                    "(SELECT 1 FROM order_items i WHERE i.order_id = o.order_id)"
+                )
+            )
+        ).scalar_one()
+        no_event = (
+            await conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM outbox x "
+                    "WHERE x.aggregate_id = o.order_id AND x.type = :created)"
+                ),
+                {"created": ORDER_CREATED},
+            )
+        ).scalar_one()
+        records = (await conn.execute(text("SELECT body FROM idempotency_records"))).scalars()
+        recorded = {json.loads(body)["orderId"] for body in records}
+    stored: dict[str, list[str]] = {}
+    for order_id, user_id in rows:
+        stored.setdefault(user_id, []).append(order_id)
+    assert (no_items, no_event) == (0, 0), "an order without its items or its outbox row"
+    assert recorded <= {order_id for order_id, _ in rows}, "an idempotency record without order"
+    assert [u for u, ids in stored.items() if len(ids) > 1] == [], "a buyer with two orders"
+    told = {a.user: a.order_id for a in attempts if a.order_id is not None}
+    assert {u: ids[0] for u, ids in stored.items()} == told, "orders and answers differ"
+
+
+async def reconcile_and_check(shop: Shop, products: list[str]) -> dict[str, dict[str, int]]:
+    # Every request has its answer: a reservation still pending belongs to a dead worker.
+    await asyncio.sleep(1.5)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [EXE, "reconcile", "--older-than", "1"],
+        env=shop.stack.env,
+        capture_output=True,
+        check=True,
+    )
+    repaired = json.loads(done.stdout)
+    print(
+        f"   reconcile: released {len(repaired['released'])}, confirmed "
+        f"{len(repaired['confirmed'])}, fixed {repaired['fixed']}"
+    )
+    figures = await check_stock(shop.engine, shop.gate, products)
+    print(f"   stock: {figures}")
+    return figures
+
+
+def no_errors_but_503(attempts: list[Attempt]) -> None:
+    bad = Counter(
+        answer
+        for a in attempts
+        for answer in (a.first, a.answer)
+        if answer[0] in "45" and answer not in ("503", "409 sold-out", "409 duplicate-in-flight")
+    )
+    assert bad == {}, f"answers no client should see: {bad}"
+
+
+# --- the stack ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def drill_stack(
+    mariadb_url: str, redis_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> Iterator[Callable[[int], Awaitable[Stack]]]:
+    made: list[Stack] = []
+
+    async def make(redis_db: int) -> Stack:
+        stack = Stack(
+            mariadb_url=mariadb_url,
+            redis_url=redis_url,
+            kafka_bootstrap=kafka_bootstrap,
+            logs=tmp_path,
+            redis_db=redis_db,
+            # A dead worker's idempotency key and user lock go free quickly, so that the
+            # clients' retries get their answers within the drill.
+            extra_env={
+                "FLASHORDER_IDEMPOTENCY_LEASE_SECONDS": "3",
+                "FLASHORDER_LOCK_LEASE_SECONDS": "3",
+            },
+        )
+        made.append(stack)
+        await asyncio.to_thread(stack.up)
+        return stack
+
+    try:
+        yield make
+    finally:
+        for stack in made:
+            stack.down()
+
+
+@asynccontextmanager
+async def shop_of(stack: Stack) -> AsyncIterator[Shop]:
+    engine = make_engine(stack.database_url, pool_size=4)
+    redis = Redis.from_url(stack.redis_url)
+    connector = aiohttp.TCPConnector(limit=200)
+    timeout = aiohttp.ClientTimeout(total=30)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            yield Shop(stack, session, engine, RedisStockGate(redis))
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+async def wait_ready(stack: Stack, timeout: float = 60) -> None:
+    await asyncio.to_thread(stack.wait_ready, timeout)
+
+
+async def services(action: str, name: str, *, mariadb_url: str, redis_url: str) -> None:
+    """``scripts/services.sh ACTION NAME`` on the servers the tests use (their ports)."""
+    env = {
+        **os.environ,
+        "MARIADB_PORT": str(make_url(mariadb_url).port or 3306),
+        "REDIS_PORT": str(urlsplit(redis_url).port or 6379),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(SERVICES),
+        action,
+        name,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(120):
+        out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()
+
+
+def worker_pids(api_pid: int) -> set[int]:
+    """The uvicorn worker processes under the API's supervisor (not multiprocessing's
+    resource tracker, its other child)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{api_pid}/task").iterdir():
+        try:
+            children |= {int(pid) for pid in (task / "children").read_text().split()}
+        except FileNotFoundError:
+            continue
+    workers = set()
+    for pid in children:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except FileNotFoundError:
+            continue
+        if b"spawn_main" in command:
+            workers.add(pid)
+    return workers
+
+
+async def replaced(api_pid: int, victim: int, workers: int, timeout: float = 30) -> float:
+    """When the supervisor had ``workers`` workers again, none of them ``victim``."""
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if len(worker_pids(api_pid) - {victim}) >= workers:
+            return time.monotonic()
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"worker {victim} was not replaced within {timeout}s")
+
+
+# --- the drills ---------------------------------------------------------------------------------
+
+
+async def finish(
+    title: str, shop: Shop, products: list[str], attempts: list[Attempt], phases: Phases
+) -> dict[str, dict[str, int]]:
+    for attempt in attempts:
+        attempt.first, attempt.first_at = attempt.answer, attempt.at
+    await retry_until_definite(shop, attempts, deadline=30)
+    finals = Counter(a.answer for a in attempts)
+    report(title, attempts, phases, finals)
+    assert set(finals) <= DEFINITE, f"clients left without an answer: {finals}"
+    no_errors_but_503(attempts)
+    await check_nothing_lost(shop, attempts)
+    return await reconcile_and_check(shop, products)
+
+
+async def test_an_api_worker_killed_mid_burst_loses_nothing_and_is_replaced(
+    drill_stack: Callable[[int], Awaitable[Stack]],
+) -> None:
+    stack = await drill_stack(4)
+    api = stack.procs["api"][0]
+    async with shop_of(stack) as shop:
+        products = [await shop.add_product(20), await shop.add_product(100_000)]
+        workers = worker_pids(api.pid)
+        assert len(workers) == stack.api_workers, workers
+        victim = min(workers)
+
+        async def kill_a_worker(phases: Phases) -> None:
+            phases.fault_at = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            # uvicorn's supervisor notices within a second and starts a new worker.
+            phases.back_at = await replaced(api.pid, victim, stack.api_workers)
+
+        attempts, phases = await burst_through(shop, products, kill_a_worker)
+        took = phases.back_at - phases.fault_at
+        print(f"\n   worker {victim} killed; a new one was up {took:.1f}s later")
+        figures = await finish("kill -9 of an API worker", shop, products, attempts, phases)
+    assert figures[products[0]]["available"] == 0
+
+
+async def test_redis_restarted_empty_mid_burst_answers_503_then_recovers_by_itself(
+    drill_stack: Callable[[int], Awaitable[Stack]], mariadb_url: str, redis_url: str
+) -> None:
+    stack = await drill_stack(5)
+    async with shop_of(stack) as shop:
+        products = [await shop.add_product(20), await shop.add_product(100_000)]
+
+        async def restart_redis(phases: Phases) -> None:
+            phases.fault_at = time.monotonic()
+            try:
+                await services("down", "redis", mariadb_url=mariadb_url, redis_url=redis_url)
+                await asyncio.sleep(3)
+            finally:
+                await services("up", "redis", mariadb_url=mariadb_url, redis_url=redis_url)
+            phases.back_at = time.monotonic()
+
+        attempts, phases = await burst_through(shop, products, restart_redis)
+        figures = await finish("Redis restarted (empty)", shop, products, attempts, phases)
+    during = Counter(a.first for a in attempts if phases.of(a.first_at) == "during")
+    after = Counter(a.first for a in attempts if phases.of(a.first_at) == "after")
+    assert during["503"] > 0, during
+    assert after["201"] > 0, "orders flow again once Redis is back"
+    assert figures[products[0]]["available"] == 0
+
+
+async def test_mariadb_stopped_mid_burst_answers_503_writes_nothing_half_and_recovers(
+    drill_stack: Callable[[int], Awaitable[Stack]], mariadb_url: str, redis_url: str
+) -> None:
+    stack = await drill_stack(6)
+    async with shop_of(stack) as shop:
+        products = [await shop.add_product(20), await shop.add_product(100_000)]
+
+        async def stop_mariadb(phases: Phases) -> None:
+            phases.fault_at = time.monotonic()
+            try:
+                await services("down", "mariadb", mariadb_url=mariadb_url, redis_url=redis_url)
+                await asyncio.sleep(3)
+            finally:
+                await services("up", "mariadb", mariadb_url=mariadb_url, redis_url=redis_url)
+            phases.back_at = time.monotonic()
+
+        attempts, phases = await burst_through(shop, products, stop_mariadb)
+        # The pools find their connections dead (pre-ping) and open new ones: no restart.
+        await wait_ready(stack)
+        figures = await finish("MariaDB stopped for 3 s", shop, products, attempts, phases)
+    during = Counter(a.first for a in attempts if phases.of(a.first_at) == "during")
+    after = Counter(a.first for a in attempts if phases.of(a.first_at) == "after")
+    assert during["503"] > 0, during
+    assert after["201"] > 0, "orders flow again once MariaDB is back"
+    assert figures[products[0]]["available"] == 0

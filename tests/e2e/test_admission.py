@@ -1,0 +1,113 @@
+"""Admission: rate limits per user and per client address, and the size limits of a request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from tests.e2e.conftest import Api, embedded
+from tests.e2e.helpers import new_product, order_body, place, post_order, product, rid
+
+PROBLEM = "urn:flashorder:problem:"
+
+
+def assert_too_many(reply_status: int, body: dict[str, object], retry_after: str) -> None:
+    assert reply_status == 429, body
+    assert body["type"] == PROBLEM + "too-many-requests"
+    assert retry_after.isdigit()
+    assert int(retry_after) >= 1
+
+
+async def test_past_the_per_user_limit_orders_get_429_with_retry_after_and_write_nothing(
+    tmp_path: Path,
+) -> None:
+    async with embedded(tmp_path, rate_user_per_second=0.1, rate_user_burst=2) as api:
+        pid = await new_product(api, stock=10)
+        user = rid("u")
+        first = await place(api, user, (pid, 1, 10050))
+        assert first.status == 201
+        assert (await place(api, user, (pid, 1, 10050))).status == 201
+
+        refused = await place(api, user, (pid, 1, 10050), key=rid("key"))
+        assert_too_many(refused.status, refused.body, refused.headers["retry-after"])
+        assert int(refused.headers["retry-after"]) == 10  # one token at 0.1/s
+        cancel = await api.call(
+            "POST", f"/api/v1/orders/{first.body['orderId']}/cancel", token=api.token(user)
+        )
+        assert_too_many(cancel.status, cancel.body, cancel.headers["retry-after"])
+
+        assert (await product(api, pid))["sold"] == 2
+        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 201
+
+
+async def test_past_the_per_address_limit_every_user_gets_429(tmp_path: Path) -> None:
+    async with embedded(tmp_path, rate_ip_per_second=0.5, rate_ip_burst=3) as api:
+        pid = await new_product(api, stock=10)
+        statuses = [(await place(api, rid("u"), (pid, 1, 10050))).status for _ in range(3)]
+        refused = await place(api, rid("u"), (pid, 1, 10050))
+
+        assert statuses == [201, 201, 201]
+        assert_too_many(refused.status, refused.body, refused.headers["retry-after"])
+        assert (await product(api, pid))["sold"] == 3
+
+
+async def test_a_rate_of_zero_turns_a_limit_off(tmp_path: Path) -> None:
+    async with embedded(
+        tmp_path, rate_user_per_second=0, rate_user_burst=1, rate_ip_per_second=0
+    ) as api:
+        pid = await new_product(api, stock=10)
+        user = rid("u")
+        statuses = {(await place(api, user, (pid, 1, 10050))).status for _ in range(5)}
+
+        assert statuses == {201}
+
+
+async def test_reads_are_not_rate_limited(tmp_path: Path) -> None:
+    async with embedded(tmp_path, rate_user_per_second=0.1, rate_user_burst=1) as api:
+        pid = await new_product(api, stock=10)
+        user = rid("u")
+        assert (await place(api, user, (pid, 1, 10050))).status == 201
+        for _ in range(5):
+            reply = await api.call("GET", f"/api/v1/orders?userId={user}", token=api.token(user))
+            assert reply.status == 200
+
+
+async def test_a_quantity_over_the_per_item_maximum_is_a_422(api: Api) -> None:
+    pid = await new_product(api, stock=5000)
+    reply = await post_order(api, order_body(rid("u"), (pid, 1001, 10050)))
+
+    assert reply.status == 422
+    assert reply.body["type"] == PROBLEM + "invalid-request"
+    assert (await product(api, pid))["available"] == 5000
+
+
+async def test_an_order_of_exactly_the_maximum_item_count_is_taken(api: Api) -> None:
+    pids = [await new_product(api, stock=5) for _ in range(50)]
+    reply = await place(api, rid("u"), *[(pid, 1, 10050) for pid in pids])
+
+    assert reply.status == 201, reply.body
+    assert len(reply.body["items"]) == 50
+
+
+async def test_a_streamed_body_without_a_length_is_cut_off_at_the_limit(tmp_path: Path) -> None:
+    async with embedded(tmp_path) as api:
+        pid = await new_product(api, stock=5)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"userId": "'
+            for _ in range(100):
+                yield b"x" * 1024
+            yield b'"}'
+
+        response = await api.client.post(
+            "/api/v1/orders",
+            content=chunks(),
+            headers={
+                "content-type": "application/json",
+                "Authorization": f"Bearer {api.token('u1')}",
+            },
+        )
+        assert "content-length" not in response.request.headers
+        assert response.status_code == 413
+        assert response.json()["type"] == PROBLEM + "payload-too-large"
+        assert (await product(api, pid))["available"] == 5

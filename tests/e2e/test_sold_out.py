@@ -1,0 +1,152 @@
+"""Once a product is sold out, its orders are refused at once, and stop being refused as soon
+as stock comes back (in every API process within the sold-out cache's time-to-live)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from flashorder.application import handlers
+from flashorder.application.ports import StockGate, UnitOfWork, UnitOfWorkFactory
+from flashorder.application.sold_out import SoldOutCache
+from flashorder.domain import commands
+from flashorder.domain.model import ProductId
+from tests.e2e.conftest import Api, InProcessApi, embedded
+from tests.e2e.helpers import admin, new_product, place, rid
+from tests.invariants import check_stock
+
+PROBLEM = "urn:flashorder:problem:"
+
+
+class CountingGate:
+    """A stock gate that counts the calls it forwards, by method."""
+
+    def __init__(self, inner: StockGate) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self.inner, name)
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return await method(*args, **kwargs)
+
+        return counted
+
+
+class CountingUow:
+    """A unit-of-work factory that counts the transactions it opens."""
+
+    def __init__(self, inner: UnitOfWorkFactory) -> None:
+        self.inner = inner
+        self.opened = 0
+
+    def __call__(self) -> UnitOfWork:
+        self.opened += 1
+        return self.inner()
+
+
+def counted(api: InProcessApi, *, ttl: float) -> tuple[CountingGate, CountingUow]:
+    gate, uow = CountingGate(api.service.deps.stock), CountingUow(api.service.deps.uow)
+    api.service.deps = replace(
+        api.service.deps, stock=gate, uow=uow, sold_out=SoldOutCache(gate, ttl=ttl)
+    )
+    return gate, uow
+
+
+async def test_orders_of_a_sold_out_product_are_refused_without_touching_gate_or_database(
+    tmp_path: Path,
+) -> None:
+    async with embedded(tmp_path, sold_out_cache_seconds=30) as api:
+        pid = await new_product(api, stock=2)
+        gate, uow = counted(api, ttl=30)
+        assert [(await place(api, rid("u"), (pid, 1, 10050))).status for _ in range(3)] == [
+            201,
+            201,
+            409,
+        ]
+        # The third order met the empty gate; the next one reads the count once.
+        gate.calls.clear()
+        uow.opened = 0
+
+        replies = [await place(api, rid("u"), (pid, 1, 10050), key=rid("k")) for _ in range(20)]
+
+        assert {r.status for r in replies} == {409}
+        assert {r.body["type"] for r in replies} == {PROBLEM + "sold-out"}
+        assert {r.body["productId"] for r in replies} == {pid}
+        assert gate.calls["reserve"] == 0
+        assert gate.calls["available"] <= 1
+        assert uow.opened == 0
+        await check_stock(api.engine, gate.inner, [pid])
+
+
+async def test_added_stock_and_cancelled_orders_are_sold_again_at_once(tmp_path: Path) -> None:
+    async with embedded(tmp_path, sold_out_cache_seconds=30) as api:
+        pid = await new_product(api, stock=1)
+        counted(api, ttl=30)
+        buyer = rid("u")
+        first = await place(api, buyer, (pid, 1, 10050))
+        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
+
+        reply = await api.call(
+            "POST", f"/api/v1/products/{pid}/stock", {"add": 1}, token=admin(api)
+        )
+        assert reply.status == 200
+        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 201
+        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
+
+        reply = await api.call(
+            "POST", f"/api/v1/orders/{first.body['orderId']}/cancel", token=api.token(buyer)
+        )
+        assert reply.status == 200
+        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 201
+        await check_stock(api.engine, api.gate, [pid])
+
+
+async def test_stock_added_by_another_process_is_sold_within_the_ttl(tmp_path: Path) -> None:
+    ttl = 0.5
+    async with embedded(tmp_path, sold_out_cache_seconds=ttl) as api:
+        pid = await new_product(api, stock=1)
+        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 201
+        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
+        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
+
+        # Another process restocks: this one's cache is not told.
+        elsewhere = replace(api.service.deps, sold_out=None)
+        await handlers.change_stock(commands.ChangeStock(ProductId(pid), add=1), deps=elsewhere)
+        restocked = time.monotonic()
+        refusals = 0
+        while (status := (await place(api, rid("u"), (pid, 1, 10050))).status) == 409:
+            refusals += 1
+            await asyncio.sleep(0.02)
+
+        assert status == 201
+        assert refusals > 0  # the cache did refuse, for a while
+        assert time.monotonic() - restocked <= ttl + 0.2
+        await check_stock(api.engine, api.gate, [pid])
+
+
+async def test_every_api_process_sells_restocked_units_after_a_sell_out(api: Api) -> None:
+    pid = await new_product(api, stock=3)
+    replies = await asyncio.gather(*(place(api, rid("u"), (pid, 1, 10050)) for _ in range(30)))
+    assert Counter(r.status for r in replies) == {201: 3, 409: 27}
+
+    reply = await api.call("POST", f"/api/v1/products/{pid}/stock", {"add": 2}, token=admin(api))
+    assert reply.status == 200
+    restocked = time.monotonic()
+    taken = 0
+    # Each request may land on any worker; none may refuse for longer than the cache's TTL.
+    while taken < 2:
+        reply = await place(api, rid("u"), (pid, 1, 10050))
+        assert reply.status in (201, 409), reply.body
+        taken += reply.status == 201
+        assert time.monotonic() - restocked < 2.0, "restocked units were refused too long"
+    assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
+    figures = await check_stock(api.engine, api.gate, [pid])
+    assert figures[pid] == {"stock": 5, "available": 0, "sold": 5}

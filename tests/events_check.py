@@ -1,0 +1,293 @@
+"""Promise 3 and 5 of DESIGN.md, checked against a full stack's own topics and tables.
+
+- ``published``: every event in a stack's topics, read from the beginning by a fresh consumer
+  group (so no projector's progress hides anything), duplicates included.
+- ``check_events``: exactly one ``order.created`` per committed order and one
+  ``order.cancelled`` per cancelled one, nothing for an order the database does not hold,
+  and every outbox row on the broker. Copies of one event id are at-least-once delivery and
+  are allowed only where a test provoked them (a relay killed between ack and mark).
+- ``wait_converged``: the read model equals the write model once ``/readyz`` shows no lag.
+- ``read_lag``: how long an order took from the write side to the read model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flashorder.adapters.event_codec import decode_event
+from flashorder.adapters.kafka_topics import topic_names
+from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event
+from tests.e2e.conftest import HttpApi
+
+# --- the topics ------------------------------------------------------------------------------
+
+
+async def published(bootstrap: str, prefix: str, *, timeout: float = 60.0) -> list[Event]:
+    """Every event in the topics of ``prefix``, up to their ends as they are now."""
+    consumer = AIOKafkaConsumer(
+        *topic_names(prefix),
+        bootstrap_servers=bootstrap,
+        group_id=f"events-check-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    events: list[Event] = []
+    try:
+        async with asyncio.timeout(timeout):
+            # Returns once this sole member of the new group has every partition.
+            await consumer.start()
+            partitions = sorted(consumer.assignment())
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+            while not await _at_ends(consumer, ends):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    # A record that is not an envelope fails the check: only the stack writes here.
+                    events.extend(decode_event(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return events
+
+
+async def _at_ends(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+# --- the write model -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WriteModel:
+    """What the stack's database committed: orders by id, their items, the outbox."""
+
+    orders: dict[str, dict[str, Any]]
+    items: dict[str, list[tuple[str, int]]]
+    outbox: dict[str, tuple[str, str]]  # event id -> (type, aggregate id)
+
+    @property
+    def cancelled(self) -> set[str]:
+        return {oid for oid, o in self.orders.items() if o["status"] == "CANCELLED"}
+
+    def sales(self) -> dict[str, tuple[int, int]]:
+        """Per product: units and lines of live orders (what ``product_sales`` counts)."""
+        sold: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for oid, lines in self.items.items():
+            if self.orders[oid]["status"] != "CREATED":
+                continue
+            for pid, quantity in lines:
+                sold[pid][0] += quantity
+                sold[pid][1] += 1
+        return {pid: (s[0], s[1]) for pid, s in sold.items()}
+
+
+async def write_model(engine: AsyncEngine) -> WriteModel:
+    async with engine.connect() as conn:
+        orders = {
+            r.order_id: {"user_id": r.user_id, "status": r.status, "version": r.version}
+            for r in await conn.execute(
+                text("SELECT order_id, user_id, status, version FROM orders")
+            )
+        }
+        items: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for r in await conn.execute(
+            text("SELECT order_id, product_id, quantity FROM order_items ORDER BY line_no")
+        ):
+            items[r.order_id].append((r.product_id, int(r.quantity)))
+        outbox = {
+            r.event_id: (r.type, r.aggregate_id)
+            for r in await conn.execute(text("SELECT event_id, type, aggregate_id FROM outbox"))
+        }
+    return WriteModel(orders, dict(items), outbox)
+
+
+# --- the events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventFigures:
+    records: int
+    created: int
+    cancelled: int
+    redelivered: int  # records beyond the first of their event id
+
+
+def check_events(
+    events: Sequence[Event], written: WriteModel, *, redelivery_allowed: bool = False
+) -> EventFigures:
+    """Assert that the topics hold exactly the committed changes, each under one event id."""
+    copies = Counter(e.event_id for e in events)
+    repeated = {eid: n for eid, n in copies.items() if n > 1}
+    if not redelivery_allowed:
+        assert not repeated, f"{len(repeated)} event ids published more than once: {repeated}"
+
+    unique = {e.event_id: e for e in events}
+    on_broker = {str(eid) for eid in unique}
+    unpublished = written.outbox.keys() - on_broker
+    assert not unpublished, f"{len(unpublished)} outbox rows never published"
+    unknown = on_broker - written.outbox.keys()
+    assert not unknown, f"{len(unknown)} events published that no transaction committed"
+
+    ids_of: dict[str, dict[str, set[str]]] = {
+        ORDER_CREATED: defaultdict(set),
+        ORDER_CANCELLED: defaultdict(set),
+    }
+    for e in unique.values():
+        if e.type not in ids_of:
+            continue
+        ids_of[e.type][e.aggregate_id].add(str(e.event_id))
+        assert e.payload["orderId"] == e.aggregate_id, e
+        assert e.payload["version"] == e.aggregate_version, e
+        expected = "CREATED" if e.type == ORDER_CREATED else "CANCELLED"
+        assert e.payload["status"] == expected, e
+
+    created, cancelled = ids_of[ORDER_CREATED], ids_of[ORDER_CANCELLED]
+    phantom = (created.keys() | cancelled.keys()) - written.orders.keys()
+    assert not phantom, f"events for {len(phantom)} orders that are not in the database"
+    missing = written.orders.keys() - created.keys()
+    assert not missing, f"{len(missing)} committed orders have no order.created"
+    twice = {oid: ids for oid, ids in created.items() if len(ids) != 1}
+    assert not twice, f"orders created under several event ids: {twice}"
+    assert cancelled.keys() == written.cancelled, (
+        f"cancelled without event: {len(written.cancelled - cancelled.keys())}, "
+        f"event without cancel: {len(cancelled.keys() - written.cancelled)}"
+    )
+    twice = {oid: ids for oid, ids in cancelled.items() if len(ids) != 1}
+    assert not twice, f"orders cancelled under several event ids: {twice}"
+    return EventFigures(
+        records=len(events),
+        created=len(created),
+        cancelled=len(cancelled),
+        redelivered=sum(n - 1 for n in repeated.values()),
+    )
+
+
+# --- the read model --------------------------------------------------------------------------
+
+
+async def read_model_differences(engine: AsyncEngine, written: WriteModel) -> list[str]:
+    """How ``order_views`` and ``product_sales`` differ from the write model; [] if equal."""
+    async with engine.connect() as conn:
+        views = {
+            r.order_id: {"user_id": r.user_id, "status": r.status, "version": r.version}
+            for r in await conn.execute(
+                text("SELECT order_id, user_id, status, version FROM order_views")
+            )
+        }
+        projected = {
+            r.product_id: (int(r.sold), int(r.orders))
+            for r in await conn.execute(text("SELECT product_id, sold, orders FROM product_sales"))
+        }
+    found: list[str] = []
+    if missing := written.orders.keys() - views.keys():
+        found.append(f"{len(missing)} orders have no view")
+    if extra := views.keys() - written.orders.keys():
+        found.append(f"{len(extra)} views of orders that do not exist")
+    stale = [
+        oid for oid in written.orders.keys() & views.keys() if views[oid] != written.orders[oid]
+    ]
+    if stale:
+        found.append(
+            f"{len(stale)} views differ, e.g. {views[stale[0]]} != {written.orders[stale[0]]}"
+        )
+    sales = written.sales()
+    for pid in sorted(sales.keys() | projected.keys()):
+        # A product whose every order was cancelled may have a row of zeros, or none.
+        if projected.get(pid, (0, 0)) != sales.get(pid, (0, 0)):
+            found.append(f"sales of {pid}: read {projected.get(pid)} != write {sales.get(pid)}")
+    return found
+
+
+async def wait_converged(api: HttpApi, *, timeout: float = 90.0) -> WriteModel:
+    """Poll until ``/readyz`` shows no lag and the read model equals the write model.
+
+    Both, because a projector's lag report may predate the relay's last batch by a second.
+    Returns the write model it found equal.
+    """
+    deadline = time.monotonic() + timeout
+    lag: object = None
+    differences: list[str] = ["not compared yet"]
+    while time.monotonic() < deadline:
+        reply = await api.call("GET", "/readyz")
+        lag = reply.body.get("lag") if isinstance(reply.body, dict) else reply.body
+        if reply.status == 200 and isinstance(lag, dict) and lag.get("events") == 0:
+            written = await write_model(api.engine)
+            differences = await read_model_differences(api.engine, written)
+            if not differences:
+                return written
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"no convergence in {timeout}s: lag {lag}, {differences[:10]}")
+
+
+# --- latency ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Latency:
+    count: int
+    p50: float
+    p99: float
+    max: float
+
+    def __str__(self) -> str:
+        return (
+            f"n={self.count} p50={self.p50 * 1000:.0f} ms p99={self.p99 * 1000:.0f} ms "
+            f"max={self.max * 1000:.0f} ms"
+        )
+
+
+def latency(seconds: Sequence[float]) -> Latency:
+    ordered = sorted(seconds)
+    assert ordered, "nothing to measure"
+
+    def rank(q: float) -> float:  # nearest rank
+        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+    return Latency(len(ordered), rank(0.50), rank(0.99), ordered[-1])
+
+
+async def read_lag(
+    engine: AsyncEngine, answered_at: Mapping[str, float]
+) -> tuple[Latency, Latency]:
+    """How long orders took to reach the read model, two ways:
+
+    - from the event's ``occurred_at`` (set by the API before it reserved and committed)
+      to the projector's ``processed_events.processed_at`` (first application);
+    - from the client's receipt of the 201 (``answered_at``: order id -> Unix time) to the
+      same ``processed_at``. Same host, same clock; negative when the projector won the race.
+    """
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT o.aggregate_id, o.occurred_at, p.processed_at FROM outbox o "
+                    "JOIN processed_events p ON p.event_id = o.event_id "
+                    "WHERE o.type = :t"
+                ),
+                {"t": ORDER_CREATED},
+            )
+        ).all()
+    from_event: list[float] = []
+    from_answer: list[float] = []
+    for r in rows:
+        processed = _utc_timestamp(r.processed_at)
+        from_event.append(processed - _utc_timestamp(r.occurred_at))
+        if r.aggregate_id in answered_at:
+            from_answer.append(processed - answered_at[r.aggregate_id])
+    return latency(from_event), latency(from_answer)
+
+
+def _utc_timestamp(naive_utc: datetime) -> float:
+    # Raw SQL skips the UtcDateTime type: the columns come back as naive UTC.
+    return naive_utc.replace(tzinfo=UTC).timestamp()

@@ -1,0 +1,54 @@
+"""``flashorder bench`` end to end on the real services, with very small numbers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+EXE = str(Path(sys.executable).with_name("flashorder"))
+
+
+def test_bench_runs_a_tiny_sale_and_every_promise_holds(
+    tmp_path: Path, mariadb_url: str, redis_url: str, kafka_bootstrap: str
+) -> None:
+    env = {
+        **os.environ,
+        "FLASHORDER_DATABASE_URL": f"{mariadb_url}/flashorder",
+        "FLASHORDER_REDIS_URL": redis_url,
+        "FLASHORDER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+    }
+    command = [
+        EXE, "bench",
+        "--strategies", "reserve",
+        "--requests", "120", "--stock", "30", "--users", "40",
+        "--workers", "1", "--concurrency", "8",
+        "--rates", "40", "--step-seconds", "1",
+        "--redis-db", "11",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "PASS: every promise held" in done.stdout
+
+    (result,) = tmp_path.glob("*.json")
+    assert result.with_suffix(".png").stat().st_size > 10_000
+    run = orjson.loads(result.read_bytes())
+    (reserve,) = run["strategies"]
+    verdicts = {c["name"]: c["verdict"] for c in reserve["checks"]}
+    assert verdicts["accepted <= stock (no oversell)"] == "PASS"
+    assert verdicts["exactly one order.created per committed order (Kafka)"] == "PASS"
+    assert verdicts["read model == write model"] == "PASS"
+    assert "FAIL" not in verdicts.values()
+    closed = reserve["closed"][0]["stats"]
+    # 30 units, 1 or 2 per order: somewhere between 15 and 30 orders were accepted.
+    assert 15 <= closed["accepted"] <= 30
+    assert reserve["ceiling"]["stats"]["calls"] == 120
+    assert reserve["open_steps"][0]["rate"] == 40
+    assert {"api", "relay", "projector", "load-generator"} <= reserve["rss_peak"].keys()

@@ -1,0 +1,597 @@
+"""Order → outbox → relay → Kafka → projector → read model, on real processes and services.
+
+Each test runs a stack of its own (database, topics, consumer group; Redis database 3),
+bursts orders at it over HTTP, disturbs it (Kafka down, a worker killed, two of each), and
+ends with the same proof: no oversell (``check_stock``), the topics hold exactly the
+committed changes (``check_events``) and the read model equals the write model
+(``wait_converged``). One test needs no stack: a transaction that fails after its reservation.
+
+Run with ``-s`` to see the figures, among them the commit → read-model latency under a burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flashorder.adapters.redis_idempotency import RedisIdempotencyCache
+from flashorder.adapters.redis_lock import RedisLocks
+from flashorder.adapters.redis_stock import RedisStockGate
+from flashorder.adapters.sql_engine import make_engine
+from flashorder.adapters.sql_outbox import SqlOutboxRelayStore
+from flashorder.adapters.sql_uow import SqlUnitOfWork, SqlUnitOfWorkFactory
+from flashorder.application import handlers
+from flashorder.application.handlers import Deps
+from flashorder.application.ports import OrderRepository
+from flashorder.application.relay import relay_once
+from flashorder.config import Settings
+from flashorder.domain import commands, errors
+from flashorder.domain.events import ORDER_CREATED, STOCK_CHANGED, Event
+from flashorder.domain.model import Order, OrderId, PaymentType, ProductId, UserId
+from flashorder.domain.pricing import RequestedLine
+from tests.contract.sql_support import migrated_database
+from tests.e2e.conftest import HttpApi, Reply
+from tests.e2e.helpers import order_body, rid
+from tests.events_check import (
+    EventFigures,
+    check_events,
+    published,
+    read_lag,
+    wait_converged,
+)
+from tests.invariants import check_stock
+from tests.stackctl import Stack
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+#: This module's Redis database (the e2e stack uses 1, other suites 0 and 15).
+REDIS_DB = 3
+PRICE = 10050
+SERVICES = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"
+SOLD_OUT = "urn:flashorder:problem:sold-out"
+IN_FLIGHT = "urn:flashorder:problem:duplicate-in-flight"
+#: How often a buyer tries a request that keeps getting 503.
+RETRIES = 8
+
+
+# --- stacks and clients ------------------------------------------------------------------------
+
+
+class Stacks:
+    """Starts stacks for one test and takes every one of them down afterwards."""
+
+    def __init__(self, mariadb_url: str, redis_url: str, kafka_bootstrap: str, logs: Path) -> None:
+        self._args = (mariadb_url, redis_url, kafka_bootstrap)
+        self._logs = logs
+        self.bootstrap = kafka_bootstrap
+        self.started: list[Stack] = []
+
+    async def up(self, *, relays: int = 1, projectors: int = 1) -> Stack:
+        mariadb_url, redis_url, kafka_bootstrap = self._args
+        stack = Stack(
+            mariadb_url=mariadb_url,
+            redis_url=redis_url,
+            kafka_bootstrap=kafka_bootstrap,
+            logs=self._logs,
+            redis_db=REDIS_DB,
+        )
+        self.started.append(stack)
+        await asyncio.to_thread(stack.up, relays=relays, projectors=projectors)
+        return stack
+
+
+@pytest.fixture
+def stacks(
+    mariadb_url: str, redis_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> Iterator[Stacks]:
+    made = Stacks(mariadb_url, redis_url, kafka_bootstrap, tmp_path)
+    try:
+        yield made
+    finally:
+        for stack in made.started:
+            stack.down()
+
+
+def _auth_headers(settings: Settings, user_id: str, *, admin: bool = False) -> dict[str, str]:
+    """A bearer token when the API has auth (``entrypoints.api.auth``), else nothing."""
+    try:
+        auth: Any = importlib.import_module("flashorder.entrypoints.api.auth")
+    except ModuleNotFoundError:
+        return {}
+    token = auth.mint_token(settings, user_id, admin=admin)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Shop:
+    """One stack seen from outside: its API over HTTP, its database, its Redis gate."""
+
+    stack: Stack
+    api: HttpApi
+    settings: Settings
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.api.engine
+
+    @property
+    def prefix(self) -> str:
+        return self.stack.env["FLASHORDER_KAFKA_TOPIC_PREFIX"]
+
+    async def add_product(self, stock: int) -> str:
+        pid = rid("PRD")
+        body = {"productId": pid, "name": "flash item", "price": PRICE, "stock": stock}
+        headers = _auth_headers(self.settings, "admin", admin=True)
+        reply = await self.api.call("POST", "/api/v1/products", body, headers=headers)
+        assert reply.status == 201, reply.body
+        return pid
+
+    async def place(self, user: str, key: str, *lines: tuple[str, int, int]) -> Reply:
+        headers = {"Idempotency-Key": key, **_auth_headers(self.settings, user)}
+        return await self.api.call(
+            "POST", "/api/v1/orders", order_body(user, *lines), headers=headers
+        )
+
+    async def cancel(self, user: str, order_id: str) -> Reply:
+        headers = _auth_headers(self.settings, user)
+        return await self.api.call("POST", f"/api/v1/orders/{order_id}/cancel", headers=headers)
+
+    async def count(self, sql: str) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(text(sql))).scalar_one())
+
+
+@asynccontextmanager
+async def shop_of(stack: Stack) -> AsyncIterator[Shop]:
+    settings = Settings(
+        **{
+            name.removeprefix("FLASHORDER_").lower(): value
+            for name, value in stack.env.items()
+            if name.startswith("FLASHORDER_")
+        }
+    )
+    engine = make_engine(stack.database_url, pool_size=5)
+    redis = Redis.from_url(stack.redis_url)
+    connector = aiohttp.TCPConnector(limit=400)
+    # No total: a burst's requests queue for the connector's slots, which is not the server's time.
+    timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=60)
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            yield Shop(stack, HttpApi(session, stack.base, engine, RedisStockGate(redis)), settings)
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+# --- bursts -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Burst:
+    """What a burst got back; ``answered`` grows while it runs, for tests that act mid-burst."""
+
+    answered_at: dict[str, float] = field(default_factory=dict)  # order id -> its 201's time
+    cancelled: set[str] = field(default_factory=set)
+    statuses: Counter[int] = field(default_factory=Counter)  # final answers
+    retried: int = 0  # 503s and dropped connections, answered by a retry
+    answered: int = 0
+    #: Every attempt's answer, by user: the story behind an order the client never saw.
+    attempts: dict[str, list[str]] = field(default_factory=dict)
+
+    def merge(self, other: Burst) -> Burst:
+        return Burst(
+            {**self.answered_at, **other.answered_at},
+            self.cancelled | other.cancelled,
+            self.statuses + other.statuses,
+            self.retried + other.retried,
+            self.answered + other.answered,
+            {**self.attempts, **other.attempts},
+        )
+
+
+def _kind(reply: Reply) -> str:
+    body = reply.body if isinstance(reply.body, dict) else {}
+    return str(body.get("type", body.get("status", ""))).rsplit(":", 1)[-1]
+
+
+def _try_again(reply: Reply) -> bool:
+    # 503: overloaded, or a deadline passed with the outcome unknown. 409 duplicate-in-flight:
+    # the first attempt of a retried request (its connection dropped) is still running.
+    return reply.status == 503 or (reply.status == 409 and reply.body.get("type") == IN_FLIGHT)
+
+
+async def burst(
+    shop: Shop,
+    products: Sequence[str],
+    orders: int,
+    *,
+    concurrency: int | None = None,
+    cancel_every: int = 10,
+    into: Burst | None = None,
+) -> Burst:
+    """``orders`` buyers at once (or ``concurrency`` at a time), each of one or two products,
+    one or two units each; every ``cancel_every``-th accepted order is cancelled at once.
+
+    Buyers behave as the API asks clients to: a 503 (overload, or a deadline whose outcome is
+    unknown), a dropped connection or a 409 duplicate-in-flight is retried with the same
+    Idempotency-Key, so a retry of an order that did commit gets that order back rather than
+    a second one.
+    """
+    got = into if into is not None else Burst()
+    rng = random.Random()
+    gate = asyncio.Semaphore(concurrency or orders)
+
+    async def retried(user: str, call: Callable[[], Awaitable[Reply]]) -> Reply:
+        seen = got.attempts.setdefault(user, [])
+        for attempt in range(1, RETRIES + 1):
+            try:
+                reply = await call()
+                seen.append(f"{reply.status} {_kind(reply)}")
+            except aiohttp.ClientConnectionError as exc:
+                seen.append(type(exc).__name__)
+                # A connection dropped under the request (an idle keep-alive connection the
+                # server closed as the request went out, a reset): it may or may not have
+                # arrived, and the key makes the retry safe either way.
+                if attempt == RETRIES:
+                    raise
+                got.retried += 1
+                continue
+            if not _try_again(reply) or attempt == RETRIES:
+                return reply
+            got.retried += 1
+            await asyncio.sleep(float(reply.headers.get("Retry-After", "0.5")))
+        raise AssertionError("unreachable")
+
+    async def buyer(n: int) -> None:
+        user, key = rid("u"), rid("key")
+        lines = [(pid, rng.randint(1, 2), PRICE) for pid in rng.sample(products, rng.randint(1, 2))]
+        async with gate:
+            reply = await retried(user, lambda: shop.place(user, key, *lines))
+            got.answered += 1
+            got.statuses[reply.status] += 1
+            if reply.status not in (200, 201):
+                assert reply.status == 409, reply.body
+                assert reply.body["type"] == SOLD_OUT, reply.body
+                return
+            order_id = reply.body["orderId"]
+            got.answered_at[order_id] = time.time()
+            if n % cancel_every == 0:
+                cancelled = await retried(user, lambda: shop.cancel(user, order_id))
+                assert cancelled.status == 200, cancelled.body
+                got.cancelled.add(order_id)
+
+    async with asyncio.TaskGroup() as tasks:
+        for n in range(orders):
+            tasks.create_task(buyer(n))
+    return got
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool]], *, timeout: float = 60.0, what: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def settle(
+    shop: Shop,
+    products: Sequence[str],
+    got: Burst,
+    *,
+    redelivery_allowed: bool = False,
+    timeout: float = 90.0,
+) -> EventFigures:
+    """The proof every stack test ends with."""
+    assert got.statuses[201] > 0, got.statuses
+    assert set(got.statuses) <= {200, 201, 409}, got.statuses
+    await check_stock(shop.engine, shop.api.gate, products)
+    written = await wait_converged(shop.api, timeout=timeout)
+    unseen = {oid: o["user_id"] for oid, o in written.orders.items() if oid not in got.answered_at}
+    assert not unseen, "orders the client was never told of: " + ", ".join(
+        f"{oid} after {got.attempts.get(user)}" for oid, user in list(unseen.items())[:5]
+    )
+    assert written.orders.keys() == got.answered_at.keys(), "the database holds the 201s only"
+    assert written.cancelled == got.cancelled
+    events = await published(shop.stack.env["FLASHORDER_KAFKA_BOOTSTRAP"], shop.prefix)
+    figures = check_events(events, written, redelivery_allowed=redelivery_allowed)
+    assert figures.created == len(got.answered_at)
+    print(f"\n  answers {dict(got.statuses)}, retried {got.retried} -> {figures}")
+    return figures
+
+
+async def kafka(action: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(SERVICES),
+        action,
+        "kafka",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(240):
+        out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()
+
+
+# --- the tests ----------------------------------------------------------------------------------
+
+
+async def test_a_burst_of_orders_publishes_each_committed_change_once_and_the_read_model_converges(
+    stacks: Stacks,
+) -> None:
+    stack = await stacks.up()
+    async with shop_of(stack) as shop:
+        # One product never sells out; three do, so some orders are refused.
+        products = [await shop.add_product(stock) for stock in (3000, 600, 300, 100)]
+
+        started = time.monotonic()
+        got = await burst(shop, products, 2000)
+        took = time.monotonic() - started
+
+        assert got.statuses[409] > 0, "a product sold out"
+        await settle(shop, products, got)
+        from_event, from_answer = await read_lag(shop.engine, got.answered_at)
+    print(
+        f"  2000 orders in {took:.1f}s; commit -> read model under the burst:\n"
+        f"    occurred_at -> processed_at: {from_event}\n"
+        f"    201 received -> processed_at: {from_answer}"
+    )
+
+
+async def test_orders_are_accepted_while_kafka_is_down_and_their_events_arrive_after(
+    stacks: Stacks,
+) -> None:
+    stack = await stacks.up()
+    async with shop_of(stack) as shop:
+        products = [await shop.add_product(stock) for stock in (700, 150)]
+        try:
+            first = Burst()
+            running = asyncio.create_task(burst(shop, products, 300, concurrency=20, into=first))
+            await kafka("down")
+            # Wholly while the broker is down: the API does not need it.
+            during = await burst(shop, products, 300)
+            await running
+            assert during.statuses[201] > 0, during.statuses
+            waiting = await shop.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+            assert waiting >= len(during.answered_at), "events wait in the outbox"
+        finally:
+            await kafka("up")
+        # Redelivery is possible: a batch the broker stored but never acknowledged is sent again.
+        await settle(shop, products, first.merge(during), redelivery_allowed=True, timeout=150)
+
+
+async def test_two_relays_and_two_projectors_publish_and_apply_each_event_once(
+    stacks: Stacks,
+) -> None:
+    stack = await stacks.up(relays=2, projectors=2)
+    async with shop_of(stack) as shop:
+        products = [await shop.add_product(stock) for stock in (800, 200)]
+
+        got = await burst(shop, products, 800)
+
+        await settle(shop, products, got, redelivery_allowed=False)
+        reporting = await shop.count(
+            "SELECT COUNT(*) FROM projector_status WHERE applied_total > 0"
+        )
+        assert reporting == 2, "both projectors applied events"
+
+
+async def test_a_projector_killed_mid_burst_resumes_without_loss_or_double_counting(
+    stacks: Stacks,
+) -> None:
+    stack = await stacks.up()
+    async with shop_of(stack) as shop:
+        products = [await shop.add_product(stock) for stock in (800, 200)]
+        got = Burst()
+        running = asyncio.create_task(burst(shop, products, 800, concurrency=20, into=got))
+
+        async def applied_some() -> bool:
+            return await shop.count("SELECT COUNT(*) FROM processed_events") >= 50
+
+        await until(applied_some, what="the projector to apply events")
+        await asyncio.to_thread(stack.kill, "projector")
+        killed_at = got.answered
+
+        async def more_orders() -> bool:
+            return running.done() or got.answered >= killed_at + 100
+
+        await until(more_orders, what="orders while no projector runs")
+        stack.start("projector")
+        await running
+
+        await settle(shop, products, got)
+
+
+async def test_a_relay_killed_mid_burst_resumes_without_loss_or_double_counting(
+    stacks: Stacks,
+) -> None:
+    stack = await stacks.up()
+    async with shop_of(stack) as shop:
+        products = [await shop.add_product(stock) for stock in (800, 200)]
+        got = Burst()
+        running = asyncio.create_task(burst(shop, products, 800, concurrency=20, into=got))
+
+        async def published_some() -> bool:
+            return (
+                await shop.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL") >= 50
+            )
+
+        await until(published_some, what="the relay to publish events")
+        await asyncio.to_thread(stack.kill, "relay")
+        killed_at = got.answered
+
+        async def more_orders() -> bool:
+            return running.done() or got.answered >= killed_at + 100
+
+        await until(more_orders, what="orders while no relay runs")
+        stack.start("relay")
+        await running
+
+        # A relay killed between the broker's ack and its own commit publishes again.
+        await settle(shop, products, got, redelivery_allowed=True)
+
+
+# --- a transaction that fails after its reservation (in process, no stack) ---------------------
+
+
+class Injected(errors.Unavailable):
+    def __init__(self) -> None:
+        super().__init__("database", "injected failure")
+
+
+class _FailingOrders:
+    """The real order repository, except that ``add`` fails."""
+
+    def __init__(self, inner: OrderRepository) -> None:
+        self._inner = inner
+
+    async def add(self, order: Order) -> None:
+        raise Injected()
+
+    async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None:
+        return await self._inner.get(order_id, for_update=for_update)
+
+    async def save(self, order: Order) -> bool:
+        return await self._inner.save(order)
+
+
+class FailingUnitOfWork:
+    """A real unit of work on MariaDB that fails at ``fail_at``: ``orders.add`` (before any
+    write) or ``commit`` (after every write of the order: items, stock, outbox row)."""
+
+    def __init__(self, inner: SqlUnitOfWork, fail_at: str) -> None:
+        self._inner = inner
+        self._fail_at = fail_at
+        self.products = inner.products
+        self.orders: OrderRepository = (
+            _FailingOrders(inner.orders) if fail_at == "orders.add" else inner.orders
+        )
+        self.purchases = inner.purchases
+        self.idempotency = inner.idempotency
+        self.discounts = inner.discounts
+        self.outbox = inner.outbox
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+    async def commit(self) -> None:
+        if self._fail_at == "commit":
+            raise Injected()  # not committed: leaving the block rolls back
+        await self._inner.commit()
+
+
+class FailingUnitOfWorkFactory:
+    def __init__(self, inner: SqlUnitOfWorkFactory, fail_at: str) -> None:
+        self._inner = inner
+        self._fail_at = fail_at
+
+    def __call__(self) -> FailingUnitOfWork:
+        return FailingUnitOfWork(self._inner(), self._fail_at)
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)
+
+
+@pytest.fixture
+def mariadb_database(mariadb_url: str, tmp_path: Path) -> Iterator[str]:
+    with migrated_database("mariadb", folder=tmp_path, mariadb_url=mariadb_url) as url:
+        yield url
+
+
+@pytest.mark.parametrize("fail_at", ["orders.add", "commit"])
+async def test_an_order_whose_transaction_fails_publishes_nothing_and_leaves_stock_whole(
+    mariadb_database: str, redis_url: str, fail_at: str
+) -> None:
+    engine = make_engine(mariadb_database, pool_size=5)
+    redis = Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}")
+    prefix = rid("t")  # keys of this test only
+    locks = RedisLocks(redis, prefix=prefix)
+    try:
+        real = Deps(
+            uow=SqlUnitOfWorkFactory(engine),
+            stock=RedisStockGate(redis, prefix=prefix),
+            locks=locks,
+            idempotency=RedisIdempotencyCache(redis, prefix=prefix),
+        )
+        failing = Deps(
+            uow=FailingUnitOfWorkFactory(SqlUnitOfWorkFactory(engine), fail_at),
+            stock=real.stock,
+            locks=real.locks,
+            idempotency=real.idempotency,
+        )
+        pid = ProductId(rid("PRD"))
+        await handlers.create_product(
+            commands.CreateProduct(pid, "flash item", PRICE, stock=5), deps=real
+        )
+        user = UserId(rid("u"))
+        cmd = commands.PlaceOrder(
+            user_id=user,
+            lines=(RequestedLine(pid, 2, PRICE),),
+            discount_policy_id=None,
+            discount_amount=None,
+            delivery_fee=0,
+            payment_amount=2 * PRICE,
+            payment_type=PaymentType.CREDIT,
+            idempotency_key=rid("key"),
+        )
+
+        with pytest.raises(Injected):
+            await handlers.place_order(cmd, deps=failing)
+
+        async with engine.connect() as conn:
+            orders = (await conn.execute(text("SELECT COUNT(*) FROM orders"))).scalar_one()
+            items = (await conn.execute(text("SELECT COUNT(*) FROM order_items"))).scalar_one()
+            outbox_types = list(await conn.scalars(text("SELECT type FROM outbox")))
+        assert (orders, items) == (0, 0)
+        assert outbox_types == [STOCK_CHANGED], "only the product's creation"
+        assert await real.stock.available(pid) == 5, "the reservation went back"
+        assert await real.stock.pending(0) == [], "no reservation left in flight"
+        figures = await check_stock(engine, real.stock, [pid])
+        assert figures[pid] == {"stock": 5, "available": 5, "sold": 0}
+        relayed = RecordingPublisher()
+        await relay_once(SqlOutboxRelayStore(engine), relayed, batch_size=100)
+        assert [e.type for e in relayed.events] == [STOCK_CHANGED]
+
+        # Nothing was left held: the same request (same key) goes through afterwards.
+        placed = await handlers.place_order(cmd, deps=real)
+        assert placed.status_code == 201
+        assert not placed.replayed
+        await relay_once(SqlOutboxRelayStore(engine), relayed, batch_size=100)
+        assert [e.type for e in relayed.events] == [STOCK_CHANGED, ORDER_CREATED]
+        assert relayed.events[1].aggregate_id == placed.body["orderId"]
+        figures = await check_stock(engine, real.stock, [pid])
+        assert figures[pid] == {"stock": 5, "available": 3, "sold": 2}
+    finally:
+        await locks.close()
+        await redis.aclose()
+        await engine.dispose()

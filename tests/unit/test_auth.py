@@ -1,0 +1,86 @@
+"""Tokens to principals, without HTTP."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from flashorder.config import DEV_JWT_SECRET, Settings
+from flashorder.entrypoints.api.auth import Authenticator, Principal, mint_token, secret_warning
+from flashorder.entrypoints.api.problems import Unauthorized
+
+SETTINGS = Settings(database_url=None, redis_url=None)
+
+
+def token(**claims: Any) -> str:
+    now = int(time.time())
+    body = {"sub": "alice", "iss": "flashorder", "aud": "flashorder-api", "exp": now + 60}
+    body.update(claims)
+    return jwt.encode(body, SETTINGS.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+async def test_a_minted_token_names_its_user_and_role() -> None:
+    authenticator = Authenticator(SETTINGS)
+
+    assert await authenticator.principal(mint_token(SETTINGS, "bob")) == Principal("bob", False)
+    assert await authenticator.principal(mint_token(SETTINGS, "root", admin=True)) == Principal(
+        "root", True
+    )
+
+
+@pytest.mark.parametrize(
+    ("claims", "admin"),
+    [
+        ({"roles": ["buyer", "admin"]}, True),
+        ({"admin": True}, True),
+        ({"roles": ["buyer"]}, False),
+        ({"roles": "admin"}, False),
+        ({"admin": "true"}, False),
+        ({"admin": 1}, False),
+        ({}, False),
+    ],
+)
+async def test_only_an_admin_role_or_a_true_admin_claim_makes_an_admin(
+    claims: dict[str, Any], admin: bool
+) -> None:
+    principal = await Authenticator(SETTINGS).principal(token(**claims))
+
+    assert principal.admin is admin
+
+
+async def test_a_token_expired_within_the_leeway_is_still_accepted() -> None:
+    authenticator = Authenticator(SETTINGS)
+
+    await authenticator.principal(token(exp=int(time.time()) - 2))
+    with pytest.raises(Unauthorized, match="expired"):
+        await authenticator.principal(token(exp=int(time.time()) - 60))
+
+
+async def test_a_token_minted_with_a_negative_ttl_is_expired() -> None:
+    with pytest.raises(Unauthorized, match="expired"):
+        await Authenticator(SETTINGS).principal(mint_token(SETTINGS, "bob", ttl=-3600))
+
+
+def test_a_deployment_with_the_development_secret_is_warned_loudly() -> None:
+    deployed = Settings(database_url="mysql+asyncmy://u:p@db/flashorder")
+    assert deployed.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+
+    warning = secret_warning(deployed)
+
+    assert warning is not None
+    assert "ANYONE CAN MINT" in warning
+    assert secret_warning(SETTINGS) is None
+    custom = Settings(database_url="mysql+asyncmy://u:p@db/flashorder", jwt_secret="s" * 40)
+    assert secret_warning(custom) is None
+
+
+def test_a_secret_shorter_than_32_bytes_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 32"):
+        Settings(jwt_secret="short")
+
+
+def test_the_secret_never_shows_in_the_settings_repr() -> None:
+    assert DEV_JWT_SECRET not in repr(SETTINGS)

@@ -1,0 +1,57 @@
+"""The open-loop schedule of the bench: due times, shares, the rate ladder."""
+
+from __future__ import annotations
+
+import pytest
+
+from flashorder.bench.schedule import Step, best_rate, due_offsets, rate_ladder, share, should_stop
+
+
+def test_calls_are_due_evenly_at_the_rate() -> None:
+    assert due_offsets(4, 2.0) == [0.0, 0.5, 1.0, 1.5]
+
+
+def test_a_rate_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        due_offsets(3, 0.0)
+
+
+def test_shares_interleave_and_cover_every_call_once() -> None:
+    parts = [list(share(10, 3, i)) for i in range(3)]
+    assert parts[0] == [0, 3, 6, 9]
+    assert sorted(i for p in parts for i in p) == list(range(10))
+
+
+def test_each_share_keeps_its_rate_over_the_whole_step() -> None:
+    # Two processes at 100/s in all: each sends every 20 ms, offset by 10 ms.
+    offsets = due_offsets(6, 100.0)
+    assert [offsets[i] for i in share(6, 2, 1)] == pytest.approx([0.01, 0.03, 0.05])
+
+
+def test_share_refuses_a_generator_that_does_not_exist() -> None:
+    with pytest.raises(ValueError, match="generator"):
+        share(10, 2, 2)
+
+
+def test_ladder_climbs_in_fractions_of_the_peak_with_two_figures() -> None:
+    assert rate_ladder(1234.0, (0.5, 1.0, 1.5)) == [620.0, 1200.0, 1900.0]
+
+
+def test_ladder_of_a_tiny_peak_still_has_a_rate() -> None:
+    assert rate_ladder(0.5) == [1.0]
+
+
+def test_best_rate_is_the_highest_that_held() -> None:
+    steps = [Step(100, 20.0, 0), Step(200, 90.0, 0), Step(300, 150.0, 0), Step(250, 80.0, 2)]
+    assert best_rate(steps, 100.0) == 200
+
+
+def test_best_rate_is_none_when_nothing_held() -> None:
+    assert best_rate([Step(100, 500.0, 0)], 100.0) is None
+
+
+def test_ladder_stops_after_two_misses_in_a_row() -> None:
+    held, missed = Step(100, 10.0, 0), Step(200, 300.0, 0)
+    assert not should_stop([held, missed], 100.0)
+    assert should_stop([held, missed, missed], 100.0)
+    assert not should_stop([missed, held], 100.0)
