@@ -257,35 +257,54 @@ def latency(seconds: Sequence[float]) -> Latency:
     return Latency(len(ordered), rank(0.50), rank(0.99), ordered[-1])
 
 
-async def read_lag(
-    engine: AsyncEngine, answered_at: Mapping[str, float]
-) -> tuple[Latency, Latency]:
-    """How long orders took to reach the read model, two ways:
+@dataclass(frozen=True)
+class ReadLag:
+    """How long committed orders took to reach the read model, in segments (seconds)."""
 
-    - from the event's ``occurred_at`` (set by the API before it reserved and committed)
-      to the projector's ``processed_events.processed_at`` (first application);
-    - from the client's receipt of the 201 (``answered_at``: order id -> Unix time) to the
-      same ``processed_at``. Same host, same clock; negative when the projector won the race.
+    occurred_to_applied: Latency
+    occurred_to_published: Latency  # the request's own commit, then the outbox's wait
+    published_to_applied: Latency  # broker, projector fetch and transaction
+    answered_to_applied: Latency  # what a client sees; negative: visible before the 201 came
+
+    def __str__(self) -> str:
+        return "\n".join(
+            f"    {name.replace('_to_', ' -> ').replace('_', ' ')}: {getattr(self, name)}"
+            for name in (
+                "occurred_to_applied",
+                "occurred_to_published",
+                "published_to_applied",
+                "answered_to_applied",
+            )
+        )
+
+
+async def read_lag(engine: AsyncEngine, answered_at: Mapping[str, float]) -> ReadLag:
+    """From each ``order.created``'s outbox row (``occurred_at``: set by the API as it priced
+    the order, before reserving and committing; ``published_at``: the relay's mark after the
+    broker's ack) and the client's receipt of its 201 (``answered_at``: order id -> Unix
+    time) to its first application (``processed_events.processed_at``). One host, one clock.
     """
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
                 text(
-                    "SELECT o.aggregate_id, o.occurred_at, p.processed_at FROM outbox o "
-                    "JOIN processed_events p ON p.event_id = o.event_id "
+                    "SELECT o.aggregate_id, o.occurred_at, o.published_at, p.processed_at "
+                    "FROM outbox o JOIN processed_events p ON p.event_id = o.event_id "
                     "WHERE o.type = :t"
                 ),
                 {"t": ORDER_CREATED},
             )
         ).all()
-    from_event: list[float] = []
-    from_answer: list[float] = []
+    segments: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        processed = _utc_timestamp(r.processed_at)
-        from_event.append(processed - _utc_timestamp(r.occurred_at))
+        occurred, published = _utc_timestamp(r.occurred_at), _utc_timestamp(r.published_at)
+        applied = _utc_timestamp(r.processed_at)
+        segments["occurred_to_applied"].append(applied - occurred)
+        segments["occurred_to_published"].append(published - occurred)
+        segments["published_to_applied"].append(applied - published)
         if r.aggregate_id in answered_at:
-            from_answer.append(processed - answered_at[r.aggregate_id])
-    return latency(from_event), latency(from_answer)
+            segments["answered_to_applied"].append(applied - answered_at[r.aggregate_id])
+    return ReadLag(**{name: latency(values) for name, values in segments.items()})
 
 
 def _utc_timestamp(naive_utc: datetime) -> float:

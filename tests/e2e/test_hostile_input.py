@@ -61,7 +61,15 @@ async def test_hostile_order_bodies_get_422_and_change_nothing(api: Api) -> None
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b"\xff\xfe", b'{"userId": "u", "items": [', b"", b"[]" * 10, b'{"a":' * 50],
+    [
+        b"{",
+        b"\xff\xfe",
+        b'{"userId": "u", "items": [',
+        b"",
+        b"[]" * 10,
+        b'{"a":' * 50,
+        b'{"userId": "\xc3"}',
+    ],
 )
 async def test_malformed_json_is_a_422(api: Api, raw: bytes) -> None:
     reply = await api.call(

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -22,9 +24,15 @@ from flashorder.adapters.redis_stock import RedisStockGate
 from flashorder.adapters.sql_engine import make_engine
 from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
 from flashorder.application import handlers
-from flashorder.application.handlers import Deps
+from flashorder.application.group_commit import GroupCommit
+from flashorder.application.handlers import Deps, commit_order
 from flashorder.application.ports import GateCorrection, ReservationLine
-from flashorder.application.reconcile import ProductFix, ReconcileReport, reconcile
+from flashorder.application.reconcile import (
+    ProductFix,
+    ReconcileReport,
+    reconcile,
+    run_reconciler,
+)
 from flashorder.domain import commands, errors
 from flashorder.domain.model import OrderId, PaymentType, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
@@ -272,6 +280,41 @@ async def test_a_cancellation_between_its_commit_and_its_release_is_not_given_ba
     await check_stock(world.engine, world.gate, [pid])
 
 
+async def test_the_periodic_reconciler_repairs_drift_survives_a_failed_run_and_stops_when_told(
+    world: World,
+) -> None:
+    pid = await new_product(world, stock=10)
+    await world.lose_redis_data()
+    flaky = FailsOnce(world.redis, prefix=world.prefix)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(
+        run_reconciler(
+            uow=world.deps.uow,
+            stock=flaky,
+            locks=world.deps.locks,
+            every=0.05,
+            older_than=600,
+            stop=stop,
+        )
+    )
+
+    restored = await eventually(lambda: world.gate.available(pid), 10)
+    stop.set()
+    async with asyncio.timeout(2):
+        await loop
+
+    assert (restored, flaky.failures) == (10, 1)
+
+
+async def eventually(read: Callable[[], Awaitable[int | None]], want: int) -> int | None:
+    give_up = time.monotonic() + 10
+    while time.monotonic() < give_up:
+        if (got := await read()) == want:
+            return got
+        await asyncio.sleep(0.02)
+    return await read()
+
+
 # --- races --------------------------------------------------------------------------------------
 
 
@@ -284,15 +327,26 @@ async def reconcile_until(world: World, done: asyncio.Event) -> list[ReconcileRe
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("writes", ["one by one", "group commit"])
 async def test_reconciling_during_a_burst_of_orders_never_oversells_and_changes_nothing(
-    world: World,
+    world: World, writes: str
 ) -> None:
     pid = await new_product(world, stock=100)
+    deps = world.deps
+    if writes == "group commit":
+        writer = GroupCommit(deps.uow, partial(commit_order, uow=deps.uow))
+        deps = dataclasses.replace(deps, writer=writer)
     done = asyncio.Event()
     loops = [asyncio.create_task(reconcile_until(world, done)) for _ in range(2)]
 
-    outcomes = await asyncio.gather(*(place(world, rid("u"), pid) for _ in range(300)))
-    done.set()
+    try:
+        outcomes = await asyncio.gather(
+            *(place(world, rid("u"), pid, deps=deps) for _ in range(300))
+        )
+    finally:
+        done.set()
+        if deps.writer is not None:
+            await deps.writer.close()
     reports = [report for loop in loops for report in await loop]
 
     statuses = Counter("created" if o not in ("SoldOut",) else o for o in outcomes)
@@ -342,6 +396,18 @@ class ForgetsToConfirm(RedisStockGate):
 
     async def confirm(self, order_id: OrderId) -> None:
         return None
+
+
+class FailsOnce(RedisStockGate):
+    """The first look at the pending reservations finds Redis down."""
+
+    failures = 0
+
+    async def pending(self, older_than_seconds: float) -> list[OrderId]:
+        if not self.failures:
+            self.failures += 1
+            raise errors.Unavailable("redis", "connection refused (on cue)")
+        return await super().pending(older_than_seconds)
 
 
 class SlowRelease(RedisStockGate):

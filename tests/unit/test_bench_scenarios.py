@@ -67,13 +67,14 @@ def test_many_spreads_orders_over_products_with_ample_stock() -> None:
 
 
 def test_mixed_is_mostly_reads_of_products_and_known_orders() -> None:
-    made = jobs(_spec("mixed", order_ids=("o-1", "o-2")))
+    made = jobs(_spec("mixed", orders=(("o-1", "u-1"), ("o-2", "u-2"))))
     kinds = [job.calls[0].kind for job in made]
     assert 0.15 < kinds.count(ORDER) / len(kinds) < 0.25
     assert kinds.count(GET_PRODUCT) > 0
     assert kinds.count(GET_ORDER) > 0
-    paths = {job.calls[0].path for job in made if job.calls[0].kind == GET_ORDER}
-    assert paths == {"/api/v1/orders/o-1", "/api/v1/orders/o-2"}
+    reads = {(j.calls[0].path, j.calls[0].user_id) for j in made if j.calls[0].kind == GET_ORDER}
+    # Each order is read by its buyer: to anyone else it does not exist.
+    assert reads == {("/api/v1/orders/o-1", "u-1"), ("/api/v1/orders/o-2", "u-2")}
 
 
 def test_echo_sends_the_same_bodies_to_the_echo_route() -> None:

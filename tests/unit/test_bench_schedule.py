@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from flashorder.bench.schedule import Step, best_rate, due_offsets, rate_ladder, share, should_stop
+from flashorder.bench.schedule import (
+    Step,
+    best_rate,
+    due_offsets,
+    next_rate,
+    rate_ladder,
+    share,
+    should_stop,
+)
 
 
 def test_calls_are_due_evenly_at_the_rate() -> None:
@@ -55,3 +63,34 @@ def test_ladder_stops_after_two_misses_in_a_row() -> None:
     assert not should_stop([held, missed], 100.0)
     assert should_stop([held, missed, missed], 100.0)
     assert not should_stop([missed, held], 100.0)
+
+
+def test_the_search_climbs_the_planned_rates_until_two_misses() -> None:
+    planned = [100.0, 200.0, 300.0, 400.0]
+    assert next_rate(planned, [], 100.0) == 100.0
+    steps = [Step(100, 10.0, 0)]
+    assert next_rate(planned, steps, 100.0) == 200.0
+    steps += [Step(200, 150.0, 0), Step(300, 400.0, 0)]
+    assert next_rate(planned, steps, 100.0) is None
+
+
+def test_the_search_ends_with_the_plan() -> None:
+    steps = [Step(100, 10.0, 0), Step(200, 20.0, 0)]
+    assert next_rate([100.0, 200.0], steps, 100.0) is None
+
+
+def test_the_search_halves_below_the_plan_when_nothing_held() -> None:
+    planned = [40.0, 80.0, 120.0]
+    steps = [Step(40, 300.0, 0), Step(80, 900.0, 0)]
+    assert next_rate(planned, steps, 100.0) == 20.0
+    steps.append(Step(20, 150.0, 0))
+    assert next_rate(planned, steps, 100.0) == 10.0
+    steps.append(Step(10, 50.0, 0))
+    assert next_rate(planned, steps, 100.0) is None
+    assert best_rate(steps, 100.0) == 10
+
+
+def test_the_descent_gives_up_after_three_halvings() -> None:
+    steps = [Step(40, 300.0, 0), Step(80, 900.0, 0)]
+    steps += [Step(20, 200.0, 0), Step(10, 200.0, 0), Step(5, 200.0, 0)]
+    assert next_rate([40.0, 80.0], steps, 100.0) is None

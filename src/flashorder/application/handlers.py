@@ -127,6 +127,22 @@ async def place_order(cmd: commands.PlaceOrder, *, deps: Deps) -> PlacedOrder:
         # the reservation once the batch knows (``_settle_outcome``): abandoned now, a retry
         # with the same key could be refused as sold out for an order that was placed.
         raise asyncio.CancelledError from None
+    except (errors.SoldOut, errors.LimitReached):
+        if key is None:
+            raise
+        # A retry of an order that was placed but whose answer was lost (its worker died
+        # after the commit, Redis lost the cached answer) meets the product sold out or the
+        # limit reached, by that very order perhaps: the database's record of the key is the
+        # answer, not the refusal. Only refusals of keyed requests pay this one read.
+        try:
+            recorded = await _recorded_answer(cmd.user_id, key, fp, deps=deps)
+        except BaseException:
+            await deps.idempotency.abandon(cmd.user_id, key)
+            raise
+        if recorded is None:
+            await deps.idempotency.abandon(cmd.user_id, key)
+            raise
+        placed = PlacedOrder(recorded.status_code, recorded.body, replayed=True)
     except BaseException:
         if key is not None:
             await deps.idempotency.abandon(cmd.user_id, key)
@@ -141,6 +157,17 @@ async def place_order(cmd: commands.PlaceOrder, *, deps: Deps) -> PlacedOrder:
             # cache without the answer is answered from the database.
             log.warning("idempotency.finish_failed", extra={"user_id": cmd.user_id})
     return placed
+
+
+async def _recorded_answer(
+    user_id: UserId, key: str, fp: str, *, deps: Deps
+) -> StoredResponse | None:
+    """The durable answer to an idempotency key, if an earlier request committed one."""
+    async with deps.uow() as uow:
+        recorded = await uow.idempotency.get(user_id, key)
+    if recorded is not None and recorded.fingerprint != fp:
+        raise errors.IdempotencyKeyReused()
+    return recorded
 
 
 async def _priced_order(
@@ -192,7 +219,12 @@ async def _reserve_and_commit(
     *,
     deps: Deps,
 ) -> PlacedOrder:
-    await _reserve(order.order_id, order.user_id, reservation, deps=deps)
+    try:
+        await _reserve(order.order_id, order.user_id, reservation, deps=deps)
+    except errors.SoldOut as exc:
+        # Perhaps sold out just now: the next order reads the count again.
+        _stock_changed(deps, [ProductId(exc.product_id)])
+        raise
     pending = PendingOrder(order, reservation, cmd.idempotency_key, fp, order.snapshot())
     try:
         replay = await _write(pending, deps=deps)

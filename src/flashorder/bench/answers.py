@@ -22,14 +22,15 @@ class Answers:
     server_errors: int = 0
     transport_errors: int = 0
 
-    def add(self, jobs: Sequence[Job], samples: Samples, *, count_transport: bool = True) -> None:
-        """Fold in one phase. ``count_transport`` is off for open-loop steps, where calls
-        that time out in an overload are the step's result, not a broken promise."""
+    def add(self, jobs: Sequence[Job], samples: Samples, *, count_errors: bool = True) -> None:
+        """Fold in one phase. ``count_errors`` is off for open-loop steps: past the capacity,
+        a 503 at the request deadline or a client timeout is how the step fails (its table
+        row shows them), not a broken promise."""
         for i in range(len(samples)):
             status = samples.status[i]
-            if status >= 500:
+            if status >= 500 and count_errors:
                 self.server_errors += 1
-            if status == TRANSPORT_ERROR and count_transport:
+            if status == TRANSPORT_ERROR and count_errors:
                 self.transport_errors += 1
             if samples.kind[i] != ORDER:
                 continue

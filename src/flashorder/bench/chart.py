@@ -60,7 +60,7 @@ def _throughput(ax: Axes, results: Sequence[StrategyResult]) -> None:
     ax.set_title("Throughput over time (closed loop, run 1)")
     ax.set_xlabel("seconds")
     ax.set_ylabel("per second")
-    ax.legend(fontsize="small")
+    _legend(ax)
     ax.grid(alpha=0.3)
 
 
@@ -83,7 +83,7 @@ def _latency(ax: Axes, results: Sequence[StrategyResult]) -> None:
     ax.set_yscale("log")
     ax.set_ylabel("ms (log)")
     ax.set_title("Order latency, closed loop run 1 (ceiling: echo route)")
-    ax.legend(fontsize="small")
+    _legend(ax)
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -101,7 +101,7 @@ def _stock(ax: Axes, results: Sequence[StrategyResult]) -> None:
     ax.set_title("Available stock of the (first) product over time, run 1")
     ax.set_xlabel("seconds")
     ax.set_ylabel("available")
-    ax.legend(fontsize="small")
+    _legend(ax)
     ax.grid(alpha=0.3)
 
 
@@ -135,5 +135,10 @@ def _open_loop(ax: Axes, results: Sequence[StrategyResult], p99_limit_ms: float)
     ax.set_title("Open loop: latency from the intended send time")
     ax.set_xlabel("offered calls/s")
     ax.set_ylabel("ms (log)")
-    ax.legend(fontsize="small")
+    _legend(ax)
     ax.grid(alpha=0.3)
+
+
+def _legend(ax: Axes) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")

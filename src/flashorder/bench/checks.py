@@ -240,7 +240,11 @@ async def read_model_check(engine: AsyncEngine, model: WriteModel, product_prefi
 
 def answer_checks(answers: Answers) -> Sequence[Check]:
     return [
-        Check.of("no 5xx answers", answers.server_errors == 0, f"{answers.server_errors:,} 5xx"),
+        Check.of(
+            "no 5xx answers (closed loop, ceiling)",
+            answers.server_errors == 0,
+            f"{answers.server_errors:,} 5xx",
+        ),
         Check.of(
             "no transport errors (closed loop)",
             answers.transport_errors == 0,

@@ -75,11 +75,12 @@ class BenchClient:
         return str(answer["orderId"]) if status == 201 else None
 
     async def available(self, product_id: str) -> int | None:
-        status, answer = await self._call("GET", f"/api/v1/products/{product_id}")
+        path = f"/api/v1/products/{product_id}"
+        status, answer = await self._call("GET", path, headers=self.admin)
         return int(answer["available"]) if status == 200 else None
 
     async def has_echo(self) -> bool:
-        status, _ = await self._call("POST", ECHO_PATH, {})
+        status, _ = await self._call("POST", ECHO_PATH, {}, self.admin)
         return status != 404
 
     async def lag(self) -> dict[str, float]:

@@ -3,6 +3,7 @@ ratios, the checks, the result file and the chart. Exit status 1 if any check fa
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sys
@@ -26,13 +27,19 @@ def _strategies(opts: BenchOptions) -> tuple[Strategy, ...]:
 
 
 async def run_bench(opts: BenchOptions, *, console: Console | None = None) -> int:
-    console = console or Console(stderr=False)
+    # Soft wrap: the tables and check lines are for copying, not for the terminal's width.
+    console = console or Console(soft_wrap=True)
+    # The migrations the bench runs log every DDL step and each server note; not its output.
+    for noisy in ("alembic", "asyncmy"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     started = datetime.now(UTC)
     runtag = secrets.token_hex(3)
     logs = opts.out / f"{started.strftime('%Y%m%dT%H%M%S')}-logs"
     done: list[StrategyResult] = []
     for strategy in _strategies(opts):
         done.append(await run_strategy(opts, strategy, runtag, console=console, logs=logs))
+        # After each strategy: a later one that breaks down leaves the earlier figures.
+        path = _write(opts, started, done)
 
     head = summary.headline(done)
     console.print()
@@ -50,15 +57,6 @@ async def run_bench(opts: BenchOptions, *, console: Console | None = None) -> in
         console.print()
         console.print(format_checks(r.checks, title=f"Promises, {r.strategy}:"), markup=False)
 
-    payload: dict[str, object] = {
-        "startedAt": started.isoformat(),
-        "command": " ".join(["flashorder", *sys.argv[1:]]),
-        "machine": results.machine(),
-        "options": opts,
-        "headline": head,
-        "strategies": done,
-    }
-    path = results.write(opts.out, payload, at=started)
     title = (
         f"flashorder bench: {opts.scenario}, {opts.workers} workers, "
         f"{opts.concurrency} virtual users, {started:%Y-%m-%d %H:%M} UTC"
@@ -73,6 +71,18 @@ async def run_bench(opts: BenchOptions, *, console: Console | None = None) -> in
         return 1
     console.print("[bold green]PASS[/]: every promise held")
     return 0
+
+
+def _write(opts: BenchOptions, started: datetime, done: list[StrategyResult]) -> Path:
+    payload: dict[str, object] = {
+        "startedAt": started.isoformat(),
+        "command": " ".join(["flashorder", *sys.argv[1:]]),
+        "machine": results.machine(),
+        "options": opts,
+        "headline": summary.headline(done),
+        "strategies": done,
+    }
+    return results.write(opts.out, payload, at=started)
 
 
 def _tidy(logs: Path) -> None:

@@ -3,6 +3,7 @@ generator processes while sampling the stock, and distil what happened."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from rich.console import Console
@@ -40,6 +41,8 @@ class PhaseContext:
     client: BenchClient
     settings: Settings
     console: Console
+    #: Called after every phase: raises if the service's processes did not survive it.
+    alive: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -54,15 +57,15 @@ async def prime(ctx: PhaseContext, spec: ScenarioSpec) -> ScenarioSpec:
     if spec.name != "mixed":
         return spec
     seeds = scenarios.products(spec)
-    placed: list[str] = []
+    placed: list[tuple[str, str]] = []
     for i in range(min(200, max(1, spec.requests // 10))):
         seed = seeds[i % len(seeds)]
         user = scenarios.user_id(spec, i)
         order_id = await ctx.client.place(user, seed.product_id, 1, seed.price)
         if order_id is not None:
-            placed.append(order_id)
+            placed.append((order_id, user))
     await ctx.client.drained(timeout=120)
-    return replace(spec, order_ids=tuple(placed))
+    return replace(spec, orders=tuple(placed))
 
 
 async def run_phase(
@@ -97,6 +100,7 @@ async def run_phase(
             tasks, title=name, total=sum(len(j.calls) for j in jobs), console=ctx.console
         )
     finally:
+        ctx.alive()
         points = await sampler.stop() if sampler is not None else []
     first = min(samples.intended) if len(samples) else 0.0
     record = PhaseRecord(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -23,9 +24,12 @@ from flashorder.bench.options import BenchOptions, Strategy
 from flashorder.bench.phase import PhaseContext, PhaseRecord, run_phase
 from flashorder.bench.report import Check
 from flashorder.bench.scenarios import order_body
-from flashorder.bench.schedule import Step, best_rate, rate_ladder, should_stop
+from flashorder.bench.schedule import Step, best_rate, next_rate, rate_ladder
 from flashorder.bench.stack import BenchStack
 from flashorder.config import Settings
+
+#: Calls of the ceiling phase at most.
+ECHO_CALLS_MAX = 20_000
 
 
 @dataclass
@@ -79,6 +83,19 @@ async def run_strategy(
             await stack.down(drop=not opts.keep)
 
 
+class StackDied(RuntimeError):
+    pass
+
+
+def _alive(stack: BenchStack) -> None:
+    if dead := stack.dead():
+        raise StackDied(
+            f"stack processes exited during the run: {dead} (a negative status is the signal "
+            f"that ended it; -9 is a kill from outside, the OOM killer or a drill); "
+            f"logs in {stack.logs}"
+        )
+
+
 def _setting(name: str) -> str:
     """A store of the full stack: from FLASHORDER_* (``make bench``), else the local one."""
     local = {
@@ -106,6 +123,8 @@ async def _measure(
         ctx = PhaseContext(
             opts, BenchClient(session, base_url, minter(settings)), settings, console
         )
+        if stack is not None:
+            ctx.alive = partial(_alive, stack)
         for rep in range(opts.repeat):
             name = f"{strategy} closed loop, run {rep + 1}/{opts.repeat}"
             run = await run_phase(ctx, opts.spec(f"{runtag}r{rep}"), name=name, mode="closed")
@@ -115,7 +134,9 @@ async def _measure(
             if stack is not None:
                 result.rss_after_runs.append(procs.snapshot(procs.labelled(stack.pids())))
         if opts.ceiling and await ctx.client.has_echo():
-            spec = opts.spec(f"{runtag}e", echo=True)
+            # The echo route needs no sell-out to be seen whole: a steady stretch will do.
+            echo_calls = min(opts.spec(runtag).requests, ECHO_CALLS_MAX)
+            spec = opts.spec(f"{runtag}e", requests=echo_calls, echo=True)
             run = await run_phase(ctx, spec, name=f"{strategy} ceiling (echo)", mode="closed")
             result.ceiling = run.record
             answers.server_errors += run.record.stats.server_errors
@@ -129,17 +150,17 @@ async def _measure(
                 )
         if opts.open_loop and result.closed:
             peak = result.closed[0].stats.order_calls_per_s
+            planned = opts.rates or tuple(rate_ladder(peak))
             steps: list[Step] = []
-            for i, rate in enumerate(opts.rates or tuple(rate_ladder(peak))):
-                spec = opts.spec(f"{runtag}o{i}", requests=max(1, round(rate * opts.step_seconds)))
+            while (rate := next_rate(planned, steps, opts.p99_limit_ms)) is not None:
+                requests = max(1, round(rate * opts.step_seconds))
+                spec = opts.spec(f"{runtag}o{len(steps)}", requests=requests)
                 name = f"{strategy} open loop {rate:,.0f}/s"
                 run = await run_phase(ctx, spec, name=name, mode="open", rate=rate)
-                answers.add(run.jobs, run.samples, count_transport=False)
+                answers.add(run.jobs, run.samples, count_errors=False)
                 result.open_steps.append(run.record)
                 st = run.record.stats
                 steps.append(Step(rate, st.latency.p99, st.server_errors + st.transport_errors))
-                if should_stop(steps, opts.p99_limit_ms):
-                    break
             result.best_open_rate = best_rate(steps, opts.p99_limit_ms)
         result.load_after = os.getloadavg()[0]
         console.log(f"[bold]{strategy}[/]: waiting for the events to drain (/readyz lag)")

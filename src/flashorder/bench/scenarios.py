@@ -42,8 +42,8 @@ class ScenarioSpec:
     products: int
     seed: int
     price: int = 10050
-    #: ``mixed``: orders that exist, to read.
-    order_ids: tuple[str, ...] = ()
+    #: ``mixed``: orders that exist, to read, with their buyers (only they may read them).
+    orders: tuple[tuple[str, str], ...] = ()
     #: Send the order calls to the echo route instead (the ceiling of the HTTP stack).
     echo: bool = False
 
@@ -126,10 +126,10 @@ def _mixed(
     roll = rng.random()
     if roll < 0.2:
         return Job((_order(spec, user, pid, quantity),))
-    if roll < 0.6 or not spec.order_ids:
-        return Job((Call(GET_PRODUCT, "GET", f"/api/v1/products/{pid}"),))
-    order_id = spec.order_ids[rng.randrange(len(spec.order_ids))]
-    return Job((Call(GET_ORDER, "GET", f"{ORDERS_PATH}/{order_id}"),))
+    if roll < 0.6 or not spec.orders:
+        return Job((Call(GET_PRODUCT, "GET", f"/api/v1/products/{pid}", user_id=user),))
+    order_id, buyer = spec.orders[rng.randrange(len(spec.orders))]
+    return Job((Call(GET_ORDER, "GET", f"{ORDERS_PATH}/{order_id}", user_id=buyer),))
 
 
 def order_body(user: str, product: str, quantity: int, price: int) -> bytes:

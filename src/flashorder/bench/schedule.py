@@ -69,3 +69,32 @@ def should_stop(steps: Sequence[Step], p99_limit_ms: float, *, misses: int = 2) 
     and a deep overload takes minutes to drain on two cores."""
     tail = steps[-misses:]
     return len(tail) == misses and not any(s.holds(p99_limit_ms) for s in tail)
+
+
+def next_rate(
+    planned: Sequence[float],
+    steps: Sequence[Step],
+    p99_limit_ms: float,
+    *,
+    misses: int = 2,
+    descents: int = 3,
+) -> float | None:
+    """The next rate to offer, or None when the search is over.
+
+    Climb the ``planned`` rates (ascending) until ``misses`` steps in a row fail. If no step
+    held by then, the service is slower than the ladder assumed: halve the lowest rate tried,
+    at most ``descents`` times, until one holds.
+    """
+    ladder = sorted(planned)
+    climbed = [s for s in steps if s.rate >= ladder[0]]
+    descended = [s for s in steps if s.rate < ladder[0]]
+    if (
+        not descended
+        and len(climbed) < len(ladder)
+        and not should_stop(climbed, p99_limit_ms, misses=misses)
+    ):
+        return ladder[len(climbed)]
+    if any(s.holds(p99_limit_ms) for s in steps) or len(descended) >= descents:
+        return None
+    half = min(s.rate for s in steps) / 2
+    return _two_figures(half) if half >= 1 else None

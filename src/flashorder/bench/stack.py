@@ -23,7 +23,8 @@ import aiohttp
 from redis.asyncio import Redis
 from sqlalchemy.engine import URL, make_url
 
-from flashorder.adapters.sql_migrate import create_database_if_missing, drop_database
+from flashorder.adapters.kafka_topics import ensure_topics
+from flashorder.adapters.sql_migrate import create_database_if_missing, drop_database, migrate
 from flashorder.bench.options import Strategy
 from flashorder.config import Settings
 
@@ -106,13 +107,16 @@ class BenchStack:
         self.logs.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(create_database_if_missing, self.server_url, self.name)
         await _flush(self.env["FLASHORDER_REDIS_URL"])
-        # Once, before the processes: concurrent first migrations would race.
-        migrate = await asyncio.create_subprocess_exec(
-            EXE, "migrate", env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        # Once, before the processes: concurrent first migrations would race. In a thread:
+        # Alembic runs its own event loop.
+        settings = self.settings
+        await asyncio.to_thread(migrate, settings.effective_database_url)
+        await ensure_topics(
+            self.env["FLASHORDER_KAFKA_BOOTSTRAP"],
+            partitions=settings.kafka_partitions,
+            replication=settings.kafka_replication,
+            prefix=settings.kafka_topic_prefix,
         )
-        _, err = await migrate.communicate()
-        if migrate.returncode != 0:
-            raise RuntimeError(f"flashorder migrate failed: {err.decode()[-2000:]}")
         commands = {
             "api": [EXE, "serve", "--port", str(self.port), "--workers", str(self.workers)],
             "relay": [EXE, "relay"],
@@ -146,6 +150,10 @@ class BenchStack:
                     pass
                 await asyncio.sleep(0.2)
         raise TimeoutError(f"{self.base_url} not ready after {timeout}s (logs in {self.logs})")
+
+    def dead(self) -> dict[str, int]:
+        """The processes that exited, by kind, with their exit status (-9: SIGKILL)."""
+        return {k: p.returncode for k, p in self.procs.items() if p.poll() is not None}
 
     def pids(self) -> dict[str, int]:
         return {kind: proc.pid for kind, proc in self.procs.items() if proc.poll() is None}

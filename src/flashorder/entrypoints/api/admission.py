@@ -14,16 +14,14 @@ from fastapi import Depends, Request
 from flashorder.application.ports import Bucket
 from flashorder.entrypoints.api.auth import Principal, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
-from flashorder.entrypoints.api.problems import MEDIA_TYPE, TooManyRequests
-from flashorder.entrypoints.api.schemas import Problem
+from flashorder.entrypoints.api.problems import TooManyRequests, documented
 
 #: The answer of a route behind the limits, for the OpenAPI document.
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {
-    429: {
-        "description": "Rate limited: come back after `Retry-After` seconds; nothing was written",
-        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
-        "content": {MEDIA_TYPE: {"schema": Problem.model_json_schema()}},
-    }
+    429: documented(
+        "Rate limited: come back after `Retry-After` seconds; nothing was written",
+        headers={"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    )
 }
 
 

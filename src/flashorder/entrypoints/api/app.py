@@ -61,8 +61,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         docs_url="/docs",
         redoc_url=None,
     )
-    app.include_router(orders.router)
-    app.include_router(catalogue.router)
+    app.include_router(orders.router, responses=problems.common_responses())
+    app.include_router(catalogue.router, responses=problems.common_responses())
     app.include_router(ops.router)
     if settings.bench_endpoints:
         app.include_router(bench_routes.router)

@@ -33,21 +33,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from flashorder.config import DEV_JWT_SECRET, Settings
 from flashorder.domain.model import UserId
 from flashorder.entrypoints.api.jwks import JwksKeys
-from flashorder.entrypoints.api.problems import MEDIA_TYPE, Forbidden, Unauthorized
-from flashorder.entrypoints.api.schemas import Problem
+from flashorder.entrypoints.api.problems import Forbidden, Unauthorized, documented
 
 log = logging.getLogger("flashorder.auth")
 
-_PROBLEM = {"content": {MEDIA_TYPE: {"schema": Problem.model_json_schema()}}}
-
 #: The answers of any route behind a token, for the OpenAPI document.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {
-        "description": "No bearer token, or a bad, expired or foreign one",
-        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-        **_PROBLEM,
-    },
-    403: {"description": "The token may not do this", **_PROBLEM},
+    401: documented(
+        "No bearer token, or a bad, expired or foreign one",
+        headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+    ),
+    403: documented("The token may not do this"),
 }
 
 # The wire format's identifier rule: a subject outside it could never match an order's user.

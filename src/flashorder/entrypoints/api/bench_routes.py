@@ -1,7 +1,7 @@
 """The ceiling of the HTTP stack: an order route that does everything but the order.
 
 ``POST /api/v1/bench/echo-order`` takes the same body and headers as ``POST /api/v1/orders``,
-validates them the same way (schema, Idempotency-Key, the per-order limits) and answers the
+validates them the same way (token, schema, Idempotency-Key, the per-order limits) and answers the
 validated order back, with no I/O at all. ``flashorder bench`` drives it with the same load
 generator and workers as the real route: what the real route reaches of this ceiling is what
 the order pipeline costs. Served only when ``bench_endpoints`` is on.
@@ -14,8 +14,10 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from flashorder.domain import errors
+from flashorder.entrypoints.api.auth import UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.orders import IdempotencyKey
+from flashorder.entrypoints.api.problems import Forbidden
 from flashorder.entrypoints.api.schemas import PlaceOrderIn
 
 router = APIRouter(prefix="/api/v1/bench", tags=["bench"], include_in_schema=False)
@@ -23,8 +25,15 @@ router = APIRouter(prefix="/api/v1/bench", tags=["bench"], include_in_schema=Fal
 
 @router.post("/echo-order", status_code=201, summary="Validate an order and echo it (no I/O)")
 async def echo_order(
-    body: PlaceOrderIn, service: ServiceDep, idempotency_key: IdempotencyKey = None
+    body: PlaceOrderIn,
+    service: ServiceDep,
+    principal: UserDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    # The token is checked as for a real order (a signature check is CPU, not I/O); the
+    # per-user rate limit is not, as it is a Redis call.
+    if body.user_id != principal.user_id:
+        raise Forbidden("an order is placed by its buyer: userId must be the token's subject")
     limits = service.settings
     if len(body.items) > limits.max_items_per_order:
         raise errors.InvalidOrder(f"an order has at most {limits.max_items_per_order} items")

@@ -10,6 +10,7 @@ from flashorder.domain import commands, errors
 from flashorder.domain.model import DiscountPolicy, DiscountPolicyId, Product, ProductId
 from flashorder.entrypoints.api.auth import AUTH_RESPONSES, AdminDep, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
+from flashorder.entrypoints.api.problems import documented
 from flashorder.entrypoints.api.schemas import (
     DiscountPolicyIn,
     DiscountPolicyOut,
@@ -46,7 +47,12 @@ def _policy_out(policy: DiscountPolicy) -> DiscountPolicyOut:
     )
 
 
-@router.post("/products", status_code=201, summary="Create a product (admin)")
+@router.post(
+    "/products",
+    status_code=201,
+    summary="Create a product (admin)",
+    responses={409: documented("A product with this id exists")},
+)
 async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> ProductOut:
     product = await handlers.create_product(
         commands.CreateProduct(
@@ -61,12 +67,23 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
     return _product_out(product)
 
 
-@router.get("/products/{product_id}", summary="Read a product with its available and sold stock")
+@router.get(
+    "/products/{product_id}",
+    summary="Read a product with its available and sold stock",
+    responses={404: documented("No such product")},
+)
 async def get_product(product_id: Ident, service: ServiceDep, _: UserDep) -> ProductOut:
     return _product_out(await handlers.product_view(ProductId(product_id), deps=service.deps))
 
 
-@router.post("/products/{product_id}/stock", summary="Add to or set the stock mid-sale (admin)")
+@router.post(
+    "/products/{product_id}/stock",
+    summary="Add to or set the stock mid-sale (admin)",
+    responses={
+        404: documented("No such product"),
+        409: documented("The stock would go below what is ordered or reserved"),
+    },
+)
 async def change_stock(
     product_id: Ident, body: StockChangeIn, service: ServiceDep, _: AdminDep
 ) -> ProductOut:
@@ -79,7 +96,12 @@ async def change_stock(
     return _product_out(product)
 
 
-@router.post("/discount-policies", status_code=201, summary="Create a discount policy (admin)")
+@router.post(
+    "/discount-policies",
+    status_code=201,
+    summary="Create a discount policy (admin)",
+    responses={409: documented("A policy with this id exists")},
+)
 async def create_discount_policy(
     body: DiscountPolicyIn, service: ServiceDep, _: AdminDep
 ) -> DiscountPolicyOut:
@@ -100,7 +122,11 @@ async def create_discount_policy(
     return _policy_out(policy)
 
 
-@router.get("/discount-policies/{policy_id}", summary="Read a discount policy")
+@router.get(
+    "/discount-policies/{policy_id}",
+    summary="Read a discount policy",
+    responses={404: documented("No such policy")},
+)
 async def get_discount_policy(
     policy_id: Ident, service: ServiceDep, _: UserDep
 ) -> DiscountPolicyOut:

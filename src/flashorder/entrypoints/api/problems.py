@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from flashorder.domain import errors
+from flashorder.entrypoints.api.schemas import Problem
 
 log = logging.getLogger("flashorder.api")
 
@@ -57,6 +58,12 @@ _HTTP_TYPES = {
     415: "unsupported-media-type",
     429: "too-many-requests",
 }
+
+
+def documented(description: str, **extra: Any) -> dict[str, Any]:
+    """An OpenAPI response entry whose body is a problem."""
+    schema = Problem.model_json_schema()
+    return {"description": description, "content": {MEDIA_TYPE: {"schema": schema}}, **extra}
 
 
 class Refused(Exception):
@@ -140,6 +147,18 @@ def _extra(exc: errors.FlashOrderError) -> dict[str, Any]:
     return {}
 
 
+def common_responses() -> dict[int | str, dict[str, Any]]:
+    """What any API route may answer besides its own cases, for the OpenAPI document.
+
+    Declaring 422 here also replaces FastAPI's default, which documents a JSON body of a
+    different shape than the problem these routes send."""
+    return {
+        413: documented("The body is over the size limit; nothing was read"),
+        422: documented("The request does not match the schema, or contradicts itself"),
+        503: documented("A dependency is down or slow; nothing was written"),
+    }
+
+
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.FlashOrderError)
     status, type_, title = classify(exc)
@@ -188,6 +207,17 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI answers a JSON body that is not UTF-8 with a bare 400, while any other body
+        # that is not JSON gets the 422 validation problem: one case, one answer.
+        return problem(
+            422,
+            "validation-error",
+            "Validation error",
+            "the request does not match the schema",
+            instance=request.url.path,
+            errors=[{"location": ["body"], "message": "the body is not UTF-8 encoded JSON"}],
+        )
     return problem(
         exc.status_code,
         _HTTP_TYPES.get(exc.status_code, "http-error"),
