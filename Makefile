@@ -9,7 +9,8 @@ STACK_ENV := FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0
 	FLASHORDER_REDIS_URL=redis://127.0.0.1:6379/0 \
 	FLASHORDER_KAFKA_BOOTSTRAP=127.0.0.1:9092
 
-.PHONY: run test test-fast services services-down stack bench lint fmt install clean
+
+.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean
 
 $(UV):
 	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -24,9 +25,14 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/flashorder serve
 
-## The whole test suite against real MariaDB, Redis and Kafka (started here).
+## The whole test suite against real MariaDB, Redis and Kafka (started here). The fault
+## drills, which stop and start those services, run apart: make drills.
 test: install services
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not drill"
+
+## The fault drills: kill -9 of a worker, Redis restarted empty, MariaDB stopped mid-burst.
+drills: install services
+	$(BIN)/pytest -m drill -s
 
 ## Unit tests and the embedded API tests only: no services.
 test-fast: install

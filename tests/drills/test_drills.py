@@ -63,7 +63,7 @@ from flashorder.entrypoints.api.auth import mint_token
 from tests.invariants import check_stock
 from tests.stackctl import EXE, Stack
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.drill]
 
 SERVICES = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"
 PRICE = 10050
@@ -212,6 +212,9 @@ def report(title: str, attempts: list[Attempt], phases: Phases, finals: Counter[
     for phase in ("before", "during", "after"):
         seen = Counter(a.first for a in attempts if phases.of(a.first_at) == phase)
         print(f"   {phase:>6}: {dict(sorted(seen.items()))}")
+    recovered = [a.first_at for a in attempts if a.first == "201" and a.first_at > phases.back_at]
+    if recovered:
+        print(f"   first 201 {min(recovered) - phases.back_at:.2f}s after the service was back")
     retried = sum(a.retries > 0 for a in attempts)
     print(f"   retried with the same key: {retried}; final answers: {dict(sorted(finals.items()))}")
     # Told "503" or cut off, though the order had committed: the retry got the order back.
@@ -349,7 +352,8 @@ def drill_stack(
         made.append(stack)
         started = time.monotonic()
         n = 1 if events else 0
-        await asyncio.to_thread(stack.up, relays=n, projectors=n)
+        # Generous: on a shared machine under load, starting the processes takes long.
+        await asyncio.to_thread(stack.up, relays=n, projectors=n, timeout=180)
         print(f"\n   stack up in {time.monotonic() - started:.1f}s", end="")
         return stack
 

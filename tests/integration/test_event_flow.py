@@ -69,7 +69,7 @@ IN_FLIGHT = "urn:flashorder:problem:duplicate-in-flight"
 #: How long a buyer retries a request that keeps getting 503 or 409 in-flight: well past the
 #: API's request deadline (15 s) and the in-flight claim of an idempotency key (30 s).
 RETRY_FOR = 120.0
-CONNECTIONS = 200
+CONNECTIONS = 100
 
 
 # --- stacks and clients ------------------------------------------------------------------------
@@ -147,8 +147,8 @@ class Shop:
 async def shop_of(stack: Stack) -> AsyncIterator[Shop]:
     engine = make_engine(stack.database_url, pool_size=5)
     redis = Redis.from_url(stack.redis_url)
-    # 200 connections: the 2,000 buyers of a burst queue for them in the client rather than
-    # inside two API workers on two cores, where they would run into the request deadline.
+    # The 2,000 buyers of a burst queue for these connections in the client rather than inside
+    # two API workers on two cores, where they would run into the request deadline.
     connector = aiohttp.TCPConnector(limit=CONNECTIONS)
     # No total: a burst's requests queue for the connector's slots, which is not the server's time.
     timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=60)
@@ -251,8 +251,8 @@ async def burst(
             got.answered += 1
             got.statuses[reply.status] += 1
             if reply.status not in (200, 201):
-                assert reply.status == 409, reply.body
-                assert reply.body["type"] == SOLD_OUT, reply.body
+                assert reply.status == 409, (reply.body, got.attempts[user])
+                assert reply.body["type"] == SOLD_OUT, (reply.body, got.attempts[user])
                 return
             order_id = reply.body["orderId"]
             got.answered_at[order_id] = time.time()

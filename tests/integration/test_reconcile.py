@@ -82,7 +82,8 @@ def database(mariadb_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture
 async def world(database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[World]:
-    engine = make_engine(database, pool_size=40)
+    # Room for every one of a race's 300 orders: a pool timeout would be the test's, not a finding.
+    engine = make_engine(database, pool_size=200)
     redis = Redis.from_pool(
         BlockingConnectionPool.from_url(redis_url, max_connections=200, timeout=10)
     )
