@@ -526,6 +526,8 @@ async def test_an_api_worker_killed_mid_burst_loses_nothing_and_is_replaced(
             await shop.order(late)
             assert late.answer == "201", late.answer
     assert sum(a.first == "connection error" for a in attempts) > 0, "no request was cut"
+    # Only the victim was replaced: the supervisor did not take the others for hung.
+    assert workers - {victim} <= worker_pids(api.pid), "a surviving worker was killed too"
 
 
 async def test_redis_restarted_empty_mid_burst_answers_503_then_recovers_by_itself(

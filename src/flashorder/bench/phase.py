@@ -103,12 +103,14 @@ async def run_phase(
         ctx.alive()
         points = await sampler.stop() if sampler is not None else []
     first = min(samples.intended) if len(samples) else 0.0
+    stats = phase_stats(samples)
     record = PhaseRecord(
         name=name,
         mode=mode,
         rate=rate,
-        stats=phase_stats(samples),
-        series=series(samples),
+        stats=stats,
+        # About 200 points per chart line, however long the phase.
+        series=series(samples, bucket_s=max(0.5, stats.busy_s / 200)),
         stock_start=None if spec.echo else seeds[0].stock,
         stock=[(round(t - first, 3), v) for t, v in points if t >= first - 1.0],
     )

@@ -102,7 +102,7 @@ class BenchStack:
                 values[name] = value
         return Settings(**values)
 
-    async def up(self, *, timeout: float = 120.0) -> None:
+    async def up(self, *, timeout: float = 300.0) -> None:
         """Database, Redis, schema and topics, then the processes; returns once ready."""
         self.logs.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(create_database_if_missing, self.server_url, self.name)

@@ -109,7 +109,9 @@ def memory_table(results: Sequence[StrategyResult]) -> str:
     rows = []
     for r in results:
         for label, peak in sorted(r.rss_peak.items()):
-            after = " / ".join(number(run.get(label, 0) / 1024, 1) for run in r.rss_after_runs)
+            after = " / ".join(
+                number(run[label] / 1024, 1) for run in r.rss_after_runs if label in run
+            )
             rows.append([r.strategy, label, number(peak / 1024, 1), after or "-"])
     return format_table(headers, rows) if rows else "(no memory figures)"
 
@@ -135,7 +137,10 @@ def headline_lines(h: Headline, results: Sequence[StrategyResult]) -> list[str]:
             f"the load phases (nproc {os.cpu_count()}; higher than the stack's own means "
             "a neighbour shared the CPUs)"
         )
+    stepped = {r.strategy for r in results if r.open_steps}
     for strategy, rate in h.best_open_rate.items():
+        if strategy not in stepped:
+            continue
         shown = f"{rate:,.0f}/s" if rate is not None else "none of the rates tried"
         lines.append(f"{strategy}: highest open-loop rate with p99 within limit: {shown}")
     return lines

@@ -85,6 +85,12 @@ def serve(
         access_log=False,
         backlog=4096,
         timeout_graceful_shutdown=10,
+        # The supervisor pings each worker every half second and kills one that does not
+        # answer within this. uvicorn's 5 s is shorter than a worker's start (a fresh
+        # interpreter importing the app) on a saturated CPU, which a flash sale makes: it
+        # killed starting workers again and again, so the API ran a worker short for minutes
+        # and a crashed worker was not replaced (found by the worker-kill drill).
+        timeout_worker_healthcheck=60,
     )
 
 
