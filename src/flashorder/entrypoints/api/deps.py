@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from flashorder.bootstrap import Service
 
 
-def _service(request: Request) -> Service:
+async def _service(request: Request) -> Service:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per request.
     service: Service = request.state.service
     return service
 
