@@ -70,7 +70,7 @@ PRICE = 10050
 PROBLEM = "urn:flashorder:problem:"
 #: Answers a client can act on. Anything else (503, a broken connection, a duplicate still
 #: in flight) is retried with the same key.
-DEFINITE = {"201", "200", "409 sold-out"}
+DEFINITE = {"201", "201 replayed", "409 sold-out"}
 
 
 # --- the buyers --------------------------------------------------------------------------------
@@ -81,7 +81,8 @@ class Attempt:
     user: str
     key: str
     product_id: str
-    #: ``"201"``, ``"409 sold-out"``, ``"503"``, ``"connection error"``, ``"timeout"``, …
+    #: ``"201"``, ``"201 replayed"`` (a retry given the first answer), ``"409 sold-out"``,
+    #: ``"503"``, ``"connection error"``, ``"timeout"``, …
     answer: str = ""
     order_id: str | None = None
     at: float = 0.0
@@ -139,7 +140,7 @@ class Shop:
             headers={"Idempotency-Key": attempt.key},
         )
         attempt.at = time.monotonic()
-        if attempt.answer in ("200", "201"):
+        if attempt.answer.startswith("201"):
             attempt.order_id = reply["orderId"]
 
     async def _post(
@@ -151,6 +152,8 @@ class Shop:
                 reply = await got.json(content_type=None)
                 if got.status == 409:
                     return f"409 {reply['type'].removeprefix(PROBLEM)}", reply
+                if got.headers.get("Idempotent-Replayed") == "true":
+                    return f"{got.status} replayed", reply
                 return str(got.status), reply
         except aiohttp.ClientConnectionError:
             return "connection error", None
@@ -218,7 +221,7 @@ def report(title: str, attempts: list[Attempt], phases: Phases, finals: Counter[
     retried = sum(a.retries > 0 for a in attempts)
     print(f"   retried with the same key: {retried}; final answers: {dict(sorted(finals.items()))}")
     # Told "503" or cut off, though the order had committed: the retry got the order back.
-    late = Counter(a.first for a in attempts if a.answer == "200")
+    late = Counter(a.first for a in attempts if a.answer == "201 replayed")
     print(f"   committed although the first answer was {dict(late)}")
 
 
