@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     def problems(self) -> list[str]:
         """Settings that would break a promise, as sentences. Empty when all is well."""
         found = []
+        if self.idempotency_lease_seconds <= self.request_timeout_seconds:
+            found.append(
+                "FLASHORDER_IDEMPOTENCY_LEASE_SECONDS must exceed "
+                "FLASHORDER_REQUEST_TIMEOUT_SECONDS: a retry could otherwise be answered "
+                "before the first request's order commits"
+            )
         if self.workers > 1 and self.redis_url is None:
             found.append(
                 "several workers need FLASHORDER_REDIS_URL: in-process locks and stock "
