@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: float = Field(default=10.0, ge=0, le=300)
     jwt_jwks_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     jwt_jwks_cache_seconds: float = Field(default=300.0, ge=1)
+    #: A verified token is remembered (per process) this long, at most until it expires, so
+    #: a buyer's next requests skip the signature check. 0 checks every request. A key
+    #: withdrawn from the JWKS stops its tokens within this time.
+    jwt_verified_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    jwt_verified_cache_size: int = Field(default=50_000, ge=1)
 
     #: Token buckets for placing and cancelling orders, per user and per client address.
     #: A rate of 0 turns that limit off. The defaults only stop floods: a flash sale's crowd

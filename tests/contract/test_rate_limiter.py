@@ -130,6 +130,43 @@ async def test_an_idle_redis_bucket_expires_once_it_would_be_full(redis_url: str
         await client.aclose()
 
 
+async def _script_calls(client: Redis) -> dict[str, int]:
+    stats = await client.info("commandstats")
+    return {
+        name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+        for name in ("evalsha", "script|exists", "script|load")
+    }
+
+
+async def test_a_redis_take_is_one_evalsha_per_bucket_and_survives_a_script_flush(
+    redis_url: str,
+) -> None:
+    prefix = f"test-{uuid.uuid4().hex}"
+    client = Redis.from_url(redis_url)
+    try:
+        limiter = RedisRateLimiter(client, prefix=prefix)
+        a, b = bucket(rate=0.01, burst=2), bucket(rate=0.01, burst=2)
+        await client.script_flush()
+
+        assert await limiter.take([a, b]) == 0  # NOSCRIPT, loaded, sent again: one token each
+        before = await _script_calls(client)
+        assert await limiter.take([a, b]) == 0
+        after = await _script_calls(client)
+
+        # The second take was two EVALSHAs and nothing else: no SCRIPT EXISTS, no load.
+        assert after["evalsha"] - before["evalsha"] == 2
+        assert after["script|exists"] == before["script|exists"]
+        assert after["script|load"] == before["script|load"]
+        # Each bucket paid one token per take, the retried one included: both are empty now.
+        assert await limiter.take([a]) > 0
+        assert await limiter.take([b]) > 0
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
 async def test_an_unreachable_redis_raises_unavailable() -> None:
     client = Redis(
         host="127.0.0.1",

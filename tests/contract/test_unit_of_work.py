@@ -22,7 +22,7 @@ from flashorder.adapters.sql_migrate import migrate
 from flashorder.adapters.sql_outbox import row_event
 from flashorder.adapters.sql_tables import metadata, outbox
 from flashorder.adapters.sql_uow import SerializationFailure, SqlUnitOfWorkFactory
-from flashorder.application.ports import StoredResponse
+from flashorder.application.ports import IdempotencyRecord, PurchaseTake, StoredResponse
 from flashorder.domain import errors
 from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event
 from flashorder.domain.model import (
@@ -362,6 +362,71 @@ async def test_purchases_count_up_to_the_limit_and_give_back(uow: SqlUnitOfWorkF
     async with uow() as work:
         assert await work.purchases.counts(product) == {user: 2}
         assert await work.purchases.counts(ProductId(new_id("p"))) == {}
+
+
+async def test_take_many_counts_every_take_in_one_go_summing_a_users_repeats(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    a, b, c = (UserId(new_id("u")) for _ in range(3))
+    hot, other = ProductId(new_id("p")), ProductId(new_id("p"))
+    async with uow() as work:
+        assert await work.purchases.take(a, hot, 1, 4)
+        await work.commit()
+    async with uow() as work:
+        takes = [
+            PurchaseTake(a, hot, 2, 4),
+            PurchaseTake(b, hot, 1, 4),
+            PurchaseTake(b, hot, 2, 4),  # b's two takes add up: 3 of 4
+            PurchaseTake(c, other, 1, 1),
+        ]
+        assert await work.purchases.take_many(takes)
+        assert await work.purchases.take_many([])
+        await work.commit()
+    async with uow() as work:
+        assert await work.purchases.counts(hot) == {a: 3, b: 3}
+        assert await work.purchases.counts(other) == {c: 1}
+
+
+@pytest.mark.parametrize("past", ["an existing count", "repeats that add up"])
+async def test_take_many_refuses_a_batch_with_any_count_past_its_limit(
+    uow: SqlUnitOfWorkFactory, past: str
+) -> None:
+    holder, buyer, repeater = (UserId(new_id("u")) for _ in range(3))
+    product = ProductId(new_id("p"))
+    async with uow() as work:
+        assert await work.purchases.take(holder, product, 3, 4)
+        await work.commit()
+    batch = [PurchaseTake(buyer, product, 1, 4)]
+    if past == "an existing count":
+        batch.append(PurchaseTake(holder, product, 2, 4))  # 3 + 2 > 4
+    else:
+        batch += [PurchaseTake(repeater, product, 1, 1), PurchaseTake(repeater, product, 1, 1)]
+    async with uow() as work:
+        assert not await work.purchases.take_many(batch)
+    async with uow() as work:  # refused work is rolled back: nothing was counted
+        assert await work.purchases.counts(product) == {holder: 3}
+
+
+async def test_idempotency_add_many_records_every_key_or_refuses_a_known_one(
+    uow: SqlUnitOfWorkFactory,
+) -> None:
+    user, other = UserId(new_id("user")), UserId(new_id("user"))
+    first = [
+        IdempotencyRecord(user, "k1", StoredResponse("fp-1", 201, {"orderId": "o1"}), now()),
+        IdempotencyRecord(other, "k1", StoredResponse("fp-2", 201, {"orderId": "o2"}), now()),
+    ]
+    async with uow() as work:
+        await work.idempotency.add_many(first)
+        await work.idempotency.add_many([])
+        await work.commit()
+    fresh = IdempotencyRecord(user, "k2", StoredResponse("fp-3", 201, {}), now())
+    async with uow() as work:
+        with pytest.raises(errors.AlreadyExists):
+            await work.idempotency.add_many([fresh, first[1]])
+    async with uow() as work:
+        assert await work.idempotency.get(user, "k1") == first[0].response
+        assert await work.idempotency.get(other, "k1") == first[1].response
+        assert await work.idempotency.get(user, "k2") is None
 
 
 # --- times, misuse, failures --------------------------------------------------------------------

@@ -200,3 +200,17 @@ async def test_the_openapi_document_declares_the_bearer_scheme(api: Api) -> None
     for method in ("post", "get"):
         assert schema["paths"]["/api/v1/orders"][method]["security"]
     assert "security" not in schema["paths"]["/healthz"]["get"]
+
+
+async def test_metrics_count_requests_by_route_template_never_by_raw_path(api: Api) -> None:
+    user = api.token("metrics-reader")
+    await api.call("GET", "/api/v1/orders/no-such-order-42", token=user)
+    await api.call("GET", "/no/such/path/42")
+
+    text = (await api.call("GET", "/metrics")).body
+
+    assert isinstance(text, str)
+    assert 'route="/api/v1/orders/{order_id}"' in text
+    assert 'route="unmatched"' in text
+    assert "no-such-order-42" not in text
+    assert "/no/such/path" not in text

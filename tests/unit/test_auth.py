@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -84,3 +85,81 @@ def test_a_secret_shorter_than_32_bytes_is_refused() -> None:
 
 def test_the_secret_never_shows_in_the_settings_repr() -> None:
     assert DEV_JWT_SECRET not in repr(SETTINGS)
+
+
+class CountingDecode:
+    """``jwt.decode`` that counts its calls: how often a signature was really checked."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._decode = jwt.decode
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self._decode(*args, **kwargs)
+
+
+@pytest.fixture
+def decode(monkeypatch: pytest.MonkeyPatch) -> CountingDecode:
+    counting = CountingDecode()
+    monkeypatch.setattr("flashorder.entrypoints.api.auth.jwt.decode", counting)
+    return counting
+
+
+async def test_a_verified_token_is_checked_once_then_remembered(decode: CountingDecode) -> None:
+    authenticator = Authenticator(SETTINGS)
+    alice, bob = token(), token(sub="bob")
+
+    for _ in range(3):
+        assert await authenticator.principal(alice) == Principal("alice", False)
+        assert await authenticator.principal(bob) == Principal("bob", False)
+
+    assert decode.calls == 2
+
+
+async def test_with_the_cache_off_every_request_checks_the_signature(
+    decode: CountingDecode,
+) -> None:
+    authenticator = Authenticator(SETTINGS.model_copy(update={"jwt_verified_cache_seconds": 0}))
+
+    for _ in range(3):
+        await authenticator.principal(token())
+
+    assert decode.calls == 3
+
+
+async def test_the_cache_keeps_at_most_its_size_dropping_the_oldest(
+    decode: CountingDecode,
+) -> None:
+    authenticator = Authenticator(SETTINGS.model_copy(update={"jwt_verified_cache_size": 2}))
+    a, b, c = token(sub="a"), token(sub="b"), token(sub="c")
+
+    for t in (a, b, c):  # c pushes a out
+        await authenticator.principal(t)
+    await authenticator.principal(c)
+    await authenticator.principal(b)
+    assert decode.calls == 3
+    await authenticator.principal(a)
+    assert decode.calls == 4
+
+
+async def test_a_refused_token_is_never_remembered(decode: CountingDecode) -> None:
+    authenticator = Authenticator(SETTINGS)
+    forged = token()[:-4] + "AAAA"
+
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            await authenticator.principal(forged)
+
+    assert decode.calls == 2
+
+
+async def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    authenticator = Authenticator(SETTINGS.model_copy(update={"jwt_leeway_seconds": 0}))
+    short = token(exp=int(time.time()) + 1)
+    assert await authenticator.principal(short) == Principal("alice", False)
+
+    await asyncio.sleep(max(0.0, int(time.time()) + 1.05 - time.time()))
+
+    with pytest.raises(Unauthorized, match="expired"):
+        await authenticator.principal(short)

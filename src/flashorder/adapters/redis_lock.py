@@ -254,14 +254,25 @@ class RedisLocks:
         token = uuid.uuid4().hex
         await self._acquire(name, key, token, wait_s, lease_ms)
         done = asyncio.Event()
-        renewal = asyncio.create_task(self._renew(name, key, token, lease_ms, done))
+        # Most holds end long before a third of the lease: a timer, not a task per hold,
+        # starts the renewals only for a body that is still running then.
+        renewal: asyncio.Task[None] | None = None
+
+        def renew_from_now_on() -> None:
+            nonlocal renewal
+            renewal = asyncio.create_task(self._renew(name, key, token, lease_ms, done))
+
+        timer = asyncio.get_running_loop().call_later(lease_ms / 3000, renew_from_now_on)
         try:
             yield
         finally:
             done.set()
-            renewal.cancel()
+            timer.cancel()
+            if renewal is not None:
+                renewal.cancel()
             await self._let_go(name, key, token)
-            await asyncio.wait([renewal])
+            if renewal is not None:
+                await asyncio.wait([renewal])
 
     async def close(self) -> None:
         """Stop the pub/sub listener and close its connection."""
@@ -309,19 +320,18 @@ class RedisLocks:
         self, name: str, key: str, token: str, lease_ms: int, done: asyncio.Event
     ) -> None:
         # ``done`` ends the loop even when a cancellation was swallowed (see ``_listen``).
+        # Started a third of the lease into the hold: renew now, then every third.
         while not done.is_set():
-            await _wait(done, lease_ms / 3000)
-            if done.is_set():
-                return
             try:
                 held = int(await self._renew_script(keys=[key], args=[token, lease_ms]))
             except RedisError as exc:
                 # The lease may still hold; keep trying until the body ends.
                 log.warning("could not renew lock %r: %s", name, exc)
-                continue
-            if not held:
-                log.warning("lock %r was lost: its lease ran out before renewal", name)
-                return
+            else:
+                if not held:
+                    log.warning("lock %r was lost: its lease ran out before renewal", name)
+                    return
+            await _wait(done, lease_ms / 3000)
 
     async def _let_go(self, name: str, key: str, token: str) -> None:
         # Failing here must not fail the body, whose work is done: the lease frees the lock.

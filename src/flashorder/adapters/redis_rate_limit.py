@@ -7,6 +7,10 @@ Keys (``P`` is the configurable prefix)::
 Each bucket is its own hash tag, so buckets spread over a Redis Cluster; the buckets of one
 request are sent in one pipeline (one round trip), each atomic on its own. A bucket expires
 once it would have refilled, so idle users and addresses leave nothing behind.
+
+The pipeline sends ``EVALSHA`` alone: a script registered with redis-py and run through a
+pipeline costs a ``SCRIPT EXISTS`` round trip before every execution. The script is loaded
+only when Redis answers ``NOSCRIPT`` (a fresh or flushed Redis), and the take is sent again.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from flashorder.application.ports import Bucket
 from flashorder.domain import errors
@@ -49,7 +53,7 @@ class RedisRateLimiter:
     def __init__(self, client: Redis, *, prefix: str = "fo") -> None:
         self._client = client
         self._prefix = prefix
-        self._take = client.register_script(_TAKE)
+        self._script = client.register_script(_TAKE)
 
     def _key(self, bucket: Bucket) -> str:
         return f"{self._prefix}:rate:{{{bucket.key}}}"
@@ -58,12 +62,19 @@ class RedisRateLimiter:
         if not buckets:
             return 0.0
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for bucket in buckets:
-                    await self._take(
-                        keys=[self._key(bucket)], args=[bucket.rate, bucket.burst], client=pipe
-                    )
-                waits = await pipe.execute()
+            try:
+                waits = await self._take(buckets)
+            except NoScriptError:
+                # Every EVALSHA of the pipeline names the same script, so none ran (unless
+                # another client loaded it in between: then a bucket pays twice, once).
+                await self._client.script_load(_TAKE)
+                waits = await self._take(buckets)
         except RedisError as exc:
             raise errors.Unavailable("redis", str(exc) or type(exc).__name__) from exc
         return max(int(wait) for wait in waits) / 1000
+
+    async def _take(self, buckets: Sequence[Bucket]) -> list[int]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                pipe.evalsha(self._script.sha, 1, self._key(bucket), bucket.rate, bucket.burst)
+            return await pipe.execute()

@@ -7,6 +7,7 @@ counts changed only by guarded single-statement updates.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -17,7 +18,7 @@ from sqlalchemy.dialects import mysql, sqlite
 from flashorder.adapters.sql_outbox import INSERT_EVENTS, event_rows
 from flashorder.adapters.sql_repositories import Db
 from flashorder.adapters.sql_tables import idempotency_records, order_items, orders, user_purchases
-from flashorder.application.ports import StoredResponse
+from flashorder.application.ports import IdempotencyRecord, PurchaseTake, StoredResponse
 from flashorder.domain.events import Event
 from flashorder.domain.model import (
     DiscountPolicyId,
@@ -203,6 +204,18 @@ _GIVE_BACK = (
 _COUNTS = select(_up.user_id, _up.quantity).where(
     _up.product_id == bindparam("pid"), _up.quantity > 0
 )
+# Many takes at once (MariaDB): one multi-row upsert adds every count and locks its row
+# exclusively, then one read per product finds any count past its limit (the caller rolls
+# back). Rows go in (product, user) order, so two batches lock shared rows in one order.
+_ADD_PURCHASES = mysql.insert(user_purchases).values(
+    user_id=bindparam("uid"), product_id=bindparam("pid"), quantity=bindparam("q")
+)
+_ADD_PURCHASES = _ADD_PURCHASES.on_duplicate_key_update(
+    quantity=_up.quantity + _ADD_PURCHASES.inserted.quantity
+)
+_COUNTS_OF = select(_up.user_id, _up.quantity).where(
+    _up.product_id == bindparam("pid"), _up.user_id.in_(bindparam("uids", expanding=True))
+)
 
 
 class SqlPurchaseLimits:
@@ -217,6 +230,34 @@ class SqlPurchaseLimits:
             return (await self._db.run(_TAKE_SQLITE, params)).rowcount == 1
         await self._db.run(_ENSURE_PURCHASE_ROW, {"uid": user_id, "pid": product_id})
         return (await self._db.run(_TAKE, params)).rowcount == 1
+
+    async def take_many(self, takes: Sequence[PurchaseTake]) -> bool:
+        wanted: dict[tuple[ProductId, UserId], int] = defaultdict(int)
+        limits: dict[tuple[ProductId, UserId], int] = {}
+        for take in takes:
+            at = (take.product_id, take.user_id)
+            wanted[at] += take.quantity
+            limits[at] = min(limits.get(at, take.limit), take.limit)
+        if any(wanted[at] > limits[at] for at in wanted):
+            return False
+        if self._db.sqlite:
+            # One writer at a time: the single-row guard costs no round trip here.
+            for (pid, uid), quantity in sorted(wanted.items()):
+                if not await self.take(uid, pid, quantity, limits[pid, uid]):
+                    return False
+            return True
+        if not wanted:
+            return True
+        rows = [{"uid": uid, "pid": pid, "q": q} for (pid, uid), q in sorted(wanted.items())]
+        await self._db.run(_ADD_PURCHASES, rows)
+        users_of: dict[ProductId, list[UserId]] = defaultdict(list)
+        for pid, uid in wanted:
+            users_of[pid].append(uid)
+        for pid, uids in users_of.items():
+            counts = await self._db.run(_COUNTS_OF, {"pid": pid, "uids": uids})
+            if any(row.quantity > limits[pid, UserId(row.user_id)] for row in counts):
+                return False
+        return True
 
     async def give_back(self, user_id: UserId, product_id: ProductId, quantity: int) -> None:
         await self._db.run(_GIVE_BACK, {"uid": user_id, "pid": product_id, "q": quantity})
@@ -240,15 +281,24 @@ class SqlIdempotencyRecords:
         self._db = db
 
     async def add(self, user_id: UserId, key: str, response: StoredResponse, at: datetime) -> None:
-        row = {
-            "user_id": user_id,
-            "idem_key": key,
-            "fingerprint": response.fingerprint,
-            "status_code": response.status_code,
-            "body": orjson.dumps(response.body).decode(),
-            "created_at": at,
-        }
-        await self._db.insert_new(_INSERT_RECORD, row, f"idempotency key {key!r}")
+        await self.add_many([IdempotencyRecord(user_id, key, response, at)])
+
+    async def add_many(self, records: Sequence[IdempotencyRecord]) -> None:
+        if not records:
+            return
+        rows = [
+            {
+                "user_id": r.user_id,
+                "idem_key": r.key,
+                "fingerprint": r.response.fingerprint,
+                "status_code": r.response.status_code,
+                "body": orjson.dumps(r.response.body).decode(),
+                "created_at": r.at,
+            }
+            for r in records
+        ]
+        what = f"idempotency key {records[0].key!r}" if len(records) == 1 else "a key of the batch"
+        await self._db.insert_new(_INSERT_RECORD, rows if len(rows) > 1 else rows[0], what)
 
     async def get(self, user_id: UserId, key: str) -> StoredResponse | None:
         row = (await self._db.run(_GET_RECORD, {"uid": user_id, "key": key})).first()

@@ -182,20 +182,48 @@ class OrderRepository(Protocol):
         """
 
 
+@dataclass(frozen=True, slots=True)
+class PurchaseTake:
+    """``quantity`` more units of a product for a user, within ``limit``."""
+
+    user_id: UserId
+    product_id: ProductId
+    quantity: int
+    limit: int
+
+
 class PurchaseLimits(Protocol):
     """The durable per-user counts behind ``maxPerUser``."""
 
     async def take(self, user_id: UserId, product_id: ProductId, quantity: int, limit: int) -> bool:
         """Count ``quantity`` more for the user unless it would pass ``limit``."""
 
+    async def take_many(self, takes: Sequence[PurchaseTake]) -> bool:
+        """``take`` for many counts in a few statements, whatever their number (group
+        commit). Takes of the same user and product add up. False when any count would pass
+        its limit; some counts may then be taken already: the unit of work must not commit.
+        """
+
     async def give_back(self, user_id: UserId, product_id: ProductId, quantity: int) -> None: ...
 
     async def counts(self, product_id: ProductId) -> dict[UserId, int]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    user_id: UserId
+    key: str
+    response: StoredResponse
+    at: datetime
+
+
 class IdempotencyRecords(Protocol):
     async def add(self, user_id: UserId, key: str, response: StoredResponse, at: datetime) -> None:
         """Raises AlreadyExists when the key is already recorded for this user."""
+
+    async def add_many(self, records: Sequence[IdempotencyRecord]) -> None:
+        """``add`` for many records in one statement (group commit). Raises AlreadyExists
+        when any key is already recorded; nothing of the unit of work should commit then."""
 
     async def get(self, user_id: UserId, key: str) -> StoredResponse | None: ...
 

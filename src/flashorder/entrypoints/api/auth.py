@@ -91,7 +91,15 @@ def secret_warning(settings: Settings) -> str | None:
 
 
 class Authenticator:
-    """Turns a bearer token into a Principal, or refuses it with Unauthorized."""
+    """Turns a bearer token into a Principal, or refuses it with Unauthorized.
+
+    Verified tokens are remembered by their exact text (signature included) for
+    ``jwt_verified_cache_seconds``, never past their ``exp`` and its leeway: a flash sale's
+    buyers send several requests with one token, and the signature check and claim parsing
+    are the largest CPU cost of a refused order. Only tokens that passed every check are
+    remembered, and the cache holds at most ``jwt_verified_cache_size`` of them (the oldest
+    go first).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._algorithms = frozenset(settings.effective_jwt_algorithms)
@@ -113,8 +121,30 @@ class Authenticator:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
+        self._remember_for = settings.jwt_verified_cache_seconds
+        self._remember_at_most = settings.jwt_verified_cache_size
+        #: token -> (principal, valid until: a ``time.time()``); insertion order = age
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     async def principal(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() < known[1]:
+                return known[0]
+            del self._verified[token]
+        principal, expires = await self._verify(token)
+        if self._remember_for > 0:
+            self._remember(token, principal, min(expires, time.time() + self._remember_for))
+        return principal
+
+    def _remember(self, token: str, principal: Principal, until: float) -> None:
+        verified = self._verified
+        while len(verified) >= self._remember_at_most:
+            del verified[next(iter(verified))]
+        verified[token] = (principal, until)
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
+        """The token's principal and the time after which it is expired, checked in full."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -137,7 +167,8 @@ class Authenticator:
             raise Unauthorized("the token has expired") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"the token is not valid: {exc}") from None
-        return _principal_of(claims)
+        # ``exp`` is required and PyJWT checked that it is a number.
+        return _principal_of(claims), float(claims["exp"]) + self._leeway
 
     async def _key(self, alg: str, kid: object) -> Any:
         if alg.startswith("HS"):

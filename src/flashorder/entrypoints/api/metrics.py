@@ -18,7 +18,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -90,10 +89,8 @@ class MetricsMiddleware:
 
 
 def _route_of(scope: Scope) -> str:
-    app = scope.get("app")
-    router = getattr(app, "router", None)
-    for route in getattr(router, "routes", ()):
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+    # The router leaves the route it matched in the scope: no second match per request.
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    return str(getattr(route, "path", "other"))
