@@ -85,6 +85,21 @@ async def test_applying_the_same_events_again_changes_nothing(read_model: SqlRea
     assert await read_model.product_sales(product) == {"sold": 0, "orders": 0}
 
 
+async def test_a_batch_mixing_applied_and_new_events_applies_only_the_new_ones(
+    read_model: SqlReadModel,
+) -> None:
+    product = ProductId(new_id("prd"))
+    order, created = placed(UserId(new_id("user")), [(product, 3)])
+    other, other_created = placed(UserId(new_id("user")), [(product, 1)])
+    assert await read_model.apply([created]) == 1
+
+    assert await read_model.apply([other_created, created, cancelled(order)]) == 2
+
+    assert (await read_model.order(order.order_id) or {})["status"] == "CANCELLED"
+    assert await read_model.order(other.order_id) == other.snapshot()
+    assert await read_model.product_sales(product) == {"sold": 1, "orders": 1}
+
+
 async def test_a_repeated_event_within_one_batch_counts_once(read_model: SqlReadModel) -> None:
     product = ProductId(new_id("prd"))
     _, created = placed(UserId(new_id("user")), [(product, 2)])

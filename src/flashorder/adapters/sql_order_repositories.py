@@ -13,11 +13,12 @@ from datetime import datetime
 
 import orjson
 from sqlalchemy import bindparam, case, insert, select, update
-from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from flashorder.adapters.sql_outbox import INSERT_EVENTS, event_rows
 from flashorder.adapters.sql_repositories import Db
 from flashorder.adapters.sql_tables import idempotency_records, order_items, orders, user_purchases
+from flashorder.adapters.sql_upsert import mariadb_upsert
 from flashorder.application.ports import IdempotencyRecord, PurchaseTake, StoredResponse
 from flashorder.domain.events import Event
 from flashorder.domain.model import (
@@ -181,10 +182,10 @@ _TAKE_SQLITE = _TAKE_SQLITE.on_conflict_do_update(
 # exclusively whether it inserted it or found it), then the guarded update decides. A plain
 # INSERT that hits a duplicate would hold a shared lock instead, and two such transactions
 # upgrading to exclusive deadlock each other.
-_ENSURE_PURCHASE_ROW = (
-    mysql.insert(user_purchases)
-    .values(user_id=bindparam("uid"), product_id=bindparam("pid"), quantity=0)
-    .on_duplicate_key_update(quantity=_up.quantity)
+_ENSURE_PURCHASE_ROW = mariadb_upsert(
+    user_purchases,
+    {"user_id": "uid", "product_id": "pid", "quantity": "zero"},
+    "quantity = quantity",
 )
 _TAKE = (
     update(user_purchases)
@@ -207,11 +208,10 @@ _COUNTS = select(_up.user_id, _up.quantity).where(
 # Many takes at once (MariaDB): one multi-row upsert adds every count and locks its row
 # exclusively, then one read per product finds any count past its limit (the caller rolls
 # back). Rows go in (product, user) order, so two batches lock shared rows in one order.
-_ADD_PURCHASES = mysql.insert(user_purchases).values(
-    user_id=bindparam("uid"), product_id=bindparam("pid"), quantity=bindparam("q")
-)
-_ADD_PURCHASES = _ADD_PURCHASES.on_duplicate_key_update(
-    quantity=_up.quantity + _ADD_PURCHASES.inserted.quantity
+_ADD_PURCHASES = mariadb_upsert(
+    user_purchases,
+    {"user_id": "uid", "product_id": "pid", "quantity": "q"},
+    "quantity = quantity + VALUES(quantity)",
 )
 _COUNTS_OF = select(_up.user_id, _up.quantity).where(
     _up.product_id == bindparam("pid"), _up.user_id.in_(bindparam("uids", expanding=True))
@@ -228,7 +228,7 @@ class SqlPurchaseLimits:
         params = {"uid": user_id, "pid": product_id, "q": quantity, "lim": limit}
         if self._db.sqlite:
             return (await self._db.run(_TAKE_SQLITE, params)).rowcount == 1
-        await self._db.run(_ENSURE_PURCHASE_ROW, {"uid": user_id, "pid": product_id})
+        await self._db.run(_ENSURE_PURCHASE_ROW, {"uid": user_id, "pid": product_id, "zero": 0})
         return (await self._db.run(_TAKE, params)).rowcount == 1
 
     async def take_many(self, takes: Sequence[PurchaseTake]) -> bool:

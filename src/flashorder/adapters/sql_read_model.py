@@ -24,14 +24,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, case, insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flashorder.adapters.sql_engine import READ_ONLY, is_sqlite
 from flashorder.adapters.sql_errors import is_duplicate_key, unavailable_on_failure
 from flashorder.adapters.sql_tables import order_views, processed_events, product_sales
+from flashorder.adapters.sql_upsert import mariadb_upsert
 from flashorder.application.ports import JsonObject
 from flashorder.domain import errors
 from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event
@@ -48,15 +49,16 @@ _SEEN_VALUES: dict[str, Any] = {"event_id": bindparam("eid"), "processed_at": bi
 _MARK_SEEN_SQLITE = sqlite.insert(processed_events).values(_SEEN_VALUES).on_conflict_do_nothing()
 _MARK_SEEN_MARIADB = insert(processed_events).values(_SEEN_VALUES)
 
-_VIEW_VALUES: dict[str, Any] = {
-    "order_id": bindparam("oid"),
-    "user_id": bindparam("uid"),
-    "status": bindparam("status"),
-    "version": bindparam("version"),
-    "body": bindparam("body"),
-    "created_at": bindparam("created"),
-    "updated_at": bindparam("updated"),
+_VIEW_PARAMS = {
+    "order_id": "oid",
+    "user_id": "uid",
+    "status": "status",
+    "version": "version",
+    "body": "body",
+    "created_at": "created",
+    "updated_at": "updated",
 }
+_VIEW_VALUES: dict[str, Any] = {column: bindparam(param) for column, param in _VIEW_PARAMS.items()}
 _view_sqlite = sqlite.insert(order_views).values(_VIEW_VALUES)
 _UPSERT_VIEW_SQLITE = _view_sqlite.on_conflict_do_update(
     index_elements=[_v.order_id],
@@ -68,21 +70,20 @@ _UPSERT_VIEW_SQLITE = _view_sqlite.on_conflict_do_update(
     },
     where=_v.version < _view_sqlite.excluded.version,
 )
-_view_mariadb = mysql.insert(order_views).values(_VIEW_VALUES)
-_newer = _v.version < _view_mariadb.inserted.version
 # MariaDB applies the assignments left to right, each seeing the ones before: ``version`` goes
 # last so that every guard above compares against the stored version.
-_UPSERT_VIEW_MARIADB = _view_mariadb.on_duplicate_key_update(
-    [
-        (name, case((_newer, _view_mariadb.inserted[name]), else_=_v[name]))
+_UPSERT_VIEW_MARIADB = mariadb_upsert(
+    order_views,
+    _VIEW_PARAMS,
+    ", ".join(
+        f"{name} = IF(version < VALUES(version), VALUES({name}), {name})"
         for name in ("status", "body", "updated_at", "version")
-    ]
+    ),
 )
 
+_SALES_PARAMS = {"product_id": "pid", "sold": "sold", "orders": "n"}
 _SALES_VALUES: dict[str, Any] = {
-    "product_id": bindparam("pid"),
-    "sold": bindparam("sold"),
-    "orders": bindparam("n"),
+    column: bindparam(param) for column, param in _SALES_PARAMS.items()
 }
 _sales_sqlite = sqlite.insert(product_sales).values(_SALES_VALUES)
 _ADD_SALES_SQLITE = _sales_sqlite.on_conflict_do_update(
@@ -92,10 +93,10 @@ _ADD_SALES_SQLITE = _sales_sqlite.on_conflict_do_update(
         "orders": _s.orders + _sales_sqlite.excluded.orders,
     },
 )
-_sales_mariadb = mysql.insert(product_sales).values(_SALES_VALUES)
-_ADD_SALES_MARIADB = _sales_mariadb.on_duplicate_key_update(
-    sold=_s.sold + _sales_mariadb.inserted.sold,
-    orders=_s.orders + _sales_mariadb.inserted.orders,
+_ADD_SALES_MARIADB = mariadb_upsert(
+    product_sales,
+    _SALES_PARAMS,
+    "sold = sold + VALUES(sold), orders = orders + VALUES(orders)",
 )
 
 _GET_VIEW = select(_v.body).where(_v.order_id == bindparam("oid"))
@@ -117,7 +118,7 @@ class SqlReadModel:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._reader = engine.execution_options(**{READ_ONLY: True})
-        sqlite_ = is_sqlite(engine)
+        sqlite_ = self._sqlite = is_sqlite(engine)
         self._mark_seen = _MARK_SEEN_SQLITE if sqlite_ else _MARK_SEEN_MARIADB
         self._upsert_view = _UPSERT_VIEW_SQLITE if sqlite_ else _UPSERT_VIEW_MARIADB
         self._add_sales = _ADD_SALES_SQLITE if sqlite_ else _ADD_SALES_MARIADB
@@ -132,10 +133,7 @@ class SqlReadModel:
     async def _apply(self, conn: AsyncConnection, events: Sequence[Event]) -> int:
         now = datetime.now(UTC)
         unique = {str(e.event_id): e for e in reversed(events)}
-        new: list[Event] = []
-        for event_id in sorted(unique):
-            if await self._first_time(conn, event_id, now):
-                new.append(unique[event_id])
+        new = [unique[event_id] for event_id in await self._first_times(conn, sorted(unique), now)]
         views: dict[str, dict[str, Any]] = {}
         sales: dict[str, list[int]] = {}
         changed = 0
@@ -152,12 +150,33 @@ class SqlReadModel:
                 totals = sales.setdefault(product_id, [0, 0])
                 totals[0] += sign * quantity
                 totals[1] += sign
-        for order_id in sorted(views):
-            await conn.execute(self._upsert_view, views[order_id])
+        if views:
+            # One statement for the batch; rows in order-id order, as the locks go.
+            rows = [views[order_id] for order_id in sorted(views)]
+            await conn.execute(self._upsert_view, rows if len(rows) > 1 else rows[0])
         for product_id in sorted(sales):
             sold, orders = sales[product_id]
             await conn.execute(self._add_sales, {"pid": product_id, "sold": sold, "n": orders})
         return changed
+
+    async def _first_times(
+        self, conn: AsyncConnection, event_ids: list[str], now: datetime
+    ) -> list[str]:
+        """Those of ``event_ids`` (sorted) not applied before, now marked as applied.
+
+        MariaDB: one multi-row insert for the batch, the usual case; a duplicate among them
+        (a redelivery) undoes that statement alone, and the ids are then marked one by one.
+        """
+        if len(event_ids) > 1 and not self._sqlite:
+            rows = [{"eid": event_id, "at": now} for event_id in event_ids]
+            try:
+                await conn.execute(self._mark_seen, rows)
+            except sa_exc.IntegrityError as exc:
+                if not is_duplicate_key(exc):
+                    raise
+            else:
+                return event_ids
+        return [event_id for event_id in event_ids if await self._first_time(conn, event_id, now)]
 
     async def _first_time(self, conn: AsyncConnection, event_id: str, now: datetime) -> bool:
         try:
