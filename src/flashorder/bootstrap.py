@@ -178,6 +178,7 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
             writer = GroupCommit(
                 uow,
                 partial(commit_order, uow=uow),
+                confirm=stock.confirm,
                 max_batch=settings.group_commit_max_batch,
             )
             stack.push_async_callback(writer.close)

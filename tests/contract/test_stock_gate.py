@@ -280,6 +280,26 @@ async def test_confirmed_and_released_reservations_are_not_pending(gate: StockGa
     assert await gate.pending(0) == [open_]
 
 
+async def test_many_reservations_are_confirmed_at_once_and_a_released_one_stays_released(
+    gate: StockGate,
+) -> None:
+    p, released = product(), order()
+    confirmed = [order() for _ in range(5)]
+    open_ = order()
+    await gate.put(p, 10)
+    for o in (*confirmed, released, open_):
+        await gate.reserve(o, user(), [line(p)])
+    await gate.release(released)
+
+    await gate.confirm(*confirmed, released)
+    await gate.confirm()
+
+    assert await gate.pending(0) == [open_]
+    assert await gate.available(p) == 4  # 10 - 7 reserved + the released one, kept back
+    assert await gate.release(released) is False
+    assert await gate.release(confirmed[0]) is True  # confirmed still releases (a cancel)
+
+
 # --- counts ---------------------------------------------------------------------------------
 
 

@@ -546,7 +546,11 @@ class InProcess:
 
     def with_uow(self, uow: ScriptedUnitOfWorkFactory, *, group_commit: bool) -> Deps:
         """These deps with ``uow`` for every transaction, and for the group commit writer."""
-        writer = GroupCommit(uow, partial(commit_order, uow=uow)) if group_commit else None
+        writer = (
+            GroupCommit(uow, partial(commit_order, uow=uow), confirm=self.deps.stock.confirm)
+            if group_commit
+            else None
+        )
         return replace(self.deps, uow=uow, writer=writer)
 
     async def new_product(self, stock: int) -> ProductId:

@@ -55,6 +55,18 @@ def pending(product: Product, user: str, quantity: int = 1, key: str | None = No
     return PendingOrder(order, [line], key, "fp", order.snapshot())
 
 
+class Confirmed:
+    """The gate's ``confirm`` as the writer calls it: which orders, in how many calls."""
+
+    def __init__(self) -> None:
+        self.orders: list[str] = []
+        self.calls = 0
+
+    async def __call__(self, *order_ids: str) -> None:
+        self.calls += 1
+        self.orders += order_ids
+
+
 async def count(engine: AsyncEngine, sql: str) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(text(sql))).scalar_one())
@@ -63,7 +75,8 @@ async def count(engine: AsyncEngine, sql: str) -> int:
 async def test_concurrent_orders_share_transactions_and_all_commit(engine: AsyncEngine) -> None:
     product = await stored(engine, new_product(stock=300))
     uow = SqlUnitOfWorkFactory(engine)
-    writer = GroupCommit(uow, partial(commit_order, uow=uow))
+    confirmed = Confirmed()
+    writer = GroupCommit(uow, partial(commit_order, uow=uow), confirm=confirmed)
     try:
         batch = [pending(product, new_id("u")) for _ in range(300)]
         results = await asyncio.gather(*(writer.submit(p) for p in batch))
@@ -72,6 +85,9 @@ async def test_concurrent_orders_share_transactions_and_all_commit(engine: Async
     assert results == [None] * 300
     assert writer.orders == 300
     assert writer.batches < 300
+    # Every committed order's reservation is confirmed, with one gate call per batch.
+    assert sorted(confirmed.orders) == sorted(p.order.order_id for p in batch)
+    assert confirmed.calls == writer.batches
     assert await count(engine, "SELECT available FROM products") == 0
     assert await count(engine, "SELECT COUNT(*) FROM orders") == 300
     assert await count(engine, "SELECT COUNT(*) FROM outbox WHERE type = 'order.created'") == 300
@@ -82,7 +98,8 @@ async def test_an_order_the_database_refuses_fails_alone_and_keeps_its_events_el
 ) -> None:
     limited = await stored(engine, new_product(stock=100, max_per_user=1))
     uow = SqlUnitOfWorkFactory(engine)
-    writer = GroupCommit(uow, partial(commit_order, uow=uow))
+    confirmed = Confirmed()
+    writer = GroupCommit(uow, partial(commit_order, uow=uow), confirm=confirmed)
     greedy = new_id("u")
     try:
         first = await writer.submit(pending(limited, greedy))
@@ -95,6 +112,9 @@ async def test_an_order_the_database_refuses_fails_alone_and_keeps_its_events_el
     assert first is None
     assert isinstance(results[0], errors.LimitReached)
     assert results[1:] == [None] * 20
+    # The refused order's reservation is not confirmed (its caller releases it).
+    assert batch[0].order.order_id not in confirmed.orders
+    assert len(confirmed.orders) == 21
     assert await count(engine, "SELECT available FROM products") == 100 - 21
     assert await count(engine, "SELECT COUNT(*) FROM orders") == 21
     assert await count(engine, "SELECT COUNT(*) FROM outbox WHERE type = 'order.created'") == 21
@@ -109,7 +129,8 @@ async def test_a_key_already_recorded_replays_its_answer_and_the_rest_commit(
     async with uow() as work:
         await work.idempotency.add(UserId(user), key, StoredResponse("fp", 201, {"x": 1}), now())
         await work.commit()
-    writer = GroupCommit(uow, partial(commit_order, uow=uow))
+    confirmed = Confirmed()
+    writer = GroupCommit(uow, partial(commit_order, uow=uow), confirm=confirmed)
     try:
         batch = [pending(product, user, key=key)] + [
             pending(product, new_id("u")) for _ in range(9)
@@ -119,5 +140,7 @@ async def test_a_key_already_recorded_replays_its_answer_and_the_rest_commit(
         await writer.close()
     assert results[0] == StoredResponse("fp", 201, {"x": 1})
     assert results[1:] == [None] * 9
+    # The replayed order committed nothing: its reservation is its caller's to release.
+    assert sorted(confirmed.orders) == sorted(p.order.order_id for p in batch[1:])
     assert await count(engine, "SELECT COUNT(*) FROM orders") == 9
     assert await count(engine, "SELECT available FROM products") == 91

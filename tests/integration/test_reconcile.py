@@ -335,7 +335,9 @@ async def test_reconciling_during_a_burst_of_orders_never_oversells_and_changes_
     pid = await new_product(world, stock=100)
     deps = world.deps
     if writes == "group commit":
-        writer = GroupCommit(deps.uow, partial(commit_order, uow=deps.uow))
+        writer = GroupCommit(
+            deps.uow, partial(commit_order, uow=deps.uow), confirm=deps.stock.confirm
+        )
         deps = dataclasses.replace(deps, writer=writer)
     done = asyncio.Event()
     loops = [asyncio.create_task(reconcile_until(world, done)) for _ in range(2)]

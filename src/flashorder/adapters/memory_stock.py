@@ -100,10 +100,11 @@ class MemoryStockGate:
         )
         self._pending[order_id] = now
 
-    async def confirm(self, order_id: OrderId) -> None:
-        reservation = self._reservation(order_id)
-        if reservation is not None and not reservation.released:
-            self._pending.pop(order_id, None)
+    async def confirm(self, *order_ids: OrderId) -> None:
+        for order_id in order_ids:
+            reservation = self._reservation(order_id)
+            if reservation is not None and not reservation.released:
+                self._pending.pop(order_id, None)
 
     async def release(self, order_id: OrderId) -> bool:
         self._pending.pop(order_id, None)

@@ -102,10 +102,13 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
+# KEYS: pending, then res_i. ARGV: orderId_i.
 _CONFIRM = """
-if redis.call('HGET', KEYS[1], 'state') == 'R' then
-  redis.call('HSET', KEYS[1], 'state', 'C')
-  redis.call('ZREM', KEYS[2], ARGV[1])
+for i = 2, #KEYS do
+  if redis.call('HGET', KEYS[i], 'state') == 'R' then
+    redis.call('HSET', KEYS[i], 'state', 'C')
+    redis.call('ZREM', KEYS[1], ARGV[i - 1])
+  end
 end
 return 0
 """
@@ -291,9 +294,12 @@ class RedisStockGate:
             raise errors.SoldOut(product_id)
         raise errors.LimitReached(product_id, int(result[2]))
 
-    async def confirm(self, order_id: OrderId) -> None:
+    async def confirm(self, *order_ids: OrderId) -> None:
+        if not order_ids:
+            return
+        keys = [self._pending_key, *(self._res(order_id) for order_id in order_ids)]
         with _translated():
-            await self._confirm(keys=[self._res(order_id), self._pending_key], args=[order_id])
+            await self._confirm(keys=keys, args=list(order_ids))
 
     async def release(self, order_id: OrderId) -> bool:
         # Two steps keep every key declared to the script (Cluster routing). The lines are

@@ -34,7 +34,7 @@ from flashorder.application.ports import (
 )
 from flashorder.domain import errors
 from flashorder.domain.events import Event
-from flashorder.domain.model import Order, ProductId
+from flashorder.domain.model import Order, OrderId, ProductId
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,31 @@ class _BatchRefused(Exception):
     """Some order of the batch cannot be written as it is: write them one by one."""
 
 
-class GroupCommit:
-    """One writer task per process; ``write`` queues an order and waits for its outcome."""
+#: Confirms the reservations of committed orders in the stock gate (``StockGate.confirm``).
+Confirm = Callable[..., Awaitable[None]]
 
-    def __init__(self, uow: UnitOfWorkFactory, write_one: WriteOne, *, max_batch: int = 500):
+
+class GroupCommit:
+    """One writer task per process; ``write`` queues an order and waits for its outcome.
+
+    The writer also confirms the reservations of the orders it committed, one gate call per
+    batch, off the callers' path: a reservation left unconfirmed (Redis down, the process
+    killed) is confirmed by reconciliation, which finds its order in the database.
+    """
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        write_one: WriteOne,
+        *,
+        confirm: Confirm,
+        max_batch: int = 500,
+    ):
         self._uow = uow
         self._write_one = write_one
+        self._confirm = confirm
         self._max_batch = max_batch
+        self._confirming: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[PendingOrder] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -90,6 +108,7 @@ class GroupCommit:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._confirming, return_exceptions=True)
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.done.done():
@@ -104,9 +123,36 @@ class GroupCommit:
             # under way must learn its outcome rather than leave its callers guessing.
             await asyncio.shield(self._write(batch))
 
+    def _confirm_committed(self, batch: list[PendingOrder]) -> None:
+        committed = [
+            p.order.order_id
+            for p in batch
+            if p.done.done()
+            and not p.done.cancelled()
+            and p.done.exception() is None
+            and p.done.result() is None
+        ]
+        if committed:
+            task = asyncio.create_task(self._confirmed(committed))
+            self._confirming.add(task)
+            task.add_done_callback(self._confirming.discard)
+
+    async def _confirmed(self, order_ids: list[OrderId]) -> None:
+        try:
+            await self._confirm(*order_ids)
+        except errors.Unavailable:
+            # The database decided; reconciliation brings the gate in line with it.
+            log.warning("reservation.confirm_failed", extra={"orders": len(order_ids)})
+
     async def _write(self, batch: list[PendingOrder]) -> None:
         self.batches += 1
         self.orders += len(batch)
+        try:
+            await self._write_outcomes(batch)
+        finally:
+            self._confirm_committed(batch)
+
+    async def _write_outcomes(self, batch: list[PendingOrder]) -> None:
         try:
             if len(batch) == 1:
                 raise _BatchRefused

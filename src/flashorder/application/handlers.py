@@ -235,7 +235,9 @@ async def _reserve_and_commit(
         # database down): the reservation goes back.
         await deps.stock.release(order.order_id)
         raise
-    await _settle(order.order_id, replay, deps=deps)
+    if replay is not None or deps.writer is None:
+        # The group commit confirms the reservations of the orders it commits itself.
+        await _settle(order.order_id, replay, deps=deps)
     if replay is not None:
         return PlacedOrder(replay.status_code, replay.body, replayed=True)
     return PlacedOrder(201, pending.body)

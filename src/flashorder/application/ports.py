@@ -64,8 +64,9 @@ class StockGate(Protocol):
     ) -> None:
         """Reserve every line or none. Raises SoldOut, LimitReached or StockUnknown."""
 
-    async def confirm(self, order_id: OrderId) -> None:
-        """The reservation is backed by a committed order: reconciliation leaves it alone."""
+    async def confirm(self, *order_ids: OrderId) -> None:
+        """These reservations are backed by committed orders: reconciliation leaves them
+        alone. Idempotent; one round trip whatever the number of orders."""
 
     async def release(self, order_id: OrderId) -> bool:
         """Give the stock and the per-user counts back. True only the first time."""
