@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,6 +39,24 @@ async def test_past_the_per_user_limit_orders_get_429_with_retry_after_and_write
 
         assert (await product(api, pid))["sold"] == 2
         assert (await place(api, rid("u"), (pid, 1, 10050))).status == 201
+
+
+async def test_unkeyed_orders_of_a_sold_out_product_are_refused_without_taking_a_token(
+    tmp_path: Path,
+) -> None:
+    async with embedded(tmp_path, rate_user_per_second=0.1, rate_user_burst=2) as api:
+        gone, other = await new_product(api, stock=1), await new_product(api, stock=10)
+        assert (await place(api, rid("u"), (gone, 1, 10050))).status == 201
+        await asyncio.sleep(0.15)  # past the sold-out cache's reading taken before that sale
+        user = rid("u")
+
+        refusals = [(await place(api, user, (gone, 1, 10050))).status for _ in range(6)]
+
+        assert refusals == [409] * 6  # sold out, never 429
+        # The user's two tokens are still there: the refusals took none.
+        assert (await place(api, user, (other, 1, 10050))).status == 201
+        assert (await place(api, user, (other, 1, 10050))).status == 201
+        assert (await place(api, user, (other, 1, 10050))).status == 429
 
 
 async def test_past_the_per_address_limit_every_user_gets_429(tmp_path: Path) -> None:

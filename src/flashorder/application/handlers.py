@@ -103,6 +103,14 @@ def fingerprint(cmd: commands.PlaceOrder) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+async def sold_out_among(product_ids: Sequence[ProductId], *, deps: Deps) -> ProductId | None:
+    """One of the products that this process knows to be sold out, or None (see
+    ``SoldOutCache``): an order of it is refused before any reservation, lock or write."""
+    if deps.sold_out is None or deps.strategy != "reserve":
+        return None
+    return await deps.sold_out.first_sold_out(product_ids)
+
+
 async def place_order(cmd: commands.PlaceOrder, *, deps: Deps) -> PlacedOrder:
     key = cmd.idempotency_key
     fp = fingerprint(cmd) if key is not None else ""
@@ -112,10 +120,9 @@ async def place_order(cmd: commands.PlaceOrder, *, deps: Deps) -> PlacedOrder:
         if stored is not None:
             return PlacedOrder(stored.status_code, stored.body, replayed=True)
     try:
-        if deps.sold_out is not None and deps.strategy == "reserve":
-            gone = await deps.sold_out.first_sold_out([line.product_id for line in cmd.lines])
-            if gone is not None:
-                raise errors.SoldOut(gone)
+        gone = await sold_out_among([line.product_id for line in cmd.lines], deps=deps)
+        if gone is not None:
+            raise errors.SoldOut(gone)
         order, reservation = await _priced_order(cmd, deps=deps)
         async with deps.locks.hold(f"user:{cmd.user_id}"):
             if deps.strategy == "lock":

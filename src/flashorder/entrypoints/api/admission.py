@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from flashorder.application.ports import Bucket
+from flashorder.bootstrap import Service
 from flashorder.entrypoints.api.auth import Principal, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.problems import TooManyRequests, documented
@@ -26,6 +27,12 @@ RATE_LIMITED: dict[int | str, dict[str, Any]] = {
 
 
 async def _admitted(request: Request, principal: UserDep, service: ServiceDep) -> Principal:
+    await admit(request, principal, service)
+    return principal
+
+
+async def admit(request: Request, principal: Principal, service: Service) -> None:
+    """Take a token from the caller's buckets, or raise TooManyRequests."""
     settings = service.settings
     buckets: list[Bucket] = []
     if settings.rate_ip_per_second > 0:
@@ -41,7 +48,6 @@ async def _admitted(request: Request, principal: UserDep, service: ServiceDep) -
         wait = await service.limiter.take(buckets)
         if wait > 0:
             raise TooManyRequests(f"too many requests; retry in {wait:.2f}s", retry_after=wait)
-    return principal
 
 
 #: The authenticated caller, once admitted by the rate limits.

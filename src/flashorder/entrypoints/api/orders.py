@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
 from flashorder.application import handlers
 from flashorder.domain import commands, errors
 from flashorder.domain.model import DiscountPolicyId, OrderId, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
-from flashorder.entrypoints.api.admission import RATE_LIMITED, AdmittedDep
+from flashorder.entrypoints.api.admission import RATE_LIMITED, AdmittedDep, admit
 from flashorder.entrypoints.api.auth import AUTH_RESPONSES, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.problems import MEDIA_TYPE, Forbidden
@@ -78,8 +78,9 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 )
 async def place_order(
     body: PlaceOrderIn,
+    request: Request,
     service: ServiceDep,
-    principal: AdmittedDep,
+    principal: UserDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     if body.user_id != principal.user_id:
@@ -92,6 +93,16 @@ async def place_order(
         raise errors.InvalidOrder(
             f"quantity is at most {service.settings.max_quantity_per_item} per item"
         )
+    if idempotency_key is None:
+        # Refused before the rate limits: an unkeyed order of a product this process knows
+        # to be sold out costs no round trip and changes nothing. (A keyed one may be the
+        # retry of an order that was placed: the handler answers it from the key's record.)
+        gone = await handlers.sold_out_among(
+            [ProductId(item.product_id) for item in body.items], deps=service.deps
+        )
+        if gone is not None:
+            raise errors.SoldOut(gone)
+    await admit(request, principal, service)
     cmd = commands.PlaceOrder(
         user_id=UserId(body.user_id),
         lines=tuple(
