@@ -1,4 +1,4 @@
-"""The load generator: one OS process, one event loop (uvloop), aiohttp with keep-alive.
+"""The load generator: one OS process, one event loop (uvloop), a lean keep-alive client.
 
 It runs in processes of its own (``drive`` spawns them), so that its CPU is not the parent's
 and can be pinned. Each process builds the phase's jobs from the spec, takes its share,
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Literal, Protocol
 
-import aiohttp
+import httptools
 import orjson
 import uvloop
 
@@ -31,6 +31,7 @@ from flashorder.bench.procs import own_peak_kb
 from flashorder.bench.samples import ORDER, TRANSPORT_ERROR, Samples
 from flashorder.bench.scenarios import Call, Job, ScenarioSpec
 from flashorder.bench.schedule import share
+from flashorder.bench.wire import WireClient
 from flashorder.config import Settings
 
 Mode = Literal["closed", "open"]
@@ -96,34 +97,32 @@ class _Run:
         self.samples = Samples()
 
     async def go(self, start_at: float) -> Samples:
-        # Enough connections that the pool never throttles an open loop below its rate; a
-        # closed loop uses one per virtual user.
-        limit = self.task.users_here if self.task.mode == "closed" else 1024
-        connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=120)
-        timeout = aiohttp.ClientTimeout(total=self.task.timeout_s)
-        async with aiohttp.ClientSession(
-            self.task.base_url, connector=connector, timeout=timeout
-        ) as session:
+        # A closed loop keeps one connection per virtual user; an open loop opens as many as
+        # the calls in flight need.
+        client = WireClient(self.task.base_url, timeout=self.task.timeout_s)
+        try:
             await asyncio.sleep(max(0.0, start_at - time.monotonic()))
             if self.task.mode == "closed":
-                await self._closed(session)
+                await self._closed(client)
             else:
-                await self._open(session, start_at)
+                await self._open(client, start_at)
+        finally:
+            client.close()
         return self.samples
 
-    async def _closed(self, session: aiohttp.ClientSession) -> None:
+    async def _closed(self, client: WireClient) -> None:
         queue = iter(self.mine)
 
         async def virtual_user(jobs: Iterator[tuple[int, Job]]) -> None:
             # One iterator shared by every user: each takes the next job when it is free.
             for index, job in jobs:
-                await self._job(session, index, job, time.monotonic())
+                await self._job(client, index, job, time.monotonic())
 
         async with asyncio.TaskGroup() as group:
             for _ in range(max(1, self.task.users_here)):
                 group.create_task(virtual_user(queue))
 
-    async def _open(self, session: aiohttp.ClientSession, start_at: float) -> None:
+    async def _open(self, client: WireClient, start_at: float) -> None:
         rate = self.task.rate
         running: set[asyncio.Task[None]] = set()
         for index, job in self.mine:
@@ -132,36 +131,37 @@ class _Run:
             if delay > 0:
                 await asyncio.sleep(delay)
             # Late or not, the job is stamped with when it was due.
-            task = asyncio.create_task(self._job(session, index, job, due))
+            task = asyncio.create_task(self._job(client, index, job, due))
             running.add(task)
             task.add_done_callback(running.discard)
         if running:
             await asyncio.gather(*running)
 
-    async def _job(self, session: aiohttp.ClientSession, index: int, job: Job, due: float) -> None:
+    async def _job(self, client: WireClient, index: int, job: Job, due: float) -> None:
         if job.concurrent and len(job.calls) > 1:
-            await asyncio.gather(*(self._call(session, index, c, due) for c in job.calls))
+            await asyncio.gather(*(self._call(client, index, c, due) for c in job.calls))
             return
         for n, call in enumerate(job.calls):
-            await self._call(session, index, call, due if n == 0 else time.monotonic())
+            await self._call(client, index, call, due if n == 0 else time.monotonic())
 
-    async def _call(
-        self, session: aiohttp.ClientSession, index: int, call: Call, due: float
-    ) -> None:
+    async def _call(self, client: WireClient, index: int, call: Call, due: float) -> None:
         headers = {"Content-Type": "application/json", **self.headers.get(call.user_id, {})}
         if call.idempotency_key is not None:
             headers["Idempotency-Key"] = call.idempotency_key
+        raw = client.encode(call.method, call.path, headers, call.body)
         status, order_id, error = TRANSPORT_ERROR, None, None
         started = time.monotonic()
         try:
-            async with session.request(
-                call.method, call.path, data=call.body, headers=headers
-            ) as answer:
-                payload = await answer.read()
-                status = answer.status
+            status, payload = await client.call(raw)
             if call.kind == ORDER and 200 <= status < 300:
                 order_id = str(orjson.loads(payload)["orderId"])
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, KeyError) as exc:
+        except (
+            OSError,
+            TimeoutError,
+            httptools.HttpParserError,
+            orjson.JSONDecodeError,
+            KeyError,
+        ) as exc:
             error = type(exc).__name__
         self.samples.add(
             job=index,
