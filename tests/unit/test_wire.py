@@ -128,6 +128,8 @@ async def test_a_dropped_connection_raises_and_the_next_call_goes_through(
     assert await client.call(client.encode("POST", "/ok", {}, b"live")) == (201, b"live")
     client.close()
 
+    assert server.connections == 2
+
 
 async def test_an_unanswered_call_times_out_and_its_connection_is_not_reused(
     served: tuple[Server, str],
