@@ -25,6 +25,7 @@ from flashorder.adapters.memory_idempotency import MemoryIdempotencyCache
 from flashorder.adapters.memory_lock import MemoryLocks
 from flashorder.adapters.memory_rate_limit import MemoryRateLimiter
 from flashorder.adapters.memory_stock import MemoryStockGate
+from flashorder.adapters.redis_batch import ScriptBatcher
 from flashorder.adapters.redis_idempotency import RedisIdempotencyCache
 from flashorder.adapters.redis_lock import RedisLocks
 from flashorder.adapters.redis_rate_limit import RedisRateLimiter
@@ -146,9 +147,13 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
         if settings.redis_url is not None:
             redis = redis_client(settings)
             stack.push_async_callback(redis.aclose)
-            stock = RedisStockGate(redis)
+            # One batcher for the process: the script calls of concurrent requests share
+            # pipelines whatever step each request is at.
+            batcher = ScriptBatcher(redis)
+            stock = RedisStockGate(redis, batcher=batcher)
             redis_locks = RedisLocks(
                 redis,
+                batcher=batcher,
                 default_wait=settings.lock_wait_seconds,
                 default_lease=settings.lock_lease_seconds,
             )
@@ -156,6 +161,7 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
             locks = redis_locks
             idempotency = RedisIdempotencyCache(
                 redis,
+                batcher=batcher,
                 inflight_lease=settings.idempotency_lease_seconds,
                 retention=settings.idempotency_retention_seconds,
             )

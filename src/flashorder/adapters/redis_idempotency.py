@@ -16,6 +16,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from flashorder.adapters.redis_batch import ScriptBatcher
 from flashorder.application.ports import StoredResponse
 from flashorder.domain import errors
 from flashorder.domain.model import UserId
@@ -64,12 +65,13 @@ class RedisIdempotencyCache:
         prefix: str = "fo",
         inflight_lease: float = 30.0,
         retention: float = 24 * 3600.0,
+        batcher: ScriptBatcher | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
         self._lease_ms = max(1, int(inflight_lease * 1000))
         self._retention_ms = max(1, int(retention * 1000))
-        self._begin = client.register_script(_BEGIN)
+        self._begin = (batcher or ScriptBatcher(client)).register(_BEGIN)
         self._abandon = client.register_script(_ABANDON)
 
     def _key(self, user_id: UserId, key: str) -> str:

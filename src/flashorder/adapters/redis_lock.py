@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from flashorder.adapters.redis_batch import ScriptBatcher
 from flashorder.domain import errors
 
 log = logging.getLogger(__name__)
@@ -226,14 +227,17 @@ class RedisLocks:
         default_wait: float = 5.0,
         default_lease: float = 10.0,
         max_retry_interval: float = 0.1,
+        batcher: ScriptBatcher | None = None,
     ) -> None:
         self._prefix = prefix
         self._default_wait = default_wait
         self._default_lease = default_lease
         self._max_retry = max_retry_interval
-        self._acquire_script = client.register_script(_ACQUIRE)
+        # Taking and letting go ride in shared pipelines (see redis_batch); renewals are rare.
+        batcher = batcher or ScriptBatcher(client)
+        self._acquire_script = batcher.register(_ACQUIRE)
         self._renew_script = client.register_script(_RENEW)
-        self._release_script = client.register_script(_RELEASE)
+        self._release_script = batcher.register(_RELEASE)
         self._feed = _ReleaseFeed(client)
 
     def key(self, name: str) -> str:

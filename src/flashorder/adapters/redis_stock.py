@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from flashorder.adapters.redis_batch import ScriptBatcher
 from flashorder.application.ports import (
     GateCorrection,
     GateView,
@@ -249,13 +250,15 @@ class RedisStockGate:
         *,
         prefix: str = "fo",
         reservation_ttl: float = 7 * 24 * 3600.0,
+        batcher: ScriptBatcher | None = None,
     ) -> None:
         self._client = client
         self._base = f"{prefix}:{{stock}}"
         self._pending_key = f"{self._base}:pending"
         self._users_known_key = f"{self._base}:users-known"
         self._ttl_s = max(1, int(reservation_ttl))
-        self._reserve = client.register_script(_RESERVE)
+        # Every order's reservation rides in a shared pipeline (see redis_batch).
+        self._reserve = (batcher or ScriptBatcher(client)).register(_RESERVE)
         self._release = client.register_script(_RELEASE)
         self._confirm = client.register_script(_CONFIRM)
         self._adjust = client.register_script(_ADJUST)
