@@ -165,7 +165,7 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
                 inflight_lease=settings.idempotency_lease_seconds,
                 retention=settings.idempotency_retention_seconds,
             )
-            limiter = RedisRateLimiter(redis)
+            limiter = RedisRateLimiter(redis, batcher=batcher)
         else:
             stock = MemoryStockGate()
             locks = MemoryLocks(

@@ -56,13 +56,34 @@ class ScriptBatcher:
         return BatchedScript(self, self._client.register_script(source))
 
     async def call(self, script: AsyncScript, keys: Sequence[Key], args: Sequence[Arg]) -> Any:
+        return await self._queue(script, keys, args)
+
+    async def call_each(
+        self, script: AsyncScript, calls: Sequence[tuple[Sequence[Key], Sequence[Arg]]]
+    ) -> list[Any]:
+        """Several calls of one script (keys, args), in one batch; their answers in order."""
+        answers = [self._queue(script, keys, args) for keys, args in calls]
+        results: list[Any] = []
+        failed: BaseException | None = None
+        for answer in answers:
+            try:
+                results.append(await answer)
+            except Exception as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+        return results
+
+    def _queue(
+        self, script: AsyncScript, keys: Sequence[Key], args: Sequence[Arg]
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         call = _Call(script, keys, args, loop.create_future())
         self._waiting.append(call)
         if len(self._waiting) == 1:
             # After the callbacks already due in this turn: their calls join this batch.
             loop.call_soon(self._flush)
-        return await call.answer
+        return call.answer
 
     def _flush(self) -> None:
         batch, self._waiting = self._waiting, []
@@ -112,6 +133,10 @@ class BatchedScript:
 
     async def __call__(self, keys: Sequence[Key] = (), args: Sequence[Arg] = ()) -> Any:
         return await self._batcher.call(self._script, keys, args)
+
+    async def each(self, calls: Sequence[tuple[Sequence[Key], Sequence[Arg]]]) -> list[Any]:
+        """Several calls in one batch; their answers in order."""
+        return await self._batcher.call_each(self._script, calls)
 
 
 def _settle(call: _Call, result: object) -> None:

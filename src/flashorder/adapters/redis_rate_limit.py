@@ -8,9 +8,10 @@ Each bucket is its own hash tag, so buckets spread over a Redis Cluster; the buc
 request are sent in one pipeline (one round trip), each atomic on its own. A bucket expires
 once it would have refilled, so idle users and addresses leave nothing behind.
 
-The pipeline sends ``EVALSHA`` alone: a script registered with redis-py and run through a
-pipeline costs a ``SCRIPT EXISTS`` round trip before every execution. The script is loaded
-only when Redis answers ``NOSCRIPT`` (a fresh or flushed Redis), and the take is sent again.
+The takes go through the process's ``ScriptBatcher``: the buckets of one request, and those
+of the other requests admitted in the same turn of the event loop, share one pipeline of
+``EVALSHA``s. (A script registered with redis-py and queued on a pipeline of one's own costs
+a ``SCRIPT EXISTS`` round trip before every execution.)
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
+from flashorder.adapters.redis_batch import ScriptBatcher
 from flashorder.application.ports import Bucket
 from flashorder.domain import errors
 
@@ -50,10 +52,11 @@ return wait
 class RedisRateLimiter:
     """``RateLimiter`` on Redis (standalone or Cluster). The script reloads after a flush."""
 
-    def __init__(self, client: Redis, *, prefix: str = "fo") -> None:
-        self._client = client
+    def __init__(
+        self, client: Redis, *, prefix: str = "fo", batcher: ScriptBatcher | None = None
+    ) -> None:
         self._prefix = prefix
-        self._script = client.register_script(_TAKE)
+        self._take = (batcher or ScriptBatcher(client)).register(_TAKE)
 
     def _key(self, bucket: Bucket) -> str:
         return f"{self._prefix}:rate:{{{bucket.key}}}"
@@ -61,20 +64,9 @@ class RedisRateLimiter:
     async def take(self, buckets: Sequence[Bucket]) -> float:
         if not buckets:
             return 0.0
+        calls = [([self._key(b)], [b.rate, b.burst]) for b in buckets]
         try:
-            try:
-                waits = await self._take(buckets)
-            except NoScriptError:
-                # Every EVALSHA of the pipeline names the same script, so none ran (unless
-                # another client loaded it in between: then a bucket pays twice, once).
-                await self._client.script_load(_TAKE)
-                waits = await self._take(buckets)
+            waits = await self._take.each(calls)
         except RedisError as exc:
             raise errors.Unavailable("redis", str(exc) or type(exc).__name__) from exc
         return max(int(wait) for wait in waits) / 1000
-
-    async def _take(self, buckets: Sequence[Bucket]) -> list[int]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for bucket in buckets:
-                pipe.evalsha(self._script.sha, 1, self._key(bucket), bucket.rate, bucket.burst)
-            return await pipe.execute()
