@@ -71,7 +71,8 @@ def test_the_search_climbs_the_planned_rates_until_two_misses() -> None:
     steps = [Step(100, 10.0, 0)]
     assert next_rate(planned, steps, 100.0) == 200.0
     steps += [Step(200, 150.0, 0), Step(300, 400.0, 0)]
-    assert next_rate(planned, steps, 100.0) is None
+    # The climb is over; the gap between 100 (held) and 200 (failed) is narrowed next.
+    assert next_rate(planned, steps, 100.0) == 140.0
 
 
 def test_the_search_ends_with_the_plan() -> None:
@@ -86,7 +87,8 @@ def test_the_search_halves_below_the_plan_when_nothing_held() -> None:
     steps.append(Step(20, 150.0, 0))
     assert next_rate(planned, steps, 100.0) == 10.0
     steps.append(Step(10, 50.0, 0))
-    assert next_rate(planned, steps, 100.0) is None
+    assert next_rate(planned, steps, 100.0) == 14.0  # then narrowed between 10 and 20
+    steps.append(Step(14, 500.0, 0))
     assert best_rate(steps, 100.0) == 10
 
 
@@ -94,3 +96,21 @@ def test_the_descent_gives_up_after_three_halvings() -> None:
     steps = [Step(40, 300.0, 0), Step(80, 900.0, 0)]
     steps += [Step(20, 200.0, 0), Step(10, 200.0, 0), Step(5, 200.0, 0)]
     assert next_rate([40.0, 80.0], steps, 100.0) is None
+
+
+def test_the_search_narrows_the_gap_between_held_and_failed_rates() -> None:
+    planned = [340.0, 670.0, 1000.0]
+    steps = [Step(340, 270.0, 0), Step(670, 1200.0, 0), Step(170, 60.0, 0)]
+    assert next_rate(planned, steps, 100.0) == 240.0  # between 170 (held) and 340 (failed)
+    steps.append(Step(240, 80.0, 0))
+    assert next_rate(planned, steps, 100.0) == 290.0
+    steps.append(Step(290, 130.0, 0))
+    assert next_rate(planned, steps, 100.0) is None  # the two refinements are spent
+    assert best_rate(steps, 100.0) == 240
+
+
+def test_no_refinement_when_the_gap_is_small_or_nothing_failed_above() -> None:
+    steps = [Step(100, 10.0, 0), Step(120, 300.0, 0), Step(140, 400.0, 0)]
+    assert next_rate([100.0, 120.0, 140.0], steps, 100.0) is None
+    steps = [Step(100, 10.0, 0), Step(200, 20.0, 0)]
+    assert next_rate([100.0, 200.0], steps, 100.0) is None

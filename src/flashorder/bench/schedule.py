@@ -78,12 +78,15 @@ def next_rate(
     *,
     misses: int = 2,
     descents: int = 3,
+    refinements: int = 2,
 ) -> float | None:
     """The next rate to offer, or None when the search is over.
 
     Climb the ``planned`` rates (ascending) until ``misses`` steps in a row fail. If no step
     held by then, the service is slower than the ladder assumed: halve the lowest rate tried,
-    at most ``descents`` times, until one holds.
+    at most ``descents`` times, until one holds. Then narrow the gap between the highest rate
+    that held and the lowest that failed above it (their geometric middle), at most
+    ``refinements`` times, while the failing rate is more than 25% above the holding one.
     """
     ladder = sorted(planned)
     climbed = [s for s in steps if s.rate >= ladder[0]]
@@ -94,7 +97,19 @@ def next_rate(
         and not should_stop(climbed, p99_limit_ms, misses=misses)
     ):
         return ladder[len(climbed)]
-    if any(s.holds(p99_limit_ms) for s in steps) or len(descended) >= descents:
+    if any(s.holds(p99_limit_ms) for s in steps):
+        return _refined(steps, p99_limit_ms, budget=len(ladder) + descents + refinements)
+    if len(descended) >= descents:
         return None
     half = min(s.rate for s in steps) / 2
     return _two_figures(half) if half >= 1 else None
+
+
+def _refined(steps: Sequence[Step], p99_limit_ms: float, *, budget: int) -> float | None:
+    best = max(s.rate for s in steps if s.holds(p99_limit_ms))
+    above = [s.rate for s in steps if s.rate > best and not s.holds(p99_limit_ms)]
+    if not above or len(steps) >= budget or min(above) <= best * 1.25:
+        return None
+    middle = _two_figures(math.sqrt(best * min(above)))
+    tried = {s.rate for s in steps}
+    return middle if best < middle < min(above) and middle not in tried else None
