@@ -18,9 +18,11 @@ class Server:
     def __init__(self) -> None:
         self.connections = 0
         self.requests: list[bytes] = []
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.writers.append(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -166,3 +168,25 @@ def test_the_client_runs_on_uvloop_as_the_generator_does() -> None:
 
     assert answers == [(201, b'{"a"')] * 5
     assert connections == 1
+
+
+async def test_a_connection_idle_too_long_or_closed_by_the_server_is_not_reused(
+    served: tuple[Server, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, url = served
+    client = WireClient(url, timeout=2)
+    raw = client.encode("POST", "/ok", {}, b"abcd")
+    assert await client.call(raw) == (201, b"abcd")
+
+    monkeypatch.setattr("flashorder.bench.wire.MAX_IDLE_SECONDS", 0.0)
+    assert await client.call(raw) == (201, b"abcd")  # the idle one was too old: a new one
+    monkeypatch.undo()
+    assert server.connections == 2
+
+    # The server drops its side of the idle connection; the next call must not use it.
+    listener_side = server.writers[-1]
+    listener_side.close()
+    await asyncio.sleep(0.05)
+    assert await client.call(raw) == (201, b"abcd")
+    client.close()
+    assert server.connections == 3

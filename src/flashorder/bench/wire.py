@@ -8,21 +8,30 @@ parser uvicorn uses), keeping only the status and the body: a fraction of that.
 
 One connection carries one call at a time. ``WireClient`` keeps the idle ones and opens a
 new one when none is free; a connection whose call failed or timed out is closed, never
-reused, so a late answer can never be read as the next call's.
+reused, so a late answer can never be read as the next call's. An idle connection is not
+reused once the server may have closed it (uvicorn closes keep-alive connections idle for
+5 s): a request written into a connection the server is closing would fail without having
+been read, which the generator would count against the service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
 
+#: Idle connections older than this are closed rather than reused: under uvicorn's default
+#: keep-alive timeout (5 s), with room for the server's timer and ours to disagree.
+MAX_IDLE_SECONDS = 3.0
+
 
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
+        self.idle_since = 0.0
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._chunks: list[bytes] = []
@@ -58,6 +67,14 @@ class _Connection(asyncio.Protocol):
             self._answer.set_result((status, body))
 
     # the client's side
+
+    def usable(self, now: float) -> bool:
+        return (
+            self.reusable
+            and self._transport is not None
+            and not self._transport.is_closing()
+            and now - self.idle_since < MAX_IDLE_SECONDS
+        )
 
     def send(self, raw: bytes) -> asyncio.Future[tuple[int, bytes]]:
         if self._transport is None or self._transport.is_closing():
@@ -105,7 +122,7 @@ class WireClient:
     async def call(self, raw: bytes) -> tuple[int, bytes]:
         """Send one encoded request; its status and body. Raises OSError, TimeoutError or
         httptools.HttpParserError."""
-        connection = self._idle.pop() if self._idle else await self._connect()
+        connection = self._idle_connection() or await self._connect()
         try:
             async with asyncio.timeout(self._timeout):
                 answer = await connection.send(raw)
@@ -113,10 +130,20 @@ class WireClient:
             connection.close()
             raise
         if connection.reusable:
+            connection.idle_since = time.monotonic()
             self._idle.append(connection)
         else:
             connection.close()
         return answer
+
+    def _idle_connection(self) -> _Connection | None:
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()  # the most recently used first
+            if connection.usable(now):
+                return connection
+            connection.close()
+        return None
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
