@@ -30,84 +30,74 @@ async def client(redis_url: str) -> AsyncIterator[Redis]:
         await redis.aclose()
 
 
-def counter() -> str:
-    return f"test-batch-{uuid.uuid4().hex}"
+@pytest.fixture
+async def key(client: Redis) -> AsyncIterator[str]:
+    """A counter of this test's own, deleted afterwards."""
+    name = f"test-batch-{uuid.uuid4().hex}"
+    try:
+        yield name
+    finally:
+        await client.delete(name)
 
 
 async def test_concurrent_calls_share_one_pipeline_and_each_gets_its_own_answer(
-    client: Redis,
+    client: Redis, key: str
 ) -> None:
     batcher = ScriptBatcher(client)
     add = batcher.register(_ADD)
-    key = counter()
-    try:
-        answers = await asyncio.gather(*(add(keys=[key], args=[1]) for _ in range(50)))
 
-        assert sorted(answers) == list(range(1, 51))  # each call ran once, atomically
-        assert batcher.pipelines == 1
-        assert int(await client.get(key) or 0) == 50
-    finally:
-        await client.delete(key)
+    answers = await asyncio.gather(*(add(keys=[key], args=[1]) for _ in range(50)))
+
+    assert sorted(answers) == list(range(1, 51))  # each call ran once, atomically
+    assert batcher.pipelines == 1
+    assert int(await client.get(key) or 0) == 50
 
 
-async def test_a_lone_call_goes_out_directly(client: Redis) -> None:
+async def test_a_lone_call_goes_out_directly(client: Redis, key: str) -> None:
     batcher = ScriptBatcher(client)
     add = batcher.register(_ADD)
-    key = counter()
-    try:
-        assert await add(keys=[key], args=[3]) == 3
-        assert await add(keys=[key], args=[4]) == 7
-        assert batcher.pipelines == 0
-    finally:
-        await client.delete(key)
+
+    assert await add(keys=[key], args=[3]) == 3
+    assert await add(keys=[key], args=[4]) == 7
+    assert batcher.pipelines == 0
 
 
 async def test_calls_after_a_script_flush_load_the_script_and_still_run_once(
-    client: Redis,
+    client: Redis, key: str
 ) -> None:
-    batcher = ScriptBatcher(client)
-    add = batcher.register(_ADD)
-    key = counter()
-    try:
-        await client.script_flush()
-        answers = await asyncio.gather(*(add(keys=[key], args=[2]) for _ in range(10)))
-
-        assert sorted(answers) == list(range(2, 21, 2))
-        assert int(await client.get(key) or 0) == 20
-    finally:
-        await client.delete(key)
-
-
-async def test_a_failing_script_fails_its_call_alone(client: Redis) -> None:
     add = ScriptBatcher(client).register(_ADD)
-    key = counter()
-    try:
-        answers = await asyncio.gather(
-            add(keys=[key], args=[1]),
-            add(keys=[key], args=["boom"]),
-            add(keys=[key], args=[1]),
-            return_exceptions=True,
-        )
+    await client.script_flush()
 
-        assert answers[0] == 1
-        assert answers[2] == 2
-        assert isinstance(answers[1], ResponseError)
-    finally:
-        await client.delete(key)
+    answers = await asyncio.gather(*(add(keys=[key], args=[2]) for _ in range(10)))
+
+    assert sorted(answers) == list(range(2, 21, 2))
+    assert int(await client.get(key) or 0) == 20
 
 
-async def test_a_cancelled_caller_leaves_the_others_their_answers(client: Redis) -> None:
+async def test_a_failing_script_fails_its_call_alone(client: Redis, key: str) -> None:
     add = ScriptBatcher(client).register(_ADD)
-    key = counter()
-    try:
-        calls = [asyncio.create_task(add(keys=[key], args=[1])) for _ in range(5)]
-        calls[2].cancel()
-        answers = await asyncio.gather(*calls, return_exceptions=True)
 
-        assert isinstance(answers[2], asyncio.CancelledError)
-        assert all(isinstance(a, int) for n, a in enumerate(answers) if n != 2)
-    finally:
-        await client.delete(key)
+    answers = await asyncio.gather(
+        add(keys=[key], args=[1]),
+        add(keys=[key], args=["boom"]),
+        add(keys=[key], args=[1]),
+        return_exceptions=True,
+    )
+
+    assert answers[0] == 1
+    assert answers[2] == 2
+    assert isinstance(answers[1], ResponseError)
+
+
+async def test_a_cancelled_caller_leaves_the_others_their_answers(client: Redis, key: str) -> None:
+    add = ScriptBatcher(client).register(_ADD)
+
+    calls = [asyncio.create_task(add(keys=[key], args=[1])) for _ in range(5)]
+    calls[2].cancel()
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert isinstance(answers[2], asyncio.CancelledError)
+    assert all(isinstance(a, int) for n, a in enumerate(answers) if n != 2)
 
 
 async def test_an_unreachable_redis_fails_every_call_with_an_error_of_its_own() -> None:

@@ -24,6 +24,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from flashorder.application.ports import (
     IdempotencyRecord,
@@ -68,8 +69,10 @@ class _BatchRefused(Exception):
     """Some order of the batch cannot be written as it is: write them one by one."""
 
 
-#: Confirms the reservations of committed orders in the stock gate (``StockGate.confirm``).
-Confirm = Callable[..., Awaitable[None]]
+class Confirm(Protocol):
+    """Confirms the reservations of committed orders in the stock gate (``StockGate.confirm``)."""
+
+    async def __call__(self, *order_ids: OrderId) -> None: ...
 
 
 class GroupCommit:
