@@ -93,6 +93,8 @@ class KafkaEventConsumer:
             enable_auto_commit=False,
             auto_offset_reset=self._start_from,
             request_timeout_ms=int(self._timeout * 1000),
+            fetch_min_bytes=65536,
+            fetch_max_wait_ms=200,
         )
         try:
             async with asyncio.timeout(self._timeout):

@@ -51,7 +51,7 @@ class Relay:
         publisher: EventPublisher,
         *,
         batch_size: int = 500,
-        idle_sleep: float = 0.05,
+        idle_sleep: float = 0.1,
         max_backoff: float = 5.0,
         purge_every: float = 60.0,
         retention: timedelta = timedelta(hours=24),
@@ -118,7 +118,7 @@ async def run_relay(
     *,
     stop: asyncio.Event,
     batch_size: int = 500,
-    idle_sleep: float = 0.05,
+    idle_sleep: float = 0.1,
     purge_every: float = 60.0,
     retention: timedelta = timedelta(hours=24),
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+import uvloop
 
 from flashorder.config import Settings
 from flashorder.entrypoints import logs
@@ -112,7 +113,8 @@ def relay() -> None:
         typer.echo("error: the relay needs FLASHORDER_KAFKA_BOOTSTRAP", err=True)
         raise typer.Exit(2)
     _prepare(settings)
-    asyncio.run(relay_main(settings))
+    # uvloop, as the API workers: its transports cost less CPU per message than asyncio's.
+    uvloop.run(relay_main(settings))
 
 
 @cli.command()
@@ -125,7 +127,7 @@ def projector() -> None:
         typer.echo("error: the projector needs FLASHORDER_KAFKA_BOOTSTRAP", err=True)
         raise typer.Exit(2)
     _prepare(settings)
-    asyncio.run(projector_main(settings))
+    uvloop.run(projector_main(settings))
 
 
 @cli.command()

@@ -60,6 +60,9 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # The service exports its own Prometheus metrics. FastAPI's OpenTelemetry hooks
+        # would look up the global tracer provider (an environment read) on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.include_router(orders.router, responses=problems.common_responses())
     app.include_router(catalogue.router, responses=problems.common_responses())

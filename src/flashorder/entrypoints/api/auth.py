@@ -200,9 +200,21 @@ _bearer = HTTPBearer(
 )
 
 
-async def _authenticated(
+async def authenticated(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The dependency behind ``UserDep``: the caller of a request, or a 401."""
+    return await _principal(request, credentials)
+
+
+async def caller(request: Request) -> Principal:
+    """What ``authenticated`` answers, for a route that reads its request itself (``direct``)."""
+    return await _principal(request, await _bearer(request))
+
+
+async def _principal(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     if credentials is None:
         raise Unauthorized("a bearer token is required", token_given=False)
@@ -210,11 +222,11 @@ async def _authenticated(
     return await authenticator.principal(credentials.credentials)
 
 
-async def _admin(principal: Annotated[Principal, Depends(_authenticated)]) -> Principal:
+async def _admin(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
     if not principal.admin:
         raise Forbidden("this needs an admin token")
     return principal
 
 
-UserDep = Annotated[Principal, Depends(_authenticated)]
+UserDep = Annotated[Principal, Depends(authenticated)]
 AdminDep = Annotated[Principal, Depends(_admin)]

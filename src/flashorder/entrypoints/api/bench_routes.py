@@ -16,6 +16,7 @@ from starlette.responses import Response
 from flashorder.domain import errors
 from flashorder.entrypoints.api.auth import UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
+from flashorder.entrypoints.api.direct import direct_route
 from flashorder.entrypoints.api.orders import IdempotencyKey
 from flashorder.entrypoints.api.problems import Forbidden
 from flashorder.entrypoints.api.schemas import PlaceOrderIn
@@ -23,7 +24,13 @@ from flashorder.entrypoints.api.schemas import PlaceOrderIn
 router = APIRouter(prefix="/api/v1/bench", tags=["bench"], include_in_schema=False)
 
 
-@router.post("/echo-order", status_code=201, summary="Validate an order and echo it (no I/O)")
+@direct_route(
+    router,
+    "POST",
+    "/echo-order",
+    status_code=201,
+    summary="Validate an order and echo it (no I/O)",
+)
 async def echo_order(
     body: PlaceOrderIn,
     service: ServiceDep,

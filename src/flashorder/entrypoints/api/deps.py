@@ -9,10 +9,10 @@ from fastapi import Depends, Request
 from flashorder.bootstrap import Service
 
 
-async def _service(request: Request) -> Service:
+async def service_of(request: Request) -> Service:
     # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per request.
     service: Service = request.state.service
     return service
 
 
-ServiceDep = Annotated[Service, Depends(_service)]
+ServiceDep = Annotated[Service, Depends(service_of)]

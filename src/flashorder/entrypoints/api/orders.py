@@ -18,6 +18,7 @@ from flashorder.domain.pricing import RequestedLine
 from flashorder.entrypoints.api.admission import RATE_LIMITED, AdmittedDep, admit
 from flashorder.entrypoints.api.auth import AUTH_RESPONSES, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
+from flashorder.entrypoints.api.direct import direct_route
 from flashorder.entrypoints.api.problems import MEDIA_TYPE, Forbidden
 from flashorder.entrypoints.api.schemas import Ident, OrderOut, OrderPage, PlaceOrderIn, Problem
 
@@ -61,7 +62,9 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
-@router.post(
+@direct_route(
+    router,
+    "POST",
     "",
     status_code=201,
     response_model=OrderOut,
@@ -124,7 +127,9 @@ async def place_order(
     return _json(placed.body, placed.status_code)
 
 
-@router.get(
+@direct_route(
+    router,
+    "GET",
     "/{order_id}",
     response_model=OrderOut,
     responses={404: {"description": "No such order (yet), or not yours", **_PROBLEMS}},
