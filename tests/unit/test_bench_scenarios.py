@@ -96,6 +96,23 @@ def test_an_open_loop_step_keeps_the_share_of_stock_to_requests() -> None:
     assert (step.requests, step.stock) == (5_000, 500)
 
 
+def test_the_warm_up_sells_its_own_products_to_its_own_buyers() -> None:
+    opts = BenchOptions()
+    warmup = opts.warmup_spec("w")
+    measured = opts.spec("r")
+    assert warmup is not None
+    assert warmup.requests == 2_000
+    assert warmup.stock == 4_000  # every request can be served: the selling path warms up
+    assert not {s.product_id for s in products(warmup)} & {s.product_id for s in products(measured)}
+    assert not {c.user_id for j in jobs(warmup) for c in j.calls} & {
+        c.user_id for j in jobs(measured) for c in j.calls
+    }
+    small = BenchOptions(requests=120).warmup_spec("w")
+    assert small is not None
+    assert small.requests == 12
+    assert BenchOptions(warmup=0).warmup_spec("w") is None
+
+
 def test_options_parse_scenarios_and_strategies() -> None:
     assert parse_scenario("retry") == "retry"
     assert parse_strategies("lock, reserve,lock") == ("lock", "reserve")

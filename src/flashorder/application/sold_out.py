@@ -54,10 +54,14 @@ class SoldOutCache:
                 stale.append(pid)
             elif reading[1]:
                 return pid
-        if not stale:
-            return None
-        sold_out = await asyncio.gather(*(self._read(pid) for pid in stale))
-        return next((pid for pid, gone in zip(stale, sold_out, strict=True) if gone), None)
+        # The readings run side by side; each is awaited in turn (no task per caller: a
+        # crowd meets a stale reading at once, and a gather would wrap each wait in a task).
+        tasks = [(pid, self._reading_of(pid)) for pid in stale]
+        for pid, task in tasks:
+            # Shielded: a cancelled request does not cancel the reading others wait for.
+            if await asyncio.shield(task):
+                return pid
+        return None
 
     def forget(self, product_ids: Iterable[ProductId]) -> None:
         """Drop what is known of these products: their stock just changed, here."""
@@ -65,16 +69,15 @@ class SoldOutCache:
         for pid in product_ids:
             self._readings.pop(pid, None)
 
-    async def _read(self, pid: ProductId) -> bool:
+    def _reading_of(self, pid: ProductId) -> asyncio.Task[bool]:
         # One reading per product at a time: a crowd arriving when a reading is stale shares
-        # it instead of sending the gate one read each. Shielded, so that a cancelled request
-        # does not cancel the reading the others wait for.
+        # it instead of sending the gate one read each.
         task = self._reading.get(pid)
         if task is None:
             task = asyncio.create_task(self._fetch(pid))
             self._reading[pid] = task
             task.add_done_callback(lambda done: self._done_reading(pid, done))
-        return await asyncio.shield(task)
+        return task
 
     def _done_reading(self, pid: ProductId, task: asyncio.Task[bool]) -> None:
         if self._reading.get(pid) is task:

@@ -3,7 +3,7 @@ defaults the options scale."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +36,8 @@ class BenchOptions:
     generators: int = 1
     pin: bool = False
     repeat: int = 1
+    #: Requests of the warm-up before the measured runs (at most a tenth of a run's).
+    warmup: int = 2_000
     open_loop: bool = True
     #: Open-loop rates to try; empty: fractions of the closed-loop peak.
     rates: tuple[float, ...] = ()
@@ -71,6 +73,16 @@ class BenchOptions:
             seed=self.seed,
             echo=echo,
         )
+
+    def warmup_spec(self, tag: str) -> ScenarioSpec | None:
+        """The warm-up: a short sale of its own products and buyers, with stock for every
+        request, so that it runs the selling path (group commit, relay, projector) and leaves
+        the measured buyers' tokens and products untouched. None when there is none."""
+        base = self.spec(tag)
+        requests = min(self.warmup, base.requests // 10)
+        if requests <= 0:
+            return None
+        return replace(self.spec(tag, requests=requests), stock=2 * requests)
 
 
 def parse_scenario(name: str) -> ScenarioName:

@@ -36,6 +36,8 @@ ECHO_CALLS_MAX = 20_000
 class StrategyResult:
     strategy: str
     base_url: str
+    #: The warm-up before the measured runs (not measured: kept for the record).
+    warmup: PhaseRecord | None = None
     closed: list[PhaseRecord] = field(default_factory=list)
     ceiling: PhaseRecord | None = None
     wrk_echo_per_s: float | None = None
@@ -125,6 +127,13 @@ async def _measure(
         )
         if stack is not None:
             ctx.alive = partial(_alive, stack)
+        if (warmup := opts.warmup_spec(f"{runtag}w")) is not None:
+            # Fresh processes warm up (connection pools, statement caches, the relay's and
+            # the projector's first batches) before anything is measured; its orders are
+            # checked with the rest.
+            run = await run_phase(ctx, warmup, name=f"{strategy} warm-up", mode="closed")
+            answers.add(run.jobs, run.samples)
+            result.warmup = run.record
         for rep in range(opts.repeat):
             name = f"{strategy} closed loop, run {rep + 1}/{opts.repeat}"
             run = await run_phase(ctx, opts.spec(f"{runtag}r{rep}"), name=name, mode="closed")

@@ -198,6 +198,9 @@ def bench(
     generators: Annotated[int, typer.Option(help="Load generator processes")] = 1,
     pin: Annotated[bool, typer.Option(help="Pin the generators to the last CPUs")] = False,
     repeat: Annotated[int, typer.Option(help="Closed-loop runs on the same processes")] = 1,
+    warmup: Annotated[
+        int, typer.Option(help="Warm-up requests first (at most a tenth of a run; 0: none)")
+    ] = 2_000,
     open_loop: Annotated[bool, typer.Option(help="Step open-loop rates after the runs")] = True,
     rates: Annotated[str, typer.Option(help="Open-loop rates, e.g. 500,1000 (default: auto)")] = "",
     step_seconds: Annotated[float, typer.Option(help="Seconds per open-loop step")] = 5.0,
@@ -236,6 +239,7 @@ def bench(
         generators=generators,
         pin=pin,
         repeat=repeat,
+        warmup=warmup,
         open_loop=open_loop,
         rates=tuple(float(r) for r in rates.split(",") if r.strip()),
         step_seconds=step_seconds,
