@@ -55,6 +55,11 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+#: Prepared statements kept per MariaDB connection. The service runs a few dozen distinct
+#: statements; lists of ids render one statement per length, hence the room.
+STATEMENT_CACHE_SIZE = 256
+
+
 def _mariadb_engine(url: URL, pool_size: int) -> AsyncEngine:
     # Timeouts are server-side (lock wait, statement time) plus the connect timeout. asyncmy's
     # client-side ``read_timeout`` is left off: it wraps every read in ``wait_for`` and cost
@@ -70,6 +75,13 @@ def _mariadb_engine(url: URL, pool_size: int) -> AsyncEngine:
     }
     if "charset" not in url.query:
         connect_args["charset"] = "utf8mb4"
+    if url.get_driver_name() == "asyncmy":
+        # Statements with parameters run as server-side prepared statements, kept per
+        # connection (least recently used out): values travel in binary, with no escaping,
+        # and a batch insert goes out as one MariaDB bulk execution
+        # (COM_STMT_BULK_EXECUTE). A 20-row outbox insert cost 0.6 ms of client CPU as
+        # escaped text and 0.08 ms as a bulk execution (docs/benchmarks.md).
+        connect_args["stmt_cache_size"] = STATEMENT_CACHE_SIZE
     return create_async_engine(
         url,
         pool_size=pool_size,
