@@ -80,7 +80,7 @@ def _mariadb_engine(url: URL, pool_size: int) -> AsyncEngine:
         # connection (least recently used out): values travel in binary, with no escaping,
         # and a batch insert goes out as one MariaDB bulk execution
         # (COM_STMT_BULK_EXECUTE). A 20-row outbox insert cost 0.6 ms of client CPU as
-        # escaped text and 0.08 ms as a bulk execution (docs/benchmarks.md).
+        # escaped text and 0.08 ms as a bulk execution (docs/benchmarks.md, second round).
         connect_args["stmt_cache_size"] = STATEMENT_CACHE_SIZE
     return create_async_engine(
         url,
