@@ -30,7 +30,7 @@ from flashorder.adapters.redis_idempotency import RedisIdempotencyCache
 from flashorder.adapters.redis_lock import RedisLocks
 from flashorder.adapters.redis_rate_limit import RedisRateLimiter
 from flashorder.adapters.redis_stock import RedisStockGate
-from flashorder.adapters.sql_engine import make_engine
+from flashorder.adapters.sql_engine import READ_ONLY, make_engine
 from flashorder.adapters.sql_outbox import SqlOutboxRelayStore
 from flashorder.adapters.sql_read_model import SqlReadModel
 from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
@@ -96,7 +96,9 @@ class Service:
         checks: dict[str, str] = {}
         try:
             async with asyncio.timeout(2):
+                # Read-only: on SQLite a plain connection begins by taking the write lock.
                 async with self.engine.connect() as conn:
+                    conn = await conn.execution_options(**{READ_ONLY: True})
                     await conn.execute(text("SELECT 1"))
             checks["database"] = "ok"
         except Exception as exc:  # any failure means not ready; the word says which

@@ -7,20 +7,32 @@ SQLite runs every transaction as ``BEGIN IMMEDIATE`` unless the connection carri
 ``READ_ONLY``: a unit of work reads and then writes, and a deferred transaction that tries to
 upgrade its read lock while another writer holds the database fails at once with "database
 is locked" (the busy timeout cannot help an upgrade). Taking the write lock up front makes
-concurrent writers queue on ``busy_timeout`` instead (and the units of work of one process
-queue on an in-process lock before that, see ``SqlUnitOfWorkFactory``).
+concurrent writers queue on ``busy_timeout`` instead.
+
+Within one process, every SQLite writer (units of work, the relay, the read model, the
+projector's status) first queues on one ``asyncio.Lock`` per connection pool (``writing``).
+SQLite's busy handler lets waiting connections poll with growing sleeps, in no order: a writer
+that polls can lose every round to writers handed the lock directly, and starve past the busy
+timeout. The queue serves them in turn; other processes (a CLI, a migration) still wait on the
+busy timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, Pool
+
+from flashorder.adapters.sql_errors import SerializationFailure
 
 #: Execution option: on SQLite, begin with a plain (deferred) ``BEGIN``, which takes no write
 #: lock. For connections that only read (queries, probes); ignored by MariaDB.
@@ -53,6 +65,52 @@ def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+# One queue per pool: engines derived with ``execution_options`` share their parent's pool.
+_WRITER_QUEUES: WeakKeyDictionary[Pool, asyncio.Lock] = WeakKeyDictionary()
+
+
+def writer_queue(engine: AsyncEngine) -> asyncio.Lock | None:
+    """This process's queue of writers to ``engine``'s SQLite database; None on MariaDB."""
+    if not is_sqlite(engine):
+        return None
+    pool = engine.sync_engine.pool
+    queue = _WRITER_QUEUES.get(pool)
+    if queue is None:
+        queue = _WRITER_QUEUES[pool] = asyncio.Lock()
+    return queue
+
+
+async def wait_turn(queue: asyncio.Lock) -> None:
+    """Acquire ``queue``; ``SerializationFailure`` (retryable: nothing was done yet) after
+    ``LOCK_WAIT_SECONDS``."""
+    try:
+        async with asyncio.timeout(LOCK_WAIT_SECONDS):
+            await queue.acquire()
+    except TimeoutError:
+        raise SerializationFailure("waited too long for the database's write lock") from None
+
+
+@asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Hold this process's turn to write ``engine``'s SQLite database; a no-op on MariaDB."""
+    queue = writer_queue(engine)
+    if queue is None:
+        yield
+        return
+    await wait_turn(queue)
+    try:
+        yield
+    finally:
+        queue.release()
+
+
+@asynccontextmanager
+async def begin_writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """``engine.begin()`` in this process's turn to write (see ``writing``)."""
+    async with writing(engine), engine.begin() as conn:
+        yield conn
 
 
 #: Prepared statements kept per MariaDB connection. The service runs a few dozen distinct

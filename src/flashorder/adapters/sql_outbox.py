@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql_engine import READ_ONLY, is_sqlite
+from flashorder.adapters.sql_engine import READ_ONLY, begin_writing, is_sqlite
 from flashorder.adapters.sql_errors import release, unavailable_on_failure
 from flashorder.adapters.sql_tables import outbox
 from flashorder.application.ports import OutboxBatch
@@ -107,7 +107,7 @@ class SqlOutboxRelayStore:
             yield OutboxBatch([row_event(r) for r in rows])
             if rows:
                 with unavailable_on_failure():
-                    async with self._engine.begin() as conn:
+                    async with begin_writing(self._engine) as conn:
                         await conn.execute(_MARK, {"ids": [r.id for r in rows], "now": _now()})
             return
         with unavailable_on_failure():
@@ -130,7 +130,7 @@ class SqlOutboxRelayStore:
         deleted = 0
         while True:
             with unavailable_on_failure():
-                async with self._engine.begin() as conn:
+                async with begin_writing(self._engine) as conn:
                     found = await conn.execute(_PURGEABLE, {"before": older_than, "n": PURGE_CHUNK})
                     ids = list(found.scalars())
                     if ids:

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
-from flashorder.adapters.sql_engine import READ_ONLY
+from flashorder.adapters.sql_engine import READ_ONLY, begin_writing
 from flashorder.adapters.sql_errors import as_unavailable
 from flashorder.adapters.sql_tables import ID, MARIADB_TABLE_OPTIONS, UtcDateTime, metadata
 from flashorder.application.projector import ProjectorStats
@@ -64,7 +64,7 @@ async def write(engine: AsyncEngine, stats: ProjectorStats) -> None:
         "updated_at": stats.updated_at or stats.started_at,
     }
     try:
-        async with engine.begin() as conn:
+        async with begin_writing(engine) as conn:
             await conn.execute(_upsert(engine.dialect.name, row))
     except Exception as exc:
         if (unavailable := as_unavailable(exc)) is not None:

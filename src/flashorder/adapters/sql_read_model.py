@@ -29,7 +29,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from flashorder.adapters.sql_engine import READ_ONLY, is_sqlite
+from flashorder.adapters.sql_engine import READ_ONLY, begin_writing, is_sqlite
 from flashorder.adapters.sql_errors import is_duplicate_key, unavailable_on_failure
 from flashorder.adapters.sql_tables import order_views, processed_events, product_sales
 from flashorder.adapters.sql_upsert import mariadb_upsert
@@ -127,7 +127,7 @@ class SqlReadModel:
         if not events:
             return 0
         with unavailable_on_failure():
-            async with self._engine.begin() as conn:
+            async with begin_writing(self._engine) as conn:
                 return await self._apply(conn, events)
 
     async def _apply(self, conn: AsyncConnection, events: Sequence[Event]) -> int:

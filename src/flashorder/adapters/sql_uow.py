@@ -15,13 +15,12 @@ unknown; callers that must know read their write back (the idempotency record is
 
 from __future__ import annotations
 
-import asyncio
 from types import TracebackType
 from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql_engine import LOCK_WAIT_SECONDS, is_sqlite
+from flashorder.adapters.sql_engine import is_sqlite, wait_turn, writer_queue
 from flashorder.adapters.sql_errors import SerializationFailure, release, unavailable_on_failure
 from flashorder.adapters.sql_order_repositories import (
     SqlIdempotencyRecords,
@@ -49,10 +48,11 @@ class SqlUnitOfWork:
     commit rolls back. The connection goes back to the pool on leaving, whatever happened.
     """
 
-    def __init__(self, engine: AsyncEngine, *, writers: asyncio.Lock | None = None) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._db = Db(sqlite=is_sqlite(engine))
-        self._writers = writers
+        # SQLite: this process's queue of writers (see ``sql_engine.writing``).
+        self._writers = writer_queue(engine)
         self._holds_writers = False
         self._entered = False
         # Typed as the ports: the Protocol's attributes are writable, hence invariant.
@@ -68,13 +68,7 @@ class SqlUnitOfWork:
             raise RuntimeError("a unit of work runs once; ask the factory for a new one")
         self._entered = True
         if self._writers is not None:
-            try:
-                async with asyncio.timeout(LOCK_WAIT_SECONDS):
-                    await self._writers.acquire()
-            except TimeoutError:
-                raise SerializationFailure(
-                    "waited too long for the database's write lock"
-                ) from None
+            await wait_turn(self._writers)
             self._holds_writers = True
         try:
             with unavailable_on_failure():
@@ -129,11 +123,6 @@ class SqlUnitOfWorkFactory:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        # SQLite has one writer at a time. Its busy handler lets waiting connections poll with
-        # growing sleeps, in no particular order; queueing this process's units of work on a
-        # lock first serves them in turn and without the sleeps. Other processes (a CLI, a
-        # migration) still wait on the busy timeout.
-        self._writers = asyncio.Lock() if is_sqlite(engine) else None
 
     def __call__(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._engine, writers=self._writers)
+        return SqlUnitOfWork(self._engine)
