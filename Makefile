@@ -48,9 +48,9 @@ services-down:
 stack: install services
 	$(STACK_ENV) scripts/stack.sh
 
-## The flash-sale benchmark (both strategies, one run) on the full stack.
+## The flash-sale benchmark (both strategies, one run) on the full stack; flags in BENCH_ARGS.
 bench: install services
-	$(STACK_ENV) $(BIN)/flashorder bench
+	$(STACK_ENV) $(BIN)/flashorder bench $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests

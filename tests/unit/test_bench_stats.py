@@ -6,8 +6,11 @@ import math
 
 import pytest
 
+from flashorder.bench.phase import PhaseRecord
+from flashorder.bench.run import StrategyResult
 from flashorder.bench.samples import ECHO, GET_PRODUCT, ORDER, TRANSPORT_ERROR, Samples
 from flashorder.bench.stats import Latency, percentile, phase_stats, series
+from flashorder.bench.summary import open_table
 
 
 def test_percentile_is_the_nearest_rank() -> None:
@@ -108,3 +111,24 @@ def test_series_buckets_answers_by_when_they_finished() -> None:
     got = series(s, bucket_s=0.5)
     assert got.answers == [1, 1, 1]
     assert got.accepted == [1, 0, 1]
+
+
+def test_open_loop_table_shows_the_accepted_orders_latency_apart() -> None:
+    # A hot step: three fast refusals and two slow acceptances, all due at t = 0.
+    samples = Samples()
+    for i, (status, took) in enumerate([(201, 0.120), (201, 0.080), (409, 0.002), (409, 0.003),
+                                        (409, 0.002)]):  # fmt: skip
+        samples.add(job=i, intended=0.0, start=0.0, end=took, status=status, kind=ORDER)
+    step = PhaseRecord("open 50/s", "open", 50.0, phase_stats(samples), series(samples))
+    table = open_table([StrategyResult("reserve", "http://x", open_steps=[step])], 100.0)
+    header, _, row = table.splitlines()
+    cells = dict(zip(_cells(header), _cells(row), strict=True))
+    assert cells["accepted"] == "2"
+    assert cells["accepted p50 ms"] == "80.0"
+    assert cells["accepted p99 ms"] == "120.0"
+    assert cells["p50 ms"] == "3.0"
+    assert cells["p99 <= 100 ms"] == "no"
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip("|").split("|")]
