@@ -75,7 +75,7 @@ def serve(
     mode = "embedded" if settings.embedded else "full stack"
     typer.echo(f"flashorder ({mode}) on http://{settings.host}:{settings.port}  docs: /docs")
     uvicorn.run(
-        "flashorder.entrypoints.api.app:create_app",
+        "flashorder.entrypoints.api.app:serving_app",
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -23,6 +23,7 @@ from flashorder.adapters.sql_read_model import SqlReadModel
 from flashorder.application.projector import ProjectorStats, run_projector
 from flashorder.application.relay import run_relay
 from flashorder.config import Settings
+from flashorder.entrypoints.heap import freeze_startup_heap
 
 log = logging.getLogger("flashorder.workers")
 
@@ -44,6 +45,7 @@ async def relay_main(settings: Settings) -> None:
     )
     try:
         async with publisher:
+            freeze_startup_heap()
             await run_relay(
                 SqlOutboxRelayStore(engine),
                 publisher,
@@ -68,6 +70,7 @@ async def projector_main(settings: Settings) -> None:
     )
     try:
         async with consumer:
+            freeze_startup_heap()
             await run_projector(
                 consumer,
                 SqlReadModel(engine),

@@ -17,6 +17,7 @@ from flashorder.entrypoints.api import bench_routes, catalogue, ops, orders, pro
 from flashorder.entrypoints.api.auth import Authenticator, secret_warning
 from flashorder.entrypoints.api.limits import BodyLimit
 from flashorder.entrypoints.api.metrics import Metrics, MetricsMiddleware
+from flashorder.entrypoints.heap import freeze_startup_heap
 
 log = logging.getLogger("flashorder.api")
 
@@ -38,8 +39,18 @@ Every `/api/v1` call needs a bearer JWT (`Authorize` above). For development,
 """
 
 
-def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
-    """Build the ASGI app. ``background`` runs the embedded relay and projector (no Kafka)."""
+def serving_app() -> FastAPI:
+    """The app of a serving worker process (``flashorder serve``): its startup heap frozen
+    once started (see ``heap``). Not for apps built in a process that goes on doing other
+    things, such as tests: what a frozen object holds is never collected."""
+    return create_app(freeze_heap=True)
+
+
+def create_app(
+    settings: Settings | None = None, *, background: bool = True, freeze_heap: bool = False
+) -> FastAPI:
+    """Build the ASGI app. ``background`` runs the embedded relay and projector (no Kafka);
+    ``freeze_heap`` exempts what startup built from later garbage collections."""
     settings = settings or Settings()
     # Each uvicorn worker is a fresh process that builds its app here.
     logs.configure(settings.log_level, json=settings.log_json)
@@ -51,6 +62,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
         authenticator = Authenticator(settings)
         async with build(settings, background=background) as service:
+            if freeze_heap:
+                freeze_startup_heap()
             yield {"service": service, "metrics": metrics, "authenticator": authenticator}
 
     app = FastAPI(
