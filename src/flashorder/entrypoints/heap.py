@@ -6,7 +6,7 @@ statements), and walking them took 130-140 ms on the development machine: a paus
 request in the process, every few seconds under load (docs/benchmarks.md, "Pauses of the
 garbage collector"). None of them ever becomes garbage. So once a process has built what it
 keeps, it moves them out of the collector's generations (``gc.freeze``), and later
-collections walk only what was made since (about 2 ms).
+collections walk only what was made since (7-11 ms in a busy API worker).
 """
 
 from __future__ import annotations
