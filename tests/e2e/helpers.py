@@ -24,10 +24,15 @@ def reader(api: Api) -> str:
 
 
 async def new_product(
-    api: Api, *, stock: int, price: int = 10050, max_per_user: int | None = None
+    api: Api,
+    *,
+    stock: int,
+    price: int = 10050,
+    max_per_user: int | None = None,
+    name: str = "test item",
 ) -> str:
     pid = rid("PRD")
-    body: dict[str, Any] = {"productId": pid, "name": "test item", "price": price, "stock": stock}
+    body: dict[str, Any] = {"productId": pid, "name": name, "price": price, "stock": stock}
     if max_per_user is not None:
         body["maxPerUser"] = max_per_user
     reply = await api.call("POST", "/api/v1/products", body, token=admin(api))

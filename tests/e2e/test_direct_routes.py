@@ -159,6 +159,38 @@ async def test_every_request_is_answered_as_fastapi_alone_answers_it(
     assert all(r.status < 500 for r in fast)
 
 
+async def test_product_reads_are_answered_as_fastapi_alone_answers_them(
+    api: InProcessApi, monkeypatch: pytest.MonkeyPatch, solved: list[str]
+) -> None:
+    plain = await new_product(api, stock=5, max_per_user=2)
+    named = await new_product(api, stock=0, price=1, name='한정판 "스니커즈" ✓')
+    token = api.token("u1")
+    cases = [
+        ("known", f"/api/v1/products/{plain}", {"token": token}),
+        ("sold out, unicode name", f"/api/v1/products/{named}", {"token": token}),
+        ("unknown", "/api/v1/products/NO_SUCH_PRODUCT", {"token": token}),
+        ("bad id", "/api/v1/products/with%20space", {"token": token}),
+        ("too long", "/api/v1/products/" + "x" * 100, {"token": token}),
+        ("no token", f"/api/v1/products/{plain}", {}),
+        ("bad token", f"/api/v1/products/{plain}", {"token": "not.a.jwt"}),
+    ]
+    solved.clear()
+    fast = [await api.call("GET", path, **kw) for _, path, kw in cases]
+    assert f"/api/v1/products/{plain}" not in solved, "a well-formed read is direct"
+
+    async def fall_through(self: object, request: object) -> object:
+        return direct._FALL_THROUGH
+
+    monkeypatch.setattr(direct._FastPath, "answer", fall_through)
+    standard = [await api.call("GET", path, **kw) for _, path, kw in cases]
+    for (label, _, _), a, b in zip(cases, fast, standard, strict=True):
+        assert (a.status, a.body) == (b.status, b.body), label
+        assert a.headers.get("content-type") == b.headers.get("content-type"), label
+    assert [r.status for r in fast] == [200, 200, 404, 422, 422, 401, 401]
+    assert fast[0].body["maxPerUser"] == 2
+    assert fast[0].body["available"] == 5
+
+
 def test_a_route_the_fast_path_cannot_serve_is_refused_when_built() -> None:
     router = APIRouter(route_class=DirectRoute)
 

@@ -3,13 +3,14 @@ reads any valid token."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from flashorder.application import handlers
 from flashorder.domain import commands, errors
 from flashorder.domain.model import DiscountPolicy, DiscountPolicyId, Product, ProductId
 from flashorder.entrypoints.api.auth import AUTH_RESPONSES, AdminDep, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
+from flashorder.entrypoints.api.direct import direct_route
 from flashorder.entrypoints.api.problems import documented
 from flashorder.entrypoints.api.schemas import (
     DiscountPolicyIn,
@@ -67,13 +68,22 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
     return _product_out(product)
 
 
-@router.get(
+# The page every buyer reloads while a sale is on: a direct route (see ``direct``).
+@direct_route(
+    router,
+    "GET",
     "/products/{product_id}",
+    response_model=ProductOut,
     summary="Read a product with its available and sold stock",
     responses={404: documented("No such product")},
 )
-async def get_product(product_id: Ident, service: ServiceDep, _: UserDep) -> ProductOut:
-    return _product_out(await handlers.product_view(ProductId(product_id), deps=service.deps))
+async def get_product(product_id: Ident, service: ServiceDep, _: UserDep) -> Response:
+    product = await handlers.product_view(ProductId(product_id), deps=service.deps)
+    # Already validated as the domain's product: written out as FastAPI would write the
+    # response model (by alias, compact JSON), without validating it again.
+    return Response(
+        _product_out(product).model_dump_json(by_alias=True), media_type="application/json"
+    )
 
 
 @router.post(
