@@ -15,6 +15,7 @@ unknown; callers that must know read their write back (the idempotency record is
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import Self
 
@@ -48,11 +49,10 @@ class SqlUnitOfWork:
     commit rolls back. The connection goes back to the pool on leaving, whatever happened.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, writers: asyncio.Lock | None) -> None:
         self._engine = engine
         self._db = Db(sqlite=is_sqlite(engine))
-        # SQLite: this process's queue of writers (see ``sql_engine.writing``).
-        self._writers = writer_queue(engine)
+        self._writers = writers
         self._holds_writers = False
         self._entered = False
         # Typed as the ports: the Protocol's attributes are writable, hence invariant.
@@ -123,6 +123,8 @@ class SqlUnitOfWorkFactory:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # SQLite: this process's queue of writers (see ``sql_engine.writing``); None on MariaDB.
+        self._writers = writer_queue(engine)
 
     def __call__(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._engine)
+        return SqlUnitOfWork(self._engine, writers=self._writers)

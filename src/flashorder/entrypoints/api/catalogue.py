@@ -79,8 +79,8 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
 )
 async def get_product(product_id: Ident, service: ServiceDep, _: UserDep) -> Response:
     product = await handlers.product_view(ProductId(product_id), deps=service.deps)
-    # Already validated as the domain's product: written out as FastAPI would write the
-    # response model (by alias, compact JSON), without validating it again.
+    # Written out as FastAPI writes the response model (by alias, compact JSON), in one step
+    # rather than FastAPI's validate, encode and dump of the returned model.
     return Response(
         _product_out(product).model_dump_json(by_alias=True), media_type="application/json"
     )
