@@ -32,13 +32,16 @@ from flashorder.adapters.redis_rate_limit import RedisRateLimiter
 from flashorder.adapters.redis_stock import RedisStockGate
 from flashorder.adapters.sql_engine import READ_ONLY, make_engine
 from flashorder.adapters.sql_outbox import SqlOutboxRelayStore
+from flashorder.adapters.sql_payments import SqlOrderLookup
 from flashorder.adapters.sql_read_model import SqlReadModel
 from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
+from flashorder.application.expiry import Expirer
 from flashorder.application.group_commit import GroupCommit
 from flashorder.application.handlers import Deps, commit_order
 from flashorder.application.ports import (
     IdempotencyCache,
     Locks,
+    OrderLookup,
     OutboxRelayStore,
     RateLimiter,
     ReadModel,
@@ -60,6 +63,8 @@ class Service:
     settings: Settings
     deps: Deps
     read_model: ReadModel
+    #: The write side's reads that give the owner of an order their own writes at once.
+    orders: OrderLookup
     engine: AsyncEngine
     outbox: OutboxRelayStore
     redis: Redis | None = None
@@ -200,8 +205,11 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
                 strategy=settings.strategy,
                 writer=writer,
                 sold_out=SoldOutCache(stock, ttl=settings.sold_out_cache_seconds),
+                pay_within=timedelta(seconds=settings.pay_within_seconds),
+                payment_grace=timedelta(seconds=settings.payment_grace_seconds),
             ),
             read_model=read_model,
+            orders=SqlOrderLookup(engine),
             engine=engine,
             outbox=SqlOutboxRelayStore(engine),
             redis=redis,
@@ -210,6 +218,9 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
         )
         if background and settings.kafka_bootstrap is None:
             await _start_embedded_events(service, stack)
+            # One process does it all here; the full stack runs ``flashorder expirer``.
+            if settings.expire_every_seconds > 0:
+                _start_expirer(service, stack)
         if background and settings.reconcile_every_seconds > 0 and settings.strategy == "reserve":
             _start_reconciler(service, stock, stack)
         yield service
@@ -233,6 +244,22 @@ async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> Non
     async def shutdown() -> None:
         stop.set()
         await asyncio.gather(relay, return_exceptions=True)
+
+    stack.push_async_callback(shutdown)
+
+
+def _start_expirer(service: Service, stack: AsyncExitStack) -> None:
+    """Expire unpaid orders past their deadline (``expiry.py``) inside this process."""
+    stop = asyncio.Event()
+    expirer = Expirer(service.deps, batch_size=service.settings.expire_batch_size)
+    task = asyncio.create_task(
+        expirer.run(stop, every=service.settings.expire_every_seconds), name="expirer"
+    )
+    service.background.append(task)
+
+    async def shutdown() -> None:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
 
     stack.push_async_callback(shutdown)
 

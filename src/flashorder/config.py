@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: The development secret: documented, hence public. Starting a deployment (a database URL is
 #: set) with it logs a loud warning.
 DEV_JWT_SECRET = "flashorder-development-secret-change-me"
+#: The payment webhook's development secret: as public as the one above.
+DEV_PAYMENT_WEBHOOK_SECRET = "flashorder-payments-development-secret"
 
 
 class Settings(BaseSettings):
@@ -107,6 +109,22 @@ class Settings(BaseSettings):
     #: of a sold-out product are refused without touching Redis or the database; an order
     #: that could succeed is refused for at most this long after stock comes back. 0: off.
     sold_out_cache_seconds: float = Field(default=0.1, ge=0, le=10)
+
+    #: How long a buyer has to pay for an order (products may set their own
+    #: ``payWithinSeconds``); unpaid by then, it expires and its units go back on sale.
+    pay_within_seconds: int = Field(default=600, ge=1, le=7 * 86_400)
+    #: A ``processing`` payment moves the deadline to at least this far ahead, once.
+    payment_grace_seconds: int = Field(default=300, ge=0, le=86_400)
+    #: The secret the payment provider signs its webhook with (``Flashorder-Signature``).
+    payment_webhook_secret: SecretStr = Field(
+        default=SecretStr(DEV_PAYMENT_WEBHOOK_SECRET), min_length=16
+    )
+    #: A webhook whose signed timestamp is further than this from our clock is refused (401).
+    payment_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    #: How often an expirer looks for unpaid orders past their deadline (0: never). The
+    #: embedded server runs one inside; the full stack runs ``flashorder expirer``.
+    expire_every_seconds: float = Field(default=1.0, ge=0, le=3600)
+    expire_batch_size: int = Field(default=200, ge=1, le=10_000)
 
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
     #: ceiling of the HTTP stack that ``flashorder bench`` compares the real routes with.

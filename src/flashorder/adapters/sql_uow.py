@@ -29,12 +29,14 @@ from flashorder.adapters.sql_order_repositories import (
     SqlOutbox,
     SqlPurchaseLimits,
 )
+from flashorder.adapters.sql_payments import SqlPaymentRecords
 from flashorder.adapters.sql_repositories import Db, SqlDiscountPolicies, SqlProducts
 from flashorder.application.ports import (
     DiscountPolicies,
     IdempotencyRecords,
     OrderRepository,
     Outbox,
+    PaymentRecords,
     ProductRepository,
     PurchaseLimits,
 )
@@ -61,6 +63,7 @@ class SqlUnitOfWork:
         self.purchases: PurchaseLimits = SqlPurchaseLimits(self._db)
         self.idempotency: IdempotencyRecords = SqlIdempotencyRecords(self._db)
         self.discounts: DiscountPolicies = SqlDiscountPolicies(self._db)
+        self.payments: PaymentRecords = SqlPaymentRecords(self._db)
         self.outbox: Outbox = SqlOutbox(self._db)
 
     async def __aenter__(self) -> Self:

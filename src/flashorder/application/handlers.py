@@ -12,8 +12,8 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import uuid_utils
@@ -32,6 +32,7 @@ from flashorder.application.ports import (
 from flashorder.application.sold_out import SoldOutCache
 from flashorder.domain import commands, errors
 from flashorder.domain.model import (
+    DEFAULT_PAY_WITHIN,
     DiscountPolicy,
     DiscountPolicyId,
     Order,
@@ -77,6 +78,10 @@ class Deps:
     #: Refuses orders of sold-out products before any work (the reserve strategy only: the
     #: lock strategy is the original design, kept as it was).
     sold_out: SoldOutCache | None = None
+    #: How long a buyer has to pay, for products that do not say (``payWithinSeconds``).
+    pay_within: timedelta = DEFAULT_PAY_WITHIN
+    #: How far a ``processing`` payment moves the deadline (once).
+    payment_grace: timedelta = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,28 @@ async def sold_out_among(product_ids: Sequence[ProductId], *, deps: Deps) -> Pro
     if deps.sold_out is None or deps.strategy != "reserve":
         return None
     return await deps.sold_out.first_sold_out(product_ids)
+
+
+async def refuse_off_sale(product_ids: Sequence[ProductId], *, deps: Deps, keyed: bool) -> None:
+    """Refuse an order outside a product's sale window from this process's catalogue cache:
+    the crowd that comes before the start costs no database work and no Redis round trip.
+
+    A keyed request is refused here only before the start, when no order of the product can
+    exist yet; after the end it may be the retry of an order placed in time, which the
+    handler answers from the key's record.
+    """
+
+    async def load(ids: Sequence[ProductId]) -> dict[ProductId, Product]:
+        async with deps.uow() as uow:
+            return await uow.products.get_many(ids)
+
+    now = deps.clock()
+    for product in (await deps.catalogue.products(product_ids, load)).values():
+        try:
+            product.check_on_sale(now)
+        except errors.SaleEnded:
+            if not keyed:
+                raise
 
 
 async def place_order(cmd: commands.PlaceOrder, *, deps: Deps) -> PlacedOrder:
@@ -190,6 +217,8 @@ async def _priced_order(
     catalogue = await deps.catalogue.products(
         [line.product_id for line in cmd.lines], load_products
     )
+    for product in catalogue.values():
+        product.check_on_sale(now)
     policy = await _policy(cmd, deps=deps)
     quote = check_quote(
         requested=cmd.lines,
@@ -210,6 +239,9 @@ async def _priced_order(
         payment_amount=quote.payment_amount,
         payment_type=cmd.payment_type,
         at=now,
+        pay_within=min(
+            catalogue[line.product_id].pay_within(deps.pay_within) for line in quote.lines
+        ),
     )
     reservation = [
         ReservationLine(line.product_id, line.quantity, catalogue[line.product_id].max_per_user)
@@ -461,6 +493,9 @@ async def create_product(cmd: commands.CreateProduct, *, deps: Deps) -> Product:
         stock=cmd.stock,
         available=cmd.stock,
         max_per_user=cmd.max_per_user,
+        sale_starts_at=cmd.sale_starts_at,
+        sale_ends_at=cmd.sale_ends_at,
+        pay_within_seconds=cmd.pay_within_seconds,
     )
     now = deps.clock()
     async with deps.uow() as uow:
@@ -501,6 +536,27 @@ async def change_stock(cmd: commands.ChangeStock, *, deps: Deps) -> Product:
             await deps.stock.adjust(cmd.product_id, -delta)
             raise
     _stock_changed(deps, [cmd.product_id])
+    return changed
+
+
+async def change_product(cmd: commands.ChangeProduct, *, deps: Deps) -> Product:
+    """Move a product's sale window or change its payment deadline.
+
+    This process's catalogue cache forgets the product at once; the other processes see the
+    change when their entry lapses (``CatalogueCache``'s time-to-live).
+    """
+    unknown = cmd.changes - commands.CHANGEABLE
+    if unknown:
+        raise ValueError(f"not changeable: {sorted(unknown)}")
+    async with deps.uow() as uow:
+        product = await uow.products.get(cmd.product_id, for_update=True)
+        if product is None:
+            raise errors.ProductNotFound(cmd.product_id)
+        # ``replace`` runs the product's own checks (an end before the start is refused).
+        changed = replace(product, **{name: getattr(cmd, name) for name in cmd.changes})
+        await uow.products.change_sale(changed, deps.clock())
+        await uow.commit()
+    deps.catalogue.forget([cmd.product_id])
     return changed
 
 

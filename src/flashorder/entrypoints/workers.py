@@ -1,4 +1,4 @@
-"""The relay and projector processes of the full stack.
+"""The relay, projector and expirer processes of the full stack.
 
 Each builds its clients inside its own loop, runs until SIGTERM or SIGINT, and closes
 everything on the way out (a stop never loses an event: what was not committed comes again).
@@ -20,6 +20,7 @@ from flashorder.adapters.kafka_publisher import KafkaEventPublisher
 from flashorder.adapters.sql_engine import make_engine
 from flashorder.adapters.sql_outbox import SqlOutboxRelayStore
 from flashorder.adapters.sql_read_model import SqlReadModel
+from flashorder.application.expiry import Expirer
 from flashorder.application.projector import ProjectorStats, run_projector
 from flashorder.application.relay import run_relay
 from flashorder.config import Settings
@@ -81,3 +82,15 @@ async def projector_main(settings: Settings) -> None:
             )
     finally:
         await engine.dispose()
+
+
+async def expirer_main(settings: Settings) -> None:
+    """Expire unpaid orders past their deadline until stopped. Several may run at once (on
+    MariaDB they take disjoint batches with ``SKIP LOCKED``)."""
+    from flashorder.bootstrap import build
+
+    stop = _stop_on_signals()
+    async with build(settings, background=False) as service:
+        freeze_startup_heap()
+        expirer = Expirer(service.deps, batch_size=settings.expire_batch_size)
+        await expirer.run(stop, every=settings.expire_every_seconds)

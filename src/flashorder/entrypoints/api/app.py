@@ -11,9 +11,9 @@ from fastapi import FastAPI
 
 from flashorder import __version__
 from flashorder.bootstrap import Service, build
-from flashorder.config import Settings
+from flashorder.config import DEV_PAYMENT_WEBHOOK_SECRET, Settings
 from flashorder.entrypoints import logs
-from flashorder.entrypoints.api import bench_routes, catalogue, ops, orders, problems
+from flashorder.entrypoints.api import bench_routes, catalogue, ops, orders, payments, problems
 from flashorder.entrypoints.api.auth import Authenticator, secret_warning
 from flashorder.entrypoints.api.limits import BodyLimit
 from flashorder.entrypoints.api.metrics import Metrics, MetricsMiddleware
@@ -39,6 +39,19 @@ Every `/api/v1` call needs a bearer JWT (`Authorize` above). For development,
 """
 
 
+def _webhook_secret_warning(settings: Settings) -> str | None:
+    if (
+        settings.database_url is not None
+        and settings.payment_webhook_secret.get_secret_value() == DEV_PAYMENT_WEBHOOK_SECRET
+    ):
+        return (
+            "FLASHORDER_PAYMENT_WEBHOOK_SECRET is the documented development secret while "
+            "FLASHORDER_DATABASE_URL is set: ANYONE CAN MARK ORDERS PAID. Set the secret "
+            "your payment provider signs its webhook with."
+        )
+    return None
+
+
 def serving_app() -> FastAPI:
     """The app of a serving worker process (``flashorder serve``): its startup heap frozen
     once started (see ``heap``). Not for apps built in a process that goes on doing other
@@ -58,8 +71,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        if warning := secret_warning(settings):
-            log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
+        for warning in (secret_warning(settings), _webhook_secret_warning(settings)):
+            if warning:
+                log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
         authenticator = Authenticator(settings)
         async with build(settings, background=background) as service:
             if freeze_heap:
@@ -79,6 +93,7 @@ def create_app(
     )
     app.include_router(orders.router, responses=problems.common_responses())
     app.include_router(catalogue.router, responses=problems.common_responses())
+    app.include_router(payments.router, responses=problems.common_responses())
     app.include_router(ops.router)
     if settings.bench_endpoints:
         app.include_router(bench_routes.router)

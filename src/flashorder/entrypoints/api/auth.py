@@ -35,6 +35,9 @@ from flashorder.domain.model import UserId
 from flashorder.entrypoints.api.jwks import JwksKeys
 from flashorder.entrypoints.api.problems import Forbidden, Unauthorized, documented
 
+# Re-exported: tests and tools mint their tokens through here.
+from flashorder.entrypoints.tokens import mint_token as mint_token
+
 log = logging.getLogger("flashorder.auth")
 
 #: The answers of any route behind a token, for the OpenAPI document.
@@ -56,22 +59,6 @@ class Principal:
 
     user_id: UserId
     admin: bool
-
-
-def mint_token(settings: Settings, user_id: str, *, admin: bool = False, ttl: int = 3600) -> str:
-    """A token for ``user_id``, valid ``ttl`` seconds, signed HS256 with the configured
-    secret. For development, tests and the benchmark: a deployment with an identity provider
-    checks that provider's tokens instead."""
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": user_id,
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": now,
-        "exp": now + ttl,
-        "roles": ["admin"] if admin else [],
-    }
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
 def secret_warning(settings: Settings) -> str | None:

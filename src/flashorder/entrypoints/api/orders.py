@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
 from flashorder.application import handlers
+from flashorder.application.queries import order_view
 from flashorder.domain import commands, errors
 from flashorder.domain.model import DiscountPolicyId, OrderId, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
@@ -70,7 +71,11 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
     response_model=OrderOut,
     responses={
         200: {"model": OrderOut, "description": "A retry: the first answer, replayed."},
-        409: {"description": "Sold out, limit reached, or a duplicate in flight", **_PROBLEMS},
+        409: {
+            "description": "Sold out, limit reached, a duplicate in flight, or outside the "
+            "sale window (`sale-not-started` with `Retry-After`, `sale-ended`)",
+            **_PROBLEMS,
+        },
         422: {"description": "Invalid, tampered or inconsistent", **_PROBLEMS},
         503: {"description": "A dependency is down; nothing was written", **_PROBLEMS},
         **RATE_LIMITED,
@@ -96,6 +101,13 @@ async def place_order(
         raise errors.InvalidOrder(
             f"quantity is at most {service.settings.max_quantity_per_item} per item"
         )
+    # The crowd before a sale's start is refused here, from the process's catalogue cache:
+    # no rate-limit take, no idempotency claim, no database.
+    await handlers.refuse_off_sale(
+        [ProductId(item.product_id) for item in body.items],
+        deps=service.deps,
+        keyed=idempotency_key is not None,
+    )
     if idempotency_key is None:
         # Refused before the rate limits: an unkeyed order of a product this process knows
         # to be sold out costs no round trip and changes nothing. (A keyed one may be the
@@ -132,14 +144,19 @@ async def place_order(
     "GET",
     "/{order_id}",
     response_model=OrderOut,
-    responses={404: {"description": "No such order (yet), or not yours", **_PROBLEMS}},
-    summary="Read an order (query side)",
+    responses={404: {"description": "No such order, or not yours", **_PROBLEMS}},
+    summary="Read an order (query side; your own writes at once)",
+    description="From the read model, checked against the write side's version: right "
+    "after you place, pay or cancel an order, this shows its new state.",
 )
 async def get_order(order_id: Ident, service: ServiceDep, principal: UserDep) -> Response:
-    view = await service.read_model.order(OrderId(order_id))
     # Someone else's order looks absent: a 403 would confirm that the id exists.
-    if view is None or not (principal.admin or view.get("userId") == principal.user_id):
-        raise errors.OrderNotFound(order_id)
+    view = await order_view(
+        OrderId(order_id),
+        viewer=None if principal.admin else principal.user_id,
+        read_model=service.read_model,
+        lookup=service.orders,
+    )
     return _json(view)
 
 
@@ -167,9 +184,14 @@ async def list_orders(
 @router.post(
     "/{order_id}/cancel",
     response_model=OrderOut,
-    responses={404: {"description": "No such order, or not yours", **_PROBLEMS}, **RATE_LIMITED},
+    responses={
+        404: {"description": "No such order, or not yours", **_PROBLEMS},
+        409: {"description": "The order has expired: nothing to cancel", **_PROBLEMS},
+        **RATE_LIMITED,
+    },
     summary="Cancel an order (idempotent: the stock comes back once)",
-    description="The buyer cancels their own order; an admin any order.",
+    description="The buyer cancels their own order; an admin any order. A paid order "
+    "can be cancelled too: its payment is announced for a refund (`payment.refund_due`).",
 )
 async def cancel_order(order_id: Ident, service: ServiceDep, principal: AdmittedDep) -> Response:
     # The handler makes others' orders look absent, as reading them does.

@@ -8,6 +8,7 @@ runs::
     Refused
      ├── Unauthorized        401: no token, or a bad, expired or foreign one
      ├── Forbidden           403: a valid token that may not do this
+     ├── BadSignature        401: a webhook whose signature or timestamp does not hold
      └── TooManyRequests     429: a rate limit; ``Retry-After`` says when to come back
 """
 
@@ -38,8 +39,13 @@ _CASES: list[tuple[type[errors.FlashOrderError], int, str, str]] = [
     (errors.DuplicateInFlight, 409, "duplicate-in-flight", "Duplicate request in flight"),
     (errors.AlreadyExists, 409, "already-exists", "Already exists"),
     (errors.StockBelowCommitted, 409, "stock-below-committed", "Stock below what is sold"),
+    (errors.SaleNotStarted, 409, "sale-not-started", "The sale has not started"),
+    (errors.SaleEnded, 409, "sale-ended", "The sale has ended"),
+    (errors.OrderStateConflict, 409, "order-state-conflict", "Not possible in this state"),
     (errors.NotFound, 404, "not-found", "Not found"),
     (errors.PriceMismatch, 422, "price-mismatch", "Price mismatch"),
+    (errors.PaymentAmountMismatch, 422, "payment-amount-mismatch", "Payment amount mismatch"),
+    (errors.PaymentEventReused, 422, "payment-event-reused", "Payment event id reused"),
     (errors.DiscountNotApplicable, 422, "discount-not-applicable", "Discount not applicable"),
     (errors.IdempotencyKeyReused, 422, "idempotency-key-reused", "Idempotency key reused"),
     (errors.UnknownReference, 422, "unknown-reference", "Unknown reference"),
@@ -100,6 +106,10 @@ class Forbidden(Refused):
     status, type_, title = 403, "forbidden", "Forbidden"
 
 
+class BadSignature(Refused):
+    status, type_, title = 401, "bad-signature", "Bad signature"
+
+
 class TooManyRequests(Refused):
     status, type_, title = 429, "too-many-requests", "Too many requests"
 
@@ -142,9 +152,21 @@ def _extra(exc: errors.FlashOrderError) -> dict[str, Any]:
         return {"field": exc.field, "expected": exc.expected, "given": exc.given}
     if isinstance(exc, errors.LimitReached):
         return {"productId": exc.product_id, "limit": exc.limit}
-    if isinstance(exc, errors.SoldOut):
+    if isinstance(exc, errors.SoldOut | errors.SaleEnded):
         return {"productId": exc.product_id}
+    if isinstance(exc, errors.SaleNotStarted):
+        return {"productId": exc.product_id, "saleStartsAt": exc.starts_at.isoformat()}
+    if isinstance(exc, errors.PaymentAmountMismatch):
+        return {"expected": exc.expected, "given": exc.given}
     return {}
+
+
+def _headers(exc: errors.FlashOrderError, status: int) -> dict[str, str] | None:
+    if isinstance(exc, errors.SaleNotStarted):
+        # Whole seconds until the start, rounded up: a client that waits this long and
+        # comes back finds the sale open (RFC 9110 §10.2.3).
+        return {"Retry-After": str(max(1, math.ceil(exc.seconds_left)))}
+    return {"Retry-After": "1"} if status == 503 else None
 
 
 def common_responses() -> dict[int | str, dict[str, Any]]:
@@ -162,7 +184,7 @@ def common_responses() -> dict[int | str, dict[str, Any]]:
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.FlashOrderError)
     status, type_, title = classify(exc)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = _headers(exc, status)
     return problem(
         status,
         type_,
