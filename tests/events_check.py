@@ -80,16 +80,19 @@ class WriteModel:
     def cancelled(self) -> set[str]:
         return {oid for oid, o in self.orders.items() if o["status"] == "CANCELLED"}
 
-    def sales(self) -> dict[str, tuple[int, int]]:
-        """Per product: units and lines of live orders (what ``product_sales`` counts)."""
-        sold: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    def sales(self) -> dict[str, tuple[int, int, int]]:
+        """Per product: units and lines of live orders (paid or held), and units of paid
+        ones (what ``product_sales`` counts)."""
+        sold: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         for oid, lines in self.items.items():
-            if self.orders[oid]["status"] != "CREATED":
+            status = self.orders[oid]["status"]
+            if status not in ("CREATED", "PAID"):
                 continue
             for pid, quantity in lines:
                 sold[pid][0] += quantity
                 sold[pid][1] += 1
-        return {pid: (s[0], s[1]) for pid, s in sold.items()}
+                sold[pid][2] += quantity if status == "PAID" else 0
+        return {pid: (s[0], s[1], s[2]) for pid, s in sold.items()}
 
 
 async def write_model(engine: AsyncEngine) -> WriteModel:
@@ -186,8 +189,10 @@ async def read_model_differences(engine: AsyncEngine, written: WriteModel) -> li
             )
         }
         projected = {
-            r.product_id: (int(r.sold), int(r.orders))
-            for r in await conn.execute(text("SELECT product_id, sold, orders FROM product_sales"))
+            r.product_id: (int(r.sold), int(r.orders), int(r.paid))
+            for r in await conn.execute(
+                text("SELECT product_id, sold, orders, paid FROM product_sales")
+            )
         }
     found: list[str] = []
     if missing := written.orders.keys() - views.keys():
@@ -204,7 +209,7 @@ async def read_model_differences(engine: AsyncEngine, written: WriteModel) -> li
     sales = written.sales()
     for pid in sorted(sales.keys() | projected.keys()):
         # A product whose every order was cancelled may have a row of zeros, or none.
-        if projected.get(pid, (0, 0)) != sales.get(pid, (0, 0)):
+        if projected.get(pid, (0, 0, 0)) != sales.get(pid, (0, 0, 0)):
             found.append(f"sales of {pid}: read {projected.get(pid)} != write {sales.get(pid)}")
     return found
 

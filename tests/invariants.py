@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -10,15 +11,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from flashorder.application.ports import StockGate
 from flashorder.domain.model import ProductId
 
+_UNITS = text(
+    "SELECT o.status, COALESCE(SUM(i.quantity), 0) AS units FROM order_items i "
+    "JOIN orders o ON o.order_id = i.order_id WHERE i.product_id = :p GROUP BY o.status"
+)
+
 
 async def check_stock(
     engine: AsyncEngine, gate: StockGate | None, product_ids: Sequence[str]
 ) -> dict[str, dict[str, int]]:
     """Assert no oversell and agreement between the database and the gate; return the figures.
 
-    At rest, for every product: ``stock == available + sold`` where ``sold`` is the sum of the
-    quantities of live (not cancelled) orders, ``0 <= available``, and the gate's count equals
-    the database's ``available``.
+    At rest, for every product: ``stock == paid + held + available``, where ``paid`` and
+    ``held`` are the quantities of PAID and of CREATED (unpaid, within their deadline)
+    orders, and ``sold = paid + held`` is what the product reports as sold; ``0 <=
+    available``, and the gate's count equals the database's ``available``.
     """
     figures: dict[str, dict[str, int]] = {}
     async with engine.connect() as conn:
@@ -29,21 +36,84 @@ async def check_stock(
                     {"p": pid},
                 )
             ).one()
-            sold = (
-                await conn.execute(
-                    text(
-                        "SELECT COALESCE(SUM(i.quantity), 0) FROM order_items i "
-                        "JOIN orders o ON o.order_id = i.order_id "
-                        "WHERE i.product_id = :p AND o.status = 'CREATED'"
-                    ),
-                    {"p": pid},
-                )
-            ).scalar_one()
+            units = {r.status: int(r.units) for r in await conn.execute(_UNITS, {"p": pid})}
+            paid, held = units.get("PAID", 0), units.get("CREATED", 0)
+            sold = paid + held
             stock, available = int(row.stock), int(row.available)
             gate_count = await gate.available(ProductId(pid)) if gate is not None else available
             assert available >= 0, f"{pid}: negative available {available}"
-            assert int(sold) <= stock, f"{pid}: oversold {sold} > {stock}"
-            assert stock == available + int(sold), f"{pid}: {stock} != {available} + {sold}"
+            assert sold <= stock, f"{pid}: oversold {sold} > {stock}"
+            assert stock == paid + held + available, (
+                f"{pid}: {stock} != paid {paid} + held {held} + available {available}"
+            )
             assert gate_count == available, f"{pid}: gate {gate_count} != database {available}"
-            figures[pid] = {"stock": stock, "available": available, "sold": int(sold)}
+            figures[pid] = {
+                "stock": stock,
+                "available": available,
+                "sold": sold,
+                "paid": paid,
+                "held": held,
+                "expired": units.get("EXPIRED", 0),
+                "cancelled": units.get("CANCELLED", 0),
+            }
     return figures
+
+
+async def check_transitions(
+    engine: AsyncEngine, order_ids: Collection[str] | None = None
+) -> dict[str, str]:
+    """Assert promise 7 from the outbox (every committed change's event) and the orders:
+    each order left CREATED at most once, its events are one unbroken chain of versions,
+    its stored state is its last event's, and every refund has its cause. Returns each
+    order's final status.
+    """
+    async with engine.connect() as conn:
+        orders = {
+            r.order_id: (r.status, int(r.version))
+            for r in await conn.execute(text("SELECT order_id, status, version FROM orders"))
+        }
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT aggregate_id, type, aggregate_version, payload FROM outbox "
+                    "WHERE type LIKE 'order.%' OR type = 'payment.refund_due' ORDER BY id"
+                )
+            )
+        ).all()
+        recorded_payments = {
+            r.payment_ref: r.outcome
+            for r in await conn.execute(text("SELECT payment_ref, outcome FROM payment_events"))
+        }
+    chains: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    refunds: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        if r.type == "payment.refund_due":
+            refunds[r.aggregate_id].append(r.payload)
+        else:
+            chains[r.aggregate_id].append((r.type, int(r.aggregate_version)))
+    wanted = orders.keys() if order_ids is None else order_ids
+    final: dict[str, str] = {}
+    for oid in wanted:
+        status, version = orders[oid]
+        chain = sorted(chains[oid], key=lambda event: event[1])
+        types = [t for t, _ in chain]
+        assert [v for _, v in chain] == list(range(1, version + 1)), f"{oid}: versions {chain}"
+        assert types[0] == "order.created", f"{oid}: {types}"
+        counts = Counter(types)
+        assert counts["order.created"] == 1, f"{oid}: {types}"
+        assert counts["order.paid"] <= 1, f"{oid}: {types}"
+        assert counts["order.cancelled"] <= 1, f"{oid}: {types}"
+        assert counts["order.deadline_extended"] <= 1, f"{oid}: {types}"
+        ends = [t for t in types if t in ("order.paid", "order.expired", "order.cancelled")]
+        if "order.expired" in types:
+            assert ends == ["order.expired"], f"{oid}: expired and more: {types}"
+        last = {"order.paid": "PAID", "order.expired": "EXPIRED", "order.cancelled": "CANCELLED"}
+        assert status == (last[ends[-1]] if ends else "CREATED"), f"{oid}: {status} {types}"
+        paid_then_cancelled = ends == ["order.paid", "order.cancelled"]
+        after_payment = [p for p in refunds[oid] if '"cancelled-after-payment"' in p]
+        assert len(after_payment) == int(paid_then_cancelled), f"{oid}: refunds {refunds[oid]}"
+        final[oid] = status
+    refund_outcomes = sum(1 for outcome in recorded_payments.values() if outcome == "refund-due")
+    late_total = sum(1 for ps in refunds.values() for p in ps if '"late-payment"' in p)
+    assert late_total == refund_outcomes, f"{late_total} late refunds != {refund_outcomes}"
+    return final
