@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
-from flashorder.adapters.event_codec import decode_event, encode_event
+from flashorder.adapters.events.codec import decode_event, encode_event
 from flashorder.domain import errors
 from flashorder.domain.events import EVENT_TYPES, Event
 
