@@ -55,22 +55,6 @@ class Principal:
     admin: bool
 
 
-def mint_token(settings: Settings, user_id: str, *, admin: bool = False, ttl: int = 3600) -> str:
-    """A token for ``user_id``, valid ``ttl`` seconds, signed HS256 with the configured
-    secret. For development, tests and the benchmark: a deployment with an identity provider
-    checks that provider's tokens instead."""
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": user_id,
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": now,
-        "exp": now + ttl,
-        "roles": ["admin"] if admin else [],
-    }
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
-
-
 def secret_warning(settings: Settings) -> str | None:
     """What is wrong with the token settings of a deployment, or None."""
     if (
