@@ -52,14 +52,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.redis_stock import RedisStockGate
-from flashorder.adapters.sql_engine import make_engine
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application.reconcile import reconcile
 from flashorder.bootstrap import build
 from flashorder.config import Settings
 from flashorder.domain.events import ORDER_CREATED
 from flashorder.domain.model import ProductId
-from flashorder.entrypoints.api.auth import mint_token
+from flashorder.entrypoints.tokens import mint_token
 from tests.invariants import check_stock
 from tests.stackctl import EXE, Stack
 

@@ -19,7 +19,6 @@ Rules of the API (the routes apply them):
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from dataclasses import dataclass
@@ -34,11 +33,6 @@ from flashorder.config import DEV_JWT_SECRET, Settings
 from flashorder.domain.model import UserId
 from flashorder.entrypoints.api.jwks import JwksKeys
 from flashorder.entrypoints.api.problems import Forbidden, Unauthorized, documented
-
-# Re-exported: tests and tools mint their tokens through here.
-from flashorder.entrypoints.tokens import mint_token as mint_token
-
-log = logging.getLogger("flashorder.auth")
 
 #: The answers of any route behind a token, for the OpenAPI document.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
