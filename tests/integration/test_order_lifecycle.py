@@ -267,7 +267,8 @@ async def test_a_late_payment_delivered_twenty_times_announces_one_refund(world:
     pid = await new_product(world, stock=5, pay_within=1)
     order_id = await place(world, pid)
     await asyncio.sleep(1.1)
-    assert await world.expirer().run_once() == [OrderId(order_id)]
+    # Other tests' due orders (the module shares its database) may expire along with it.
+    assert OrderId(order_id) in await world.expirer().run_once()
 
     answers = await asyncio.gather(
         *(pay(world, order_id, ref="late-" + order_id) for _ in range(20))
