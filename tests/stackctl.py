@@ -34,7 +34,8 @@ def free_port() -> int:
 class Stack:
     """API workers, relays and projectors as OS processes on the real services.
 
-    ``start(kind)`` starts one more process of a kind (``api``, ``relay``, ``projector``);
+    ``start(kind)`` starts one more process of a kind (``api``, ``relay``, ``projector``,
+    ``expirer``);
     ``kill(kind)`` sends SIGKILL to the newest of that kind (a crash, not a shutdown).
     """
 
@@ -81,6 +82,7 @@ class Stack:
             "api": [EXE, "serve", "--port", str(self.port), "--workers", str(self.api_workers)],
             "relay": [EXE, "relay"],
             "projector": [EXE, "projector"],
+            "expirer": [EXE, "expirer"],
         }[kind]
         running = self.procs.setdefault(kind, [])
         with open(self.logs / f"{kind}-{len(running)}.log", "wb") as out:
@@ -91,13 +93,17 @@ class Stack:
         running.append(proc)
         return proc
 
-    def up(self, *, relays: int = 1, projectors: int = 1, timeout: float = 90) -> None:
+    def up(
+        self, *, relays: int = 1, projectors: int = 1, expirers: int = 1, timeout: float = 90
+    ) -> None:
         self.setup()
         self.start("api")
         for _ in range(relays):
             self.start("relay")
         for _ in range(projectors):
             self.start("projector")
+        for _ in range(expirers):
+            self.start("expirer")
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 90) -> None:
