@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from sqlalchemy import text
 
 from flashorder.entrypoints.payment_signature import HEADER, sign
 from tests.e2e.conftest import Api, Reply
@@ -50,6 +51,19 @@ async def webhook(
     key = secret or api.settings.payment_webhook_secret.get_secret_value()
     headers = {"content-type": "application/json", HEADER: sign(key, body, at=stamp)}
     return await api.call("POST", "/api/v1/payments/events", content=body, headers=headers)
+
+
+async def projected(api: Api, order_id: str, status: str, *, timeout: float = 30) -> None:
+    """Wait until the read model itself (not the owner's read-your-writes) has the order in
+    ``status``: the new events went through the outbox, the broker and the projector."""
+    started = time.monotonic()
+    query = text("SELECT status FROM order_views WHERE order_id = :o")
+    while True:
+        async with api.engine.connect() as conn:
+            if (await conn.execute(query, {"o": order_id})).scalar() == status:
+                return
+        assert time.monotonic() - started < timeout, f"the read model never showed {status}"
+        await asyncio.sleep(0.2)
 
 
 async def read(api: Api, order_id: str, user: str) -> Reply:
@@ -153,6 +167,7 @@ async def test_a_signed_payment_pays_the_order_and_its_owner_sees_it_at_once(api
     page = await product(api, pid)
     assert (page["available"], page["sold"]) == (2, 1)
     assert (await check_stock(api.engine, api.gate, [pid]))[pid]["paid"] == 1
+    await projected(api, order_id, "PAID")
     await check_transitions(api.engine, [order_id])
 
 
@@ -218,6 +233,7 @@ async def test_a_paid_order_cancelled_gives_its_unit_back_and_announces_a_refund
     assert cancelled.status == 200
     assert await status_of(api, order_id, user) == "CANCELLED"
     assert (await check_stock(api.engine, api.gate, [pid]))[pid]["available"] == 1
+    await projected(api, order_id, "CANCELLED")
     await check_transitions(api.engine, [order_id])
 
 
@@ -246,6 +262,7 @@ async def test_an_unpaid_order_expires_and_its_unit_sells_again(api: Api) -> Non
         "POST", f"/api/v1/orders/{order_id}/cancel", token=api.token(user)
     )
     assert expired_cancel.status == 409
+    await projected(api, order_id, "EXPIRED")
     await check_stock(api.engine, api.gate, [pid])
     await check_transitions(api.engine, [order_id, again.body["orderId"]])
 
