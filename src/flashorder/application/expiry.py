@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
-
-import structlog
 
 from flashorder.application.handlers import Deps
 from flashorder.domain import errors
 from flashorder.domain.model import OrderId, ProductId, UserId
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -65,7 +64,7 @@ class Expirer:
             try:
                 await self.run_once()
             except errors.Unavailable as exc:
-                log.warning("expiry.unavailable", error=exc.detail)
+                log.warning("expiry.unavailable", extra={"error": exc.detail})
             except Exception:
                 log.exception("expiry.failed")
             with contextlib.suppress(TimeoutError):
@@ -97,7 +96,7 @@ class Expirer:
             deps.sold_out.forget(list(units))
         self.expired_total += len(orders)
         if orders:
-            log.info("expiry.expired", orders=len(orders))
+            log.info("expiry.expired", extra={"orders": len(orders)})
         return [order.order_id for order in orders]
 
     async def _release(self, order_ids: list[OrderId]) -> None:
