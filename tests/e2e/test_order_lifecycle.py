@@ -327,3 +327,13 @@ async def test_the_buyer_reads_each_order_at_once_after_201_and_after_cancel(api
 
     await asyncio.gather(*(buyer() for _ in range(20)))
     await check_stock(api.engine, api.gate, [pid])
+
+
+async def test_a_window_out_of_range_in_utc_is_refused_and_changes_nothing(api: Api) -> None:
+    pid = await sale(api, stock=1)
+    for instant in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+        reply = await api.call(
+            "PATCH", f"/api/v1/products/{pid}", {"saleStartsAt": instant}, token=admin(api)
+        )
+        assert reply.status == 422, reply.body
+    assert (await product(api, pid))["saleStartsAt"] is None

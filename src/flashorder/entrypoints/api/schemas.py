@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from flashorder.domain.model import (
@@ -25,7 +25,17 @@ Count = Annotated[int, Field(ge=0, le=10**9)]
 # can only arrive as strings: those fields take their string form.
 Payment = Annotated[PaymentType, Field(strict=False)]
 Kind = Annotated[DiscountKind, Field(strict=False)]
-Instant = Annotated[AwareDatetime, Field(strict=False)]
+def _storable(value: datetime) -> datetime:
+    # The database keeps UTC: an instant that has none (year 9999 at UTC-14:00) is refused
+    # here, with a 422, rather than overflowing where it is stored.
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+    return value
+
+
+Instant = Annotated[AwareDatetime, Field(strict=False), AfterValidator(_storable)]
 PayStatus = Annotated[PaymentStatus, Field(strict=False)]
 #: Seconds a buyer has to pay (a week at most).
 PayWithin = Annotated[int, Field(ge=1, le=7 * 86_400)]
