@@ -25,6 +25,8 @@ Count = Annotated[int, Field(ge=0, le=10**9)]
 # can only arrive as strings: those fields take their string form.
 Payment = Annotated[PaymentType, Field(strict=False)]
 Kind = Annotated[DiscountKind, Field(strict=False)]
+
+
 def _storable(value: datetime) -> datetime:
     # The database keeps UTC: an instant that has none (year 9999 at UTC-14:00) is refused
     # here, with a 422, rather than overflowing where it is stored.
