@@ -30,7 +30,7 @@ def forged(api: Api, *, key: str | None = None, alg: str = "HS256", **changes: A
     claims.update(changes)
     claims = {name: value for name, value in claims.items() if value is not None}
     secret = key if key is not None else api.settings.jwt_secret.get_secret_value()
-    return jwt.encode(claims, secret if alg != "none" else None, algorithm=alg)
+    return jwt.encode(claims, secret if alg != "none" else "", algorithm=alg)
 
 
 def assert_unauthorized(reply: Reply) -> None:

@@ -111,17 +111,19 @@ async def test_a_malformed_idempotency_key_is_a_422(api: Api, key: str) -> None:
 
 
 async def test_hostile_product_and_stock_requests_are_refused(api: Api) -> None:
-    for body in [
+    bodies: list[dict[str, object]] = [
         {"productId": "P", "name": "x", "price": -1, "stock": 1},
         {"productId": "P", "name": "x", "price": 1, "stock": -1},
         {"productId": "bad id!", "name": "x", "price": 1, "stock": 1},
         {"productId": "P", "name": "", "price": 1, "stock": 1},
         {"productId": "P", "name": "x", "price": 1, "stock": 1, "maxPerUser": 0},
-    ]:
+    ]
+    for body in bodies:
         reply = await api.call("POST", "/api/v1/products", body, token=admin(api))
         assert reply.status == 422, body
     pid = await new_product(api, stock=5)
-    for body in [{}, {"add": 1, "set": 2}, {"set": -1}, {"add": "many"}]:
+    changes: list[dict[str, object]] = [{}, {"add": 1, "set": 2}, {"set": -1}, {"add": "many"}]
+    for body in changes:
         reply = await api.call("POST", f"/api/v1/products/{pid}/stock", body, token=admin(api))
         assert reply.status == 422, body
     reply = await api.call(

@@ -471,6 +471,9 @@ class _FailingOrders:
     async def add(self, order: Order) -> None:
         raise Injected()
 
+    async def add_many(self, orders: Sequence[Order]) -> None:
+        raise Injected()
+
     async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None:
         return await self._inner.get(order_id, for_update=for_update)
 

@@ -397,7 +397,7 @@ async def test_reconciling_while_redis_loses_its_data_mid_burst_never_oversells(
 class ForgetsToConfirm(RedisStockGate):
     """``confirm`` never happens: the worker died right after its commit."""
 
-    async def confirm(self, order_id: OrderId) -> None:
+    async def confirm(self, *order_ids: OrderId) -> None:
         return None
 
 
