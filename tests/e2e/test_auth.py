@@ -9,8 +9,8 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.e2e.conftest import Api, Reply
-from tests.e2e.helpers import admin, new_product, order_body, place, product, rid
+from tests.support.api import Api, Reply
+from tests.support.calls import admin, new_product, order_body, place, product, rid
 
 PROBLEM = "urn:flashorder:problem:"
 OTHER_SECRET = "not-the-secret-the-service-checks-with"

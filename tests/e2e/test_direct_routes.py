@@ -16,9 +16,8 @@ from fastapi import APIRouter, Query
 from flashorder.entrypoints.api import direct
 from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.direct import DirectRoute
-from tests.e2e.conftest import InProcessApi, embedded
-from tests.e2e.helpers import new_product, order_body, rid
-from tests.e2e.test_hostile_input import mutations
+from tests.support.api import InProcessApi, embedded
+from tests.support.calls import mutations, new_product, order_body, rid
 
 ECHO = "/api/v1/bench/echo-order"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.e2e.conftest import Api
-from tests.e2e.helpers import admin, new_product, order_body, place, post_order, product, rid
 from tests.invariants import check_stock
+from tests.support.api import Api
+from tests.support.calls import admin, new_product, order_body, place, post_order, product, rid
 
 PROBLEM = "urn:flashorder:problem:"
 

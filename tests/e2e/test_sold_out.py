@@ -16,9 +16,9 @@ from flashorder.application.ports import StockGate, UnitOfWork, UnitOfWorkFactor
 from flashorder.application.sold_out import SoldOutCache
 from flashorder.domain import commands
 from flashorder.domain.model import ProductId
-from tests.e2e.conftest import Api, InProcessApi, embedded
-from tests.e2e.helpers import admin, new_product, place, rid
 from tests.invariants import check_stock
+from tests.support.api import Api, InProcessApi, embedded
+from tests.support.calls import admin, new_product, place, rid
 
 PROBLEM = "urn:flashorder:problem:"
 
