@@ -15,9 +15,9 @@ import orjson
 from sqlalchemy import text
 
 from flashorder.entrypoints.payment_signature import HEADER, sign
-from tests.e2e.conftest import Api, Reply
-from tests.e2e.helpers import admin, place, product, rid
 from tests.invariants import check_stock, check_transitions
+from tests.support.api import Api, Reply
+from tests.support.calls import admin, place, product, rid
 
 PROBLEM = "urn:flashorder:problem:"
 PRICE = 10050

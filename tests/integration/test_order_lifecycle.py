@@ -35,7 +35,6 @@ from flashorder.application.reconcile import reconcile
 from flashorder.domain import commands, errors
 from flashorder.domain.model import OrderId, PaymentStatus, PaymentType, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
-from tests.contract.sql_support import migrated_database
 from tests.invariants import check_stock, check_transitions
 from tests.stackctl import free_port
 
@@ -71,14 +70,6 @@ class World:
         return Counter(found[oid] for oid in order_ids)
 
 
-@pytest.fixture(scope="module")
-def database(mariadb_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with migrated_database(
-        "mariadb", folder=tmp_path_factory.mktemp("lifecycle"), mariadb_url=mariadb_url
-    ) as url:
-        yield url
-
-
 def make_world(engine: AsyncEngine, redis: Redis, prefix: str) -> World:
     gate = RedisStockGate(redis, prefix=prefix)
     uow = SqlUnitOfWorkFactory(engine)
@@ -101,9 +92,9 @@ async def close_world(world: World) -> None:
 
 
 @pytest.fixture
-async def world(database: str, redis_url: str) -> AsyncIterator[World]:
+async def world(mariadb_database: str, redis_url: str) -> AsyncIterator[World]:
     # Room for every request of a race: a pool timeout would be the test's, not a finding.
-    engine = make_engine(database, pool_size=150)
+    engine = make_engine(mariadb_database, pool_size=150)
     redis = Redis.from_pool(
         BlockingConnectionPool.from_url(redis_url, max_connections=200, timeout=10)
     )
@@ -184,13 +175,13 @@ async def sleep_until(deadline: datetime, deps: Deps) -> None:
 
 
 async def test_payments_landing_at_the_deadline_end_each_order_paid_or_expired_never_both(
-    world: World, database: str
+    world: World, mariadb_database: str
 ) -> None:
     n = 300
     pid = await new_product(world, stock=n, pay_within=3)
     deadlines = await place_many(world, pid, n)
     order_ids = list(deadlines)
-    other_engine = make_engine(database, pool_size=10)
+    other_engine = make_engine(mariadb_database, pool_size=10)
     expirers = [world.expirer(), world.expirer(engine=other_engine)]
     stop = asyncio.Event()
 
@@ -282,12 +273,14 @@ async def test_a_late_payment_delivered_twenty_times_announces_one_refund(world:
     assert figures[pid]["available"] == 5
 
 
-async def test_two_expirers_at_once_expire_each_order_once(world: World, database: str) -> None:
+async def test_two_expirers_at_once_expire_each_order_once(
+    world: World, mariadb_database: str
+) -> None:
     n = 200
     pid = await new_product(world, stock=n, pay_within=1)
     deadlines = await place_many(world, pid, n)
     order_ids = list(deadlines)
-    other_engine = make_engine(database, pool_size=10)
+    other_engine = make_engine(mariadb_database, pool_size=10)
     try:
         await sleep_until(max(deadlines.values()), world.deps)
         first, second = world.expirer(batch=20), world.expirer(engine=other_engine, batch=20)
@@ -389,9 +382,9 @@ class RedisServer:
 
 
 async def test_an_expiry_while_redis_restarts_empty_is_put_right_by_reconciliation(
-    database: str, own_redis: RedisServer
+    mariadb_database: str, own_redis: RedisServer
 ) -> None:
-    engine = make_engine(database, pool_size=20)
+    engine = make_engine(mariadb_database, pool_size=20)
     redis = Redis.from_url(own_redis.url)
     world = make_world(engine, redis, "fo")
     try:
