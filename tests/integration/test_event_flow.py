@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -480,6 +481,9 @@ class _FailingOrders:
     async def save(self, order: Order) -> bool:
         return await self._inner.save(order)
 
+    async def due(self, at: datetime, limit: int) -> list[Order]:
+        return await self._inner.due(at, limit)
+
 
 class ScriptedUnitOfWork:
     """A real unit of work on MariaDB that fails at ``fail_at``: ``orders.add`` (before any
@@ -497,6 +501,7 @@ class ScriptedUnitOfWork:
         self.purchases = inner.purchases
         self.idempotency = inner.idempotency
         self.discounts = inner.discounts
+        self.payments = inner.payments
         self.outbox = inner.outbox
 
     async def __aenter__(self) -> Self:

@@ -206,7 +206,7 @@ async def test_payments_landing_at_the_deadline_end_each_order_paid_or_expired_n
     finally:
         await other_engine.dispose()
 
-    outcome = {a.record.order_id: a.record.outcome.value for a in answers}
+    outcome = {str(a.record.order_id): a.record.outcome.value for a in answers}
     statuses = await world.statuses(order_ids)
     assert sum(statuses.values()) == n
     assert set(statuses) <= {"PAID", "EXPIRED"}, statuses
