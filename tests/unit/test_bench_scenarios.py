@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from flashorder.bench.options import BenchOptions, parse_scenario, parse_strategies
-from flashorder.bench.samples import ECHO, GET_ORDER, GET_PRODUCT, ORDER
-from flashorder.bench.scenarios import ECHO_PATH, ScenarioSpec, jobs, products
+from flashorder_bench.options import BenchOptions, parse_scenario, parse_strategies
+from flashorder_bench.samples import ECHO, GET_ORDER, GET_PRODUCT, ORDER
+from flashorder_bench.scenarios import ECHO_PATH, ScenarioSpec, jobs, products
 
 
 def _spec(name: str = "hot", **changes: object) -> ScenarioSpec:
