@@ -33,7 +33,7 @@ from flashorder.bootstrap import Service
 from flashorder.config import Settings
 from flashorder.entrypoints.api import create_app
 from flashorder.entrypoints.api.auth import mint_token
-from tests.stackctl import Stack
+from flashorder_bench.stack import Stack
 
 
 @dataclass(frozen=True)

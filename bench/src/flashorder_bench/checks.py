@@ -46,6 +46,17 @@ def drained_check(drained: bool, seconds: float, projectors: int, needed: bool) 
     return Check.of(name, drained, f"after {seconds:.1f}s, {projectors} projector(s)")
 
 
+def balance_problems(model: WriteModel) -> list[str]:
+    """Each product whose ``available`` is negative or whose stock is not ``available`` plus
+    the units of its live orders (which also catches units sold beyond the stock)."""
+    sold = model.sales()
+    return [
+        f"{p}: {row.stock} != {row.available} + {sold.get(p, (0, 0))[0]}"
+        for p, row in model.products.items()
+        if row.available < 0 or row.stock != row.available + sold.get(p, (0, 0))[0]
+    ]
+
+
 def stock_checks(model: WriteModel, answers: Answers) -> list[Check]:
     names = (
         "accepted <= stock (no oversell)",
@@ -61,11 +72,7 @@ def stock_checks(model: WriteModel, answers: Answers) -> list[Check]:
         for p, row in model.products.items()
         if answers.accepted_units.get(p, 0) > row.stock or sold.get(p, (0, 0))[0] > row.stock
     ]
-    unbalanced = [
-        f"{p}: {row.stock} != {row.available} + {sold.get(p, (0, 0))[0]}"
-        for p, row in model.products.items()
-        if row.available < 0 or row.stock != row.available + sold.get(p, (0, 0))[0]
-    ]
+    unbalanced = balance_problems(model)
     units = sum(answers.accepted_units.values())
     total = sum(row.stock for row in model.products.values())
     missing = answers.accepted_orders - model.orders.keys()

@@ -103,7 +103,11 @@ async def run_phase(
     ]
     sampler = None if spec.echo else StockSampler(ctx.client, seeds[0].product_id)
     watched = dict(ctx.processes())
+    # The API's workers hold the connections (``flashorder serve --workers 1`` is one
+    # process, the API itself).
     workers = {label: pid for label, pid in watched.items() if "-worker-" in label}
+    if not workers and "api" in watched:
+        workers = {"api": watched["api"]}
     cpu = ProcessSampler(watched, workers=workers, port=ctx.port)
     cpu.start()
     if sampler is not None:

@@ -87,7 +87,7 @@ async def run_strategy(
     stack: Stack | None = None
     if opts.target is None:
         stack = Stack(
-            server_url=server_url(local_store("FLASHORDER_DATABASE_URL")),
+            mariadb_url=server_url(local_store("FLASHORDER_DATABASE_URL")),
             redis_url=local_store("FLASHORDER_REDIS_URL"),
             kafka_bootstrap=local_store("FLASHORDER_KAFKA_BOOTSTRAP"),
             redis_db=opts.redis_db,

@@ -99,15 +99,16 @@ async def flush_redis(url: str) -> None:
 class Stack:
     """API workers, relays and projectors as OS processes on the real services.
 
-    ``start(kind)`` starts one more process of a kind (``api``, ``relay``, ``projector``);
-    ``kill(kind)`` sends SIGKILL to the newest of that kind (a crash, not a shutdown).
-    Everything here blocks: async callers run it in a thread.
+    ``mariadb_url`` is the MariaDB server's URL without a database (the stack makes its
+    own). ``start(kind)`` starts one more process of a kind (``api``, ``relay``,
+    ``projector``); ``kill(kind)`` sends SIGKILL to the newest of that kind (a crash, not a
+    shutdown). Everything here blocks: async callers run it in a thread.
     """
 
     def __init__(
         self,
         *,
-        server_url: str,
+        mariadb_url: str,
         redis_url: str,
         kafka_bootstrap: str,
         logs: Path,
@@ -117,7 +118,7 @@ class Stack:
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.name = f"{name_prefix}_{secrets.token_hex(4)}"
-        self.server_url = server_url.rstrip("/")
+        self.server_url = mariadb_url.rstrip("/")
         self.database_url = f"{self.server_url}/{self.name}"
         self.redis_url = redis_url_with_db(redis_url, redis_db)
         self.port = free_port()

@@ -51,6 +51,17 @@ class WriteModel:
     items: dict[str, list[tuple[str, int]]]
     outbox: dict[str, tuple[str, str]] = field(default_factory=dict)
 
+    def only(self, product_ids: Iterable[str]) -> WriteModel:
+        """The slice of ``product_ids``: those products, and the orders with a line of one."""
+        wanted = set(product_ids)
+        items = {o: lines for o, lines in self.items.items() if any(p in wanted for p, _ in lines)}
+        return WriteModel(
+            {p: row for p, row in self.products.items() if p in wanted},
+            {o: row for o, row in self.orders.items() if o in items},
+            items,
+            self.outbox,
+        )
+
     @property
     def cancelled(self) -> set[str]:
         return {oid for oid, o in self.orders.items() if o.status == CANCELLED}
