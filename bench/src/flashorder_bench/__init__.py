@@ -14,7 +14,7 @@ settings) and imports none of its modules. The parts, each in its own module:
   ``cpu``: CPU per accepted order and connections per worker over a phase; ``client``:
   seeding, sampling and draining over HTTP; ``auth``: tokens.
 - ``stores`` (read-only queries of the tables and keys), ``checks`` and ``kafka_events``: the
-  promises of docs/design.md, checked in the stores; ``report``, ``summary``, ``chart`` and
+  promises, checked in the stores; ``report``, ``summary``, ``chart`` and
   ``results``: what a run prints and writes.
 - ``run`` (one strategy) and ``main`` (the whole run).
 """
