@@ -9,6 +9,11 @@ import pytest
 
 from flashorder_bench import procs
 from flashorder_bench.cpu import PhaseCpu, ProcessSampler, Reading, used
+from flashorder_bench.phase import PhaseRecord
+from flashorder_bench.run import StrategyResult
+from flashorder_bench.samples import ORDER, Samples
+from flashorder_bench.stats import phase_stats, series
+from flashorder_bench.summary import connection_lines, cpu_table, stack_ms_per_order
 
 # A /proc/<pid>/stat line whose command name holds a space and a parenthesis.
 STAT = (
@@ -90,3 +95,25 @@ def test_connections_are_counted_for_the_process_that_holds_them() -> None:
         finally:
             for s in clients + accepted:
                 s.close()
+
+
+def test_the_report_prints_cpu_per_order_per_process_and_the_split_over_workers() -> None:
+    samples = Samples()
+    samples.add(job=0, intended=0.0, start=0.0, end=0.1, status=201, kind=ORDER)
+    cpu = PhaseCpu(
+        phase_s={"api-worker-1": 1.5, "api-worker-2": 0.5, "load-generator": 1.0},
+        selling_s={"api-worker-1": 1.0, "api-worker-2": 0.25, "load-generator": 0.5},
+        accepted=250,
+        connections={"api-worker-1": 57, "api-worker-2": 7},
+    )
+    run = PhaseRecord("closed", "closed", None, phase_stats(samples), series(samples), cpu=cpu)
+    result = StrategyResult("reserve", "http://x", closed=[run])
+    table = cpu_table([result])
+    rows = {line.split("|")[2].strip(): line for line in table.splitlines()[2:]}
+    assert "| 4.000 " in rows["api-worker-1"]
+    assert "| 5.000 " in rows["stack (sum, not the two below)"]  # 1.25 s over 250 orders
+    assert "| 2.000 " in rows["load-generator"]
+    assert list(rows)[-1] == "load-generator"
+    (line,) = connection_lines([result])
+    assert line.endswith("api-worker-1 57, api-worker-2 7")
+    assert stack_ms_per_order(result) == pytest.approx(5.0)
