@@ -63,7 +63,9 @@ class BenchOptions:
         d = DEFAULTS[self.scenario]
         base_requests = self.requests or d["requests"]
         n = requests if requests is not None else base_requests
-        stock = self.stock or d["stock"]
+        # Without --stock, the stock keeps the default's share of the requests (a tenth in a
+        # hot sale): a smaller run is still a sale that sells out.
+        stock = self.stock or max(1, round(d["stock"] * base_requests / d["requests"]))
         if requests is not None and self.scenario in ("hot", "retry"):
             stock = max(1, round(stock * requests / base_requests))
         return ScenarioSpec(
