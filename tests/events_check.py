@@ -1,4 +1,4 @@
-"""Promise 3 and 5 of DESIGN.md, checked against a full stack's own topics and tables.
+"""Promise 3 and 5 of docs/design.md, checked against a full stack's own topics and tables.
 
 - ``published``: every event in a stack's topics, read from the beginning by a fresh consumer
   group (so no projector's progress hides anything), duplicates included.

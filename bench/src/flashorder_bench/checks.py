@@ -1,4 +1,4 @@
-"""The service's promises, checked in the stores themselves once the events are
+"""The service's promises (docs/design.md), checked in the stores once the events are
 drained, and the checks that keep a run from passing by accident.
 
 Every check is one ``Check``: PASS, FAIL, or SKIP when it does not apply to the run. A check
