@@ -156,9 +156,15 @@ async def _measure(
     expected = _Expected()
     generator_peak = 0
     services = await asyncio.to_thread(_services, opts, settings)
+    port = stack.port if stack is not None else _local_port(base_url, 80)
+    # A running stack's API, if it listens here (its relay and projector stay unknown).
+    target_api = None if stack is not None or port is None else procs.listener(port)
 
     def processes() -> dict[str, int]:
-        found = procs.labelled(stack.pids()) if stack is not None else {}
+        if stack is not None:
+            found = procs.labelled(stack.pids())
+        else:
+            found = procs.labelled({"api": target_api}) if target_api is not None else {}
         found.update(services)
         found["bench"] = os.getpid()
         result.processes.update(found)
@@ -171,7 +177,7 @@ async def _measure(
             settings,
             console,
             processes=processes,
-            port=stack.port if stack is not None else _local_port(base_url, 80),
+            port=port,
         )
         if stack is not None:
             ctx.alive = partial(_alive, stack)

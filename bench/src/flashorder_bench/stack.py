@@ -170,7 +170,7 @@ class Stack:
         running.append(proc)
         return proc
 
-    def up(self, *, relays: int = 1, projectors: int = 1, timeout: float = 90) -> None:
+    def up(self, *, relays: int = 1, projectors: int = 1, timeout: float = 300) -> None:
         self.setup()
         self.start("api")
         for _ in range(relays):
@@ -179,7 +179,9 @@ class Stack:
             self.start("projector")
         self.wait_ready(timeout)
 
-    def wait_ready(self, timeout: float = 90) -> None:
+    def wait_ready(self, timeout: float = 300) -> None:
+        # Generous: a healthy stack is ready in seconds, but on a loaded machine (a shared
+        # runner) starting the Python processes alone can take a minute or two.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for kind, procs in self.procs.items():
