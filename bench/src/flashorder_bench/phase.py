@@ -108,8 +108,8 @@ async def run_phase(
     workers = {label: pid for label, pid in watched.items() if "-worker-" in label}
     if not workers and "api" in watched:
         workers = {"api": watched["api"]}
-    cpu = ProcessSampler(watched, workers=workers, port=ctx.port)
-    cpu.start()
+    usage = ProcessSampler(watched, workers=workers, port=ctx.port)
+    usage.start()
     if sampler is not None:
         sampler.start()
     try:
@@ -117,7 +117,7 @@ async def run_phase(
             tasks, title=name, total=sum(len(j.calls) for j in jobs), console=ctx.console
         )
     finally:
-        await cpu.stop()
+        await usage.stop()
         ctx.alive()
         points = await sampler.stop() if sampler is not None else []
     first, last_answer, last_accept = window(samples)
@@ -131,7 +131,7 @@ async def run_phase(
         series=series(samples, bucket_s=max(0.5, stats.busy_s / 200)),
         stock_start=None if spec.echo else seeds[0].stock,
         stock=[(round(t - first, 3), v) for t, v in points if t >= first - 1.0],
-        cpu=cpu.phase(
+        cpu=usage.phase(
             first_send=first,
             last_answer=last_answer,
             last_accept=last_accept,
