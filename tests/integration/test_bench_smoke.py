@@ -33,7 +33,7 @@ def test_bench_runs_a_tiny_sale_and_every_promise_holds(
         "--redis-db", "11",
         "--out", str(tmp_path),
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "PASS: every promise held" in done.stdout
 

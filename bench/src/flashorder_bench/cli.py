@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -17,6 +20,12 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    # A SIGTERM (``timeout``, a CI runner) unwinds like Ctrl-C instead of ending the process
+    # on the spot: the stacks the bench started are stopped and their databases dropped.
+    sys.exit(128 + signum)
 
 
 def _skips(text: str) -> tuple[str, ...]:
@@ -112,6 +121,7 @@ def bench(
         skip_checks=skips,
         services_dir=services_dir or Path(os.environ.get("FLASHORDER_SERVICES_DIR") or ".services"),
     )
+    signal.signal(signal.SIGTERM, _terminated)
     raise typer.Exit(asyncio.run(run_bench(options)))
 
 

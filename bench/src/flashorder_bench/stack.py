@@ -139,6 +139,8 @@ class Stack:
         # A fresh folder: the API supervisor would otherwise reuse another run's metrics.
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        #: Set by ``down``: a start still under way (in another thread) stops starting.
+        self._stopped = False
 
     @property
     def settings(self) -> StackSettings:
@@ -157,6 +159,8 @@ class Stack:
             )
 
     def start(self, kind: str) -> subprocess.Popen[bytes]:
+        if self._stopped:
+            raise RuntimeError(f"{self.name} was stopped")
         command = {
             "api": [EXE, "serve", "--port", str(self.port), "--workers", str(self.api_workers)],
             "relay": [EXE, "relay"],
@@ -184,6 +188,8 @@ class Stack:
         # runner) starting the Python processes alone can take a minute or two.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._stopped:
+                raise RuntimeError(f"{self.name} was stopped while starting")
             for kind, procs in self.procs.items():
                 for proc in procs:
                     # A kill or a stop of the test's own doing is not a failure to start.
@@ -228,6 +234,7 @@ class Stack:
         }
 
     def down(self, *, drop: bool = True) -> None:
+        self._stopped = True
         for procs in self.procs.values():
             for proc in procs:
                 if proc.poll() is None:
