@@ -29,7 +29,7 @@ from flashorder.adapters.events.topics import topic_names
 from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event
 from flashorder_bench import checks, stores
 from flashorder_bench.stores import WriteModel
-from tests.e2e.conftest import HttpApi
+from tests.support.api import HttpApi
 
 # --- the topics ------------------------------------------------------------------------------
 
