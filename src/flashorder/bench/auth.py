@@ -20,7 +20,7 @@ ADMIN_USER = "bench-admin"
 def minter(settings: Settings) -> Mint | None:
     """A function ``(user_id, admin) -> token``, or None when the service has no auth."""
     try:
-        module = importlib.import_module("flashorder.entrypoints.api.auth")
+        module = importlib.import_module("flashorder.entrypoints.tokens")
     except ModuleNotFoundError:
         return None
     mint_token = getattr(module, "mint_token", None)
