@@ -1,4 +1,6 @@
-"""The promises of DESIGN.md, checked against the stores themselves after every race."""
+"""The promises, checked against the stores themselves after every race: the stock (the same
+reading, ``flashorder_bench.stores``, and judgment, ``flashorder_bench.checks``, as the
+benchmark's, asserted, with paid and held units apart) and each order's transitions."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flashorder.application.ports import StockGate
 from flashorder.domain.model import ProductId
+from flashorder_bench import checks, stores
 
 _UNITS = text(
     "SELECT o.status, COALESCE(SUM(i.quantity), 0) AS units FROM order_items i "
@@ -28,34 +31,29 @@ async def check_stock(
     available``, and the gate's count equals the database's ``available``.
     """
     figures: dict[str, dict[str, int]] = {}
-    async with engine.connect() as conn:
-        for pid in product_ids:
-            row = (
-                await conn.execute(
-                    text("SELECT stock, available FROM products WHERE product_id = :p"),
-                    {"p": pid},
-                )
-            ).one()
+    for pid in product_ids:
+        model = (await stores.load_write_model(engine, pid)).only([pid])
+        assert pid in model.products, f"{pid}: not in the database"
+        assert not (problems := checks.balance_problems(model)), problems
+        row = model.products[pid]
+        if gate is not None:
+            gate_check = checks.gate_check(model, {pid: await gate.available(ProductId(pid))})
+            assert gate_check.verdict == "PASS", gate_check.detail
+        async with engine.connect() as conn:
             units = {r.status: int(r.units) for r in await conn.execute(_UNITS, {"p": pid})}
-            paid, held = units.get("PAID", 0), units.get("CREATED", 0)
-            sold = paid + held
-            stock, available = int(row.stock), int(row.available)
-            gate_count = await gate.available(ProductId(pid)) if gate is not None else available
-            assert available >= 0, f"{pid}: negative available {available}"
-            assert sold <= stock, f"{pid}: oversold {sold} > {stock}"
-            assert stock == paid + held + available, (
-                f"{pid}: {stock} != paid {paid} + held {held} + available {available}"
-            )
-            assert gate_count == available, f"{pid}: gate {gate_count} != database {available}"
-            figures[pid] = {
-                "stock": stock,
-                "available": available,
-                "sold": sold,
-                "paid": paid,
-                "held": held,
-                "expired": units.get("EXPIRED", 0),
-                "cancelled": units.get("CANCELLED", 0),
-            }
+        paid, held = units.get("PAID", 0), units.get("CREATED", 0)
+        assert row.stock == paid + held + row.available, (
+            f"{pid}: {row.stock} != paid {paid} + held {held} + available {row.available}"
+        )
+        figures[pid] = {
+            "stock": row.stock,
+            "available": row.available,
+            "sold": model.sales().get(pid, (0, 0))[0],
+            "paid": paid,
+            "held": held,
+            "expired": units.get("EXPIRED", 0),
+            "cancelled": units.get("CANCELLED", 0),
+        }
     return figures
 
 

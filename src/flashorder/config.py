@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     expire_batch_size: int = Field(default=200, ge=1, le=10_000)
 
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
-    #: ceiling of the HTTP stack that ``flashorder bench`` compares the real routes with.
+    #: ceiling of the HTTP stack that ``flashorder-bench`` compares the real routes with.
     bench_endpoints: bool = False
 
     @property

@@ -35,8 +35,8 @@ from flashorder.application.reconcile import reconcile
 from flashorder.domain import commands, errors
 from flashorder.domain.model import OrderId, PaymentStatus, PaymentType, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
+from flashorder_bench.stack import free_port
 from tests.invariants import check_stock, check_transitions
-from tests.stackctl import free_port
 
 pytestmark = pytest.mark.services
 
