@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import text
+
 from tests.invariants import check_stock
 from tests.support.api import Api
 from tests.support.calls import admin, new_product, order_body, place, post_order, product, rid
@@ -16,12 +18,17 @@ PROBLEM = "urn:flashorder:problem:"
 async def wait_for_view(
     api: Api, order_id: str, status: str, *, user: str, timeout: float = 30
 ) -> dict[str, Any]:
-    """The read model converges: poll until the order shows there with the given status, as
-    its buyer sees it."""
+    """The read model converges: poll until the order shows there with the given status (its
+    own table: the buyer's read of the order answers from the write side while the read model
+    trails), then return it as its buyer sees it."""
+    query = text("SELECT status FROM order_views WHERE order_id = :o")
     async with asyncio.timeout(timeout):
         while True:
-            reply = await api.call("GET", f"/api/v1/orders/{order_id}", token=api.token(user))
-            if reply.status == 200 and reply.body["status"] == status:
+            async with api.engine.connect() as conn:
+                projected = (await conn.execute(query, {"o": order_id})).scalar()
+            if projected == status:
+                reply = await api.call("GET", f"/api/v1/orders/{order_id}", token=api.token(user))
+                assert reply.status == 200, reply.body
                 return dict(reply.body)
             await asyncio.sleep(0.05)
 
