@@ -39,22 +39,21 @@ async def check_stock(
         if gate is not None:
             gate_check = checks.gate_check(model, {pid: await gate.available(ProductId(pid))})
             assert gate_check.verdict == "PASS", gate_check.detail
-        async with engine.connect() as conn:
-            units = {r.status: int(r.units) for r in await conn.execute(_UNITS, {"p": pid})}
-        paid, held = units.get("PAID", 0), units.get("CREATED", 0)
+        by_status = await units(engine, pid)
+        paid, held = by_status.get("PAID", 0), by_status.get("CREATED", 0)
         assert row.stock == paid + held + row.available, (
             f"{pid}: {row.stock} != paid {paid} + held {held} + available {row.available}"
         )
-        figures[pid] = {
-            "stock": row.stock,
-            "available": row.available,
-            "sold": model.sales().get(pid, (0, 0))[0],
-            "paid": paid,
-            "held": held,
-            "expired": units.get("EXPIRED", 0),
-            "cancelled": units.get("CANCELLED", 0),
-        }
+        sold = model.sales().get(pid, (0, 0))[0]
+        figures[pid] = {"stock": row.stock, "available": row.available, "sold": sold}
     return figures
+
+
+async def units(engine: AsyncEngine, product_id: str) -> dict[str, int]:
+    """The product's units in orders, by the orders' status (``PAID``, ``CREATED``: held)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(_UNITS, {"p": product_id})
+        return {r.status: int(r.units) for r in rows}
 
 
 async def check_transitions(
