@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from pathlib import Path
@@ -272,6 +273,16 @@ def token(
     from flashorder.entrypoints.api.auth import mint_token
 
     typer.echo(mint_token(Settings(), user, admin=admin, ttl=ttl))
+
+
+@cli.command()
+def openapi() -> None:
+    """Print the OpenAPI description that the API serves at /openapi.json with these settings
+    (``make openapi`` writes the default one to docs/openapi.json)."""
+    from flashorder.entrypoints.api.app import create_app
+
+    document = create_app(Settings(), background=False).openapi()
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 def main() -> None:
