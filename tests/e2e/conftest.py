@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import os
+import subprocess
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,7 +37,7 @@ from flashorder.bootstrap import Service
 from flashorder.config import Settings
 from flashorder.entrypoints.api import create_app
 from flashorder.entrypoints.api.auth import mint_token
-from tests.stackctl import Stack
+from tests.stackctl import EXE, Stack, free_port
 
 
 @dataclass(frozen=True)
@@ -220,3 +224,50 @@ def api(request: pytest.FixtureRequest) -> Api:
     """Each API test runs against the embedded default and the full stack."""
     fixture: Api = request.getfixturevalue(f"{request.param}_api")
     return fixture
+
+
+@dataclass(frozen=True)
+class Served:
+    """``flashorder serve`` as a user runs it (embedded, default settings) on a free port."""
+
+    base: str
+    settings: Settings
+
+    def token(self, user: str, *, admin: bool = False) -> str:
+        return mint_token(self.settings, user, admin=admin)
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The real server process over real HTTP, for what needs one: a client generated from
+    its description, a browser. Embedded, with the defaults: what it describes is what
+    docs/openapi.json holds."""
+    data = tmp_path_factory.mktemp("served")
+    port = free_port()
+    # None of the test run's service URLs: the embedded default, as ``make run`` starts it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHORDER_")}
+    env.update(FLASHORDER_DATA_DIR=str(data), FLASHORDER_PORT=str(port))
+    log = (data / "serve.log").open("wb")
+    proc = subprocess.Popen([EXE, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"flashorder serve did not start: {(data / 'serve.log').read_text()}"
+                    ) from None
+                time.sleep(0.2)
+        yield Served(base, Settings())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
