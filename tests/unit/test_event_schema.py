@@ -22,7 +22,7 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator
 
-from flashorder.adapters.event_codec import encode_event
+from flashorder.adapters.events.codec import encode_event
 from flashorder.domain.events import EVENT_TYPES, Event
 from flashorder.domain.model import (
     DiscountPolicyId,
