@@ -179,8 +179,14 @@ class Generated:
 def gen(client: ModuleType, served: Served) -> Iterator[Generated]:
     generated = Generated(client, served)
     try:
-        # The original's product, once per served instance.
-        generated.product(PRODUCT, stock=100, max_per_user=5)
+        # The original's product, once per served instance (the browser test may have made it).
+        answer = generated.api("create_product").sync_detailed(
+            client=generated.as_user("ops", admin=True),
+            body=client.models.ProductIn(
+                product_id=PRODUCT, name="Keyboard", price=10050, stock=100
+            ),
+        )
+        assert answer.status_code in (201, 409), answer.content
         yield generated
     finally:
         generated.close()
@@ -198,6 +204,10 @@ def eventually(read: Callable[[], Any], *, until: Callable[[Any], bool]) -> Any:
 
 def test_the_whole_flow_through_the_generated_client(gen: Generated) -> None:
     m = gen.models
+    fresh = f"PRD_{uuid.uuid4().hex[:12]}"
+    product = gen.product(fresh, stock=10, max_per_user=2)
+    assert isinstance(product, m.ProductOut)
+    assert (product.product_id, product.available, product.sold) == (fresh, 10, 0)
     buyer = gen.as_user(BUYER)
     place = gen.api("place_order")
     key = str(uuid.uuid4())
@@ -230,16 +240,27 @@ def test_the_whole_flow_through_the_generated_client(gen: Generated) -> None:
     second = place.sync_detailed(client=buyer, body=gen.order(), idempotency_key=str(uuid.uuid4()))
     assert second.status_code == 201
     listing = gen.api("list_orders")
-    first_page = eventually(
-        lambda: listing.sync_detailed(client=buyer, user_id=BUYER, limit=1),
-        until=lambda a: isinstance(a.parsed, m.OrderPage) and isinstance(a.parsed.next_cursor, str),
-    )
-    assert isinstance(first_page.parsed, m.OrderPage)
-    assert [o.order_id for o in first_page.parsed.items] == [second.parsed.order_id]
-    next_page = listing.sync_detailed(
-        client=buyer, user_id=BUYER, limit=1, cursor=first_page.parsed.next_cursor
-    )
-    assert [o.order_id for o in next_page.parsed.items] == [order.order_id]
+    unset = importlib.import_module(f"{PACKAGE}.types").UNSET
+
+    def every_page() -> tuple[list[str], int]:
+        """The buyer's order ids, one per page, following the cursor to the end."""
+        ids: list[str] = []
+        cursor, pages = unset, 0
+        while True:
+            page = listing.sync_detailed(client=buyer, user_id=BUYER, limit=1, cursor=cursor)
+            assert isinstance(page.parsed, m.OrderPage)
+            ids += [o.order_id for o in page.parsed.items]
+            pages += 1
+            if not isinstance(page.parsed.next_cursor, str):
+                return ids, pages
+            cursor = page.parsed.next_cursor
+
+    newest = second.parsed.order_id
+    ids, pages = eventually(every_page, until=lambda found: newest in found[0])
+    assert pages >= 2
+    # Newest first, each order once.
+    assert ids.index(newest) < ids.index(order.order_id)
+    assert len(ids) == len(set(ids))
 
     cancel = gen.api("cancel_order")
     cancelled = cancel.sync_detailed(order.order_id, client=buyer)
