@@ -16,8 +16,8 @@ from sqlalchemy import select
 from flashorder.adapters.events.codec import encode_event
 from flashorder.adapters.sql import tables
 from flashorder.adapters.sql.outbox import row_event
-from tests.e2e.conftest import InProcessApi
-from tests.e2e.helpers import admin, new_product, place
+from tests.support.api import InProcessApi
+from tests.support.calls import admin, new_product, place
 from tests.event_schemas import event_errors
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from tests.e2e.conftest import Served
+from tests.support.served import Served
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "docs" / "openapi.json"

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Route, expect, sync_playwright
 
 from flashorder.entrypoints.api.docs_ui import ASSETS
-from tests.e2e.conftest import Served
+from tests.support.served import Served
 
 CHROMIUM = Path("/usr/bin/chromium")
 PRODUCT = "PRD_240701120000001_0001_101"
