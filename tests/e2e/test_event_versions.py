@@ -16,9 +16,9 @@ from sqlalchemy import select
 from flashorder.adapters.events.codec import encode_event
 from flashorder.adapters.sql import tables
 from flashorder.adapters.sql.outbox import row_event
+from tests.event_schemas import event_errors
 from tests.support.api import InProcessApi
 from tests.support.calls import admin, new_product, place
-from tests.event_schemas import event_errors
 
 
 async def outbox(api: InProcessApi, aggregate_id: str) -> list[dict[str, Any]]:
