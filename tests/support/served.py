@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flashorder.config import Settings
 from flashorder.entrypoints.tokens import mint_token
-from tests.stackctl import EXE, free_port
+from flashorder_bench.stack import EXE, free_port
 
 
 @dataclass(frozen=True)
