@@ -6,8 +6,11 @@ Tests that need them fail (never skip) when they are down: a skipped race proves
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+
+from tests.redis_cluster import RedisCluster
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +29,15 @@ def redis_url() -> str:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     return os.environ.get("FLASHORDER_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster of three masters of this test run's own, on free ports (a few seconds
+    to start, once): the contract suites run the Redis adapters on it too."""
+    cluster = RedisCluster()
+    cluster.start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()

@@ -12,11 +12,13 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from flashorder.adapters._redis.batch import Client
 from flashorder.adapters.idempotency.memory import MemoryIdempotencyCache
 from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
 from flashorder.application.ports import IdempotencyCache, StoredResponse
 from flashorder.domain import errors
 from flashorder.domain.model import UserId
+from tests import redis_cluster
 
 SHORT = 0.3
 
@@ -30,7 +32,7 @@ class Caches:
     short_retention: IdempotencyCache
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["redis", "cluster", "memory"])
 async def caches(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Caches]:
     if request.param == "memory":
         yield Caches(
@@ -40,8 +42,14 @@ async def caches(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterato
         )
         return
     prefix = f"test-{uuid.uuid4().hex}"
-    client = Redis.from_pool(
-        BlockingConnectionPool.from_url(redis_url, max_connections=32, timeout=10, socket_timeout=5)
+    client: Client = (
+        redis_cluster.client(request.getfixturevalue("redis_cluster_url"))
+        if request.param == "cluster"
+        else Redis.from_pool(
+            BlockingConnectionPool.from_url(
+                redis_url, max_connections=32, timeout=10, socket_timeout=5
+            )
+        )
     )
     try:
         yield Caches(

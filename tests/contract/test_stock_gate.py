@@ -14,9 +14,11 @@ from redis.backoff import NoBackoff
 
 from flashorder.adapters.stock.memory import MemoryStockGate
 from flashorder.adapters.stock.redis import RedisStockGate
+from flashorder.adapters.stock.redis_cluster import ShardedStockGate
 from flashorder.application.ports import ReservationLine, StockGate, StockUnknown
 from flashorder.domain import errors
 from flashorder.domain.model import OrderId, ProductId, UserId
+from tests import redis_cluster
 
 
 def _redis(url: str, *, decode: bool = False) -> Redis:
@@ -32,15 +34,24 @@ async def _drop(client: Redis, prefix: str) -> None:
         await client.delete(*keys)
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["redis", "sharded", "cluster", "memory"])
 async def gate(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[StockGate]:
     if request.param == "memory":
         yield MemoryStockGate()
         return
     prefix = f"test-{uuid.uuid4().hex}"
-    client = _redis(redis_url)
+    # The sharded gate runs on one Redis too ("sharded"), and is what a cluster runs.
+    client = (
+        redis_cluster.client(request.getfixturevalue("redis_cluster_url"))
+        if request.param == "cluster"
+        else _redis(redis_url)
+    )
     try:
-        yield RedisStockGate(client, prefix=prefix)
+        yield (
+            RedisStockGate(client, prefix=prefix)
+            if request.param == "redis"
+            else ShardedStockGate(client, prefix=prefix)
+        )
     finally:
         await _drop(client, prefix)
         await client.aclose()
@@ -246,6 +257,8 @@ async def _forget(gate: StockGate, product_id: ProductId) -> None:
     # Simulates a lost counter (Redis restarted with partial data, or an operator's DEL).
     if isinstance(gate, RedisStockGate):
         await gate._client.delete(gate._avail(product_id))
+    elif isinstance(gate, ShardedStockGate):
+        await gate._client.delete(gate._p(product_id, "avail"))
     else:
         assert isinstance(gate, MemoryStockGate)
         del gate._available[product_id]

@@ -11,12 +11,14 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from flashorder.adapters.stock.memory import MemoryStockGate
 from flashorder.adapters.stock.redis import RedisStockGate
+from flashorder.adapters.stock.redis_cluster import ShardedStockGate
 from flashorder.application.ports import ReconcilableStockGate, ReservationLine
 from flashorder.domain import errors
 from flashorder.domain.model import OrderId, ProductId, UserId
+from tests import redis_cluster
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["redis", "sharded", "cluster", "memory"])
 async def gate(
     request: pytest.FixtureRequest, redis_url: str
 ) -> AsyncIterator[ReconcilableStockGate]:
@@ -24,9 +26,17 @@ async def gate(
         yield MemoryStockGate()
         return
     prefix = f"test-{uuid.uuid4().hex}"
-    client = Redis.from_pool(BlockingConnectionPool.from_url(redis_url, max_connections=8))
+    client = (
+        redis_cluster.client(request.getfixturevalue("redis_cluster_url"))
+        if request.param == "cluster"
+        else Redis.from_pool(BlockingConnectionPool.from_url(redis_url, max_connections=8))
+    )
     try:
-        yield RedisStockGate(client, prefix=prefix)
+        yield (
+            RedisStockGate(client, prefix=prefix)
+            if request.param == "redis"
+            else ShardedStockGate(client, prefix=prefix)
+        )
     finally:
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
         if keys:
@@ -175,6 +185,8 @@ async def _forget(gate: ReconcilableStockGate, p: ProductId) -> None:
     # A lost counter (Redis restarted, or an operator's DEL).
     if isinstance(gate, RedisStockGate):
         await gate._client.delete(gate._avail(p))
+    elif isinstance(gate, ShardedStockGate):
+        await gate._client.delete(gate._p(p, "avail"))
     else:
         assert isinstance(gate, MemoryStockGate)
         del gate._available[p]

@@ -1,7 +1,8 @@
-"""The stock gate on Redis: every reservation is one Lua script, so it is all-or-nothing.
+"""The stock gate on one Redis: every reservation is one Lua script, so it is all-or-nothing.
 
 Keys (``P`` is the configurable prefix). All of them carry the one hash tag ``{stock}``, so
-a multi-product reservation stays in one Redis Cluster slot:
+a multi-product reservation is one script. On Redis Cluster that tag would put the whole
+shop on one master: a cluster runs ``ShardedStockGate`` (``redis_cluster.py``) instead.
 
     P:{stock}:avail:<productId>   string counter, what can still be reserved
     P:{stock}:bought:<productId>  hash userId -> units held by live reservations
@@ -14,18 +15,16 @@ a multi-product reservation stays in one Redis Cluster slot:
                                   its data, which is how the loss is noticed
 
 The reconciliation scripts (``_VIEW``, ``_CORRECT``) read the reservations named by the
-pending set, keys they cannot declare in advance. Each carries the ``{stock}`` tag, so it
-lives in the slot of the declared keys, which is what Redis Cluster needs; Redis allows it
-for scripts without the strict ``#!lua flags`` header.
+pending set, keys they cannot declare in advance: Redis allows it for scripts without the
+strict ``#!lua flags`` header, one Redis being one slot space.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from redis.asyncio import Redis
-
-from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters._redis import keys
+from flashorder.adapters._redis.batch import Client, ScriptBatcher
 from flashorder.adapters._redis.errors import text, translated
 from flashorder.adapters.stock.lines import merged_lines
 from flashorder.application.ports import (
@@ -207,18 +206,18 @@ return {raw and 1 or 0, before, target, after, held, rebuilt}
 
 
 class RedisStockGate:
-    """``StockGate`` on Redis (standalone or Cluster). Scripts reload after SCRIPT FLUSH."""
+    """``StockGate`` on one Redis. Scripts reload after SCRIPT FLUSH."""
 
     def __init__(
         self,
-        client: Redis,
+        client: Client,
         *,
         prefix: str = "fo",
         reservation_ttl: float = 7 * 24 * 3600.0,
         batcher: ScriptBatcher | None = None,
     ) -> None:
         self._client = client
-        self._base = f"{prefix}:{{stock}}"
+        self._base = keys.standalone_stock(prefix)
         self._pending_key = f"{self._base}:pending"
         self._users_known_key = f"{self._base}:users-known"
         self._ttl_s = max(1, int(reservation_ttl))
