@@ -6,7 +6,7 @@
 #   scripts/cluster.sh down             stop everything, remove the namespaces and the data
 #   scripts/cluster.sh status           one line per part (exit 3 if any is down)
 #   scripts/cluster.sh env              the settings a client on this machine uses
-#   scripts/cluster.sh redis-kill PORT | redis-start PORT      (the drills' faults)
+#   scripts/cluster.sh redis-kill PORT | redis-start PORT | redis-role PORT  (the drills)
 #   scripts/cluster.sh broker-kill N   | broker-start N
 #   scripts/cluster.sh link-down N     | link-up N     | host-kill N | host-start N
 #
@@ -18,12 +18,13 @@
 #   MariaDB        the one scripts/services.sh runs (127.0.0.1:3306), database
 #                  $CLUSTER_DATABASE; the hosts reach it through HAProxy on $BRIDGE_IP:7099
 #   API hosts      one network namespace each (fo-api1..3), 10.77.0.11-13:8000, joined by
-#                  the bridge fo-br0 (10.77.0.1) through veth pairs
+#                  the bridge fo-br0 (10.77.0.1/25) through veth pairs
 #   relay, projector   on this host
 #   HAProxy        127.0.0.1:$CLUSTER_LB_PORT -> the API hosts, health-checked
 #
 # --reduced (the CI job): 3 masters + 3 replicas, one broker, two API hosts.
-# The namespaces only know 10.77.0.0/24 (no default route): their traffic stays here.
+# The namespaces only know their half of 10.77.0.0/24 (no default route): their traffic
+# stays here.
 # Everything lives under $CLUSTER_DIR (default <repo>/.cluster); the Kafka jars are the ones
 # scripts/services.sh fetches into .services/kafka/libs.
 set -euo pipefail
@@ -32,7 +33,7 @@ REPO_ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 # The helpers (logging, pid files, waits, apt installs, the Kafka jars) are services.sh's.
 # shellcheck source=scripts/services.sh
 source "$REPO_ROOT/scripts/services.sh"
-log() { printf '[cluster] %s\n' "$*" >&2; }
+log() { printf '[cluster %3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
 
 CLUSTER_DIR=${CLUSTER_DIR:-$REPO_ROOT/.cluster}
@@ -43,8 +44,12 @@ CLUSTER_API_WORKERS=${CLUSTER_API_WORKERS:-1}
 CLUSTER_REDIS_BASE=${CLUSTER_REDIS_BASE:-7000}
 CLUSTER_KAFKA_BASE=${CLUSTER_KAFKA_BASE:-19092}
 CLUSTER_ENV_EXTRA=${CLUSTER_ENV_EXTRA:-}
-BRIDGE=fo-br0
-BRIDGE_IP=10.77.0.1
+# Two topologies can coexist: each takes one half of 10.77.0.0/24 (CLUSTER_NET_BASE 0 or
+# 128) and names of its own (CLUSTER_NAME), so the CI job's never meets `make cluster`'s.
+NAME=${CLUSTER_NAME:-fo}
+NET_BASE=${CLUSTER_NET_BASE:-0}
+BRIDGE=$NAME-br0
+BRIDGE_IP=10.77.0.$((NET_BASE + 1))
 DB_PROXY_PORT=7099
 REDIS_NODES=6
 BIN=$REPO_ROOT/.venv/bin
@@ -63,7 +68,7 @@ save_shape() {
   printf 'API_HOSTS=%s BROKERS=%s\n' "$API_HOSTS" "$BROKERS" >"$(shape_file)"
 }
 
-host_ip() { echo "10.77.0.$((10 + $1))"; }
+host_ip() { echo "10.77.0.$((NET_BASE + 10 + $1))"; }
 redis_port() { echo $((CLUSTER_REDIS_BASE + $1)); }
 broker_port() { echo $((CLUSTER_KAFKA_BASE + $1 - 1)); }
 controller_port() { echo $((CLUSTER_KAFKA_BASE + 100 + $1 - 1)); }
@@ -86,7 +91,7 @@ FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@$1:$2/$CLUSTER_DAT
 FLASHORDER_REDIS_URL=$(redis_url)
 FLASHORDER_KAFKA_BOOTSTRAP=$(kafka_bootstrap)
 FLASHORDER_KAFKA_REPLICATION=$((BROKERS < 3 ? BROKERS : 3))
-FLASHORDER_KAFKA_TOPIC_PREFIX=cluster.
+FLASHORDER_KAFKA_TOPIC_PREFIX=${CLUSTER_TOPIC_PREFIX:-cluster.}
 FLASHORDER_PROJECTOR_GROUP=cluster-projector
 FLASHORDER_LOG_LEVEL=warning
 EOF
@@ -115,28 +120,28 @@ ensure_cluster_tools() {
 net_up() {
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
-    ip addr add "$BRIDGE_IP/24" dev "$BRIDGE"
+    ip addr add "$BRIDGE_IP/25" dev "$BRIDGE"
   fi
   ip link set "$BRIDGE" up
   local n
   for ((n = 1; n <= API_HOSTS; n++)); do
-    if ! ip netns list | grep -qw "fo-api$n"; then
-      ip netns add "fo-api$n"
+    if ! ip netns list | grep -qw "$NAME-api$n"; then
+      ip netns add "$NAME-api$n"
     fi
-    if ! ip link show "fo-v$n" >/dev/null 2>&1; then
-      ip link add "fo-v$n" type veth peer name eth0 netns "fo-api$n"
-      ip -n "fo-api$n" addr add "$(host_ip "$n")/24" dev eth0
+    if ! ip link show "$NAME-v$n" >/dev/null 2>&1; then
+      ip link add "$NAME-v$n" type veth peer name eth0 netns "$NAME-api$n"
+      ip -n "$NAME-api$n" addr add "$(host_ip "$n")/25" dev eth0
     fi
-    ip link set "fo-v$n" master "$BRIDGE" up
-    ip -n "fo-api$n" link set lo up
-    ip -n "fo-api$n" link set eth0 up
+    ip link set "$NAME-v$n" master "$BRIDGE" up
+    ip -n "$NAME-api$n" link set lo up
+    ip -n "$NAME-api$n" link set eth0 up
   done
 }
 
 # host_kill N: every process of the host's namespace, at once (a machine lost).
 host_kill() {
   local pids
-  pids=$(ip netns pids "fo-api$1" 2>/dev/null || true)
+  pids=$(ip netns pids "$NAME-api$1" 2>/dev/null || true)
   if [[ -n $pids ]]; then
     # shellcheck disable=SC2086 # a list of pids
     kill -KILL $pids 2>/dev/null || true
@@ -146,8 +151,8 @@ host_kill() {
 
 net_down() {
   local ns
-  for ns in $(ip netns list | awk '{print $1}' | grep -E '^fo-api[0-9]+$' || true); do
-    host_kill "${ns#fo-api}"
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^$NAME-api[0-9]+\$" || true); do
+    host_kill "${ns#"$NAME"-api}"
     ip netns del "$ns"
   done
   if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; fi
@@ -292,14 +297,23 @@ broker_start() {
     -Dlog4j2.configurationFile="$KFK_LOG4J" -cp "$KFK_LIBS/*" kafka.Kafka "$dir/server.properties")
 }
 
-kafka_up() {
+# kafka_start launches the brokers and returns; kafka_wait waits for them (the API hosts,
+# which need no broker, start in between: a JVM's start is the slowest step here).
+kafka_start() {
   kafka_ensure_libs
   mkdir -p "$CLUSTER_DIR/kafka"
   if [[ ! -s $CLUSTER_DIR/kafka/cluster.id ]]; then
-    kafka_run_class kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1 >"$CLUSTER_DIR/kafka/cluster.id"
+    # What StorageTool random-uuid prints (a UUID in URL-safe base64), without a JVM.
+    python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' \
+      >"$CLUSTER_DIR/kafka/cluster.id"
   fi
   local n
-  for ((n = 1; n <= BROKERS; n++)); do broker_start "$n"; done
+  for ((n = 1; n <= BROKERS; n++)); do broker_start "$n" & done
+  wait
+}
+
+kafka_wait() {
+  local n
   for ((n = 1; n <= BROKERS; n++)); do
     wait_ready "kafka-$n" "$KAFKA_READY_TIMEOUT" "$(broker_pid "$n")" broker_metadata "$n" ||
       { show_log_tail "$(broker_dir "$n")/logs/server.log"; die "kafka broker $n not ready"; }
@@ -364,7 +378,7 @@ start_proc() {
     mapfile -t envs < <(service_env "$BRIDGE_IP" "$DB_PROXY_PORT")
     start_detached "$(proc_pidfile "$name")" "$CLUSTER_DIR/logs/$name.log" \
       ip netns exec "$ns" env "${envs[@]}" FLASHORDER_DATA_DIR="$CLUSTER_DIR/run" \
-      FLASHORDER_HOST="$(host_ip "${ns#fo-api}")" FLASHORDER_PORT=8000 \
+      FLASHORDER_HOST="$(host_ip "${ns#"$NAME"-api}")" FLASHORDER_PORT=8000 \
       FLASHORDER_WORKERS="$CLUSTER_API_WORKERS" "$BIN/flashorder" "$@"
   fi
 }
@@ -376,21 +390,27 @@ stop_proc() {
   rm -f "$(proc_pidfile "$1")"
 }
 
-host_start() { start_proc "api$1" "fo-api$1" serve; }
+host_start() { start_proc "api$1" "$NAME-api$1" serve; }
 host_ready() { curl -fsS -m 2 "http://$(host_ip "$1"):8000/healthz" >/dev/null; }
 
-app_up() {
+# app_start: the schema, then the API hosts; app_wait: the relay and the projector (once
+# the brokers answer), and every host healthy.
+app_start() {
   local envs=() n
   mapfile -t envs < <(service_env 127.0.0.1 "$MARIADB_PORT")
   "$BIN/python" -c "import sys
-from flashorder.adapters.sql_migrate import create_database_if_missing
+from flashorder.adapters.sql.migrate import create_database_if_missing
 create_database_if_missing(sys.argv[1], sys.argv[2])" \
-    "mysql+asyncmy://flashorder:flashorder@127.0.0.1:$MARIADB_PORT" "$CLUSTER_DATABASE"
+    "mysql+asyncmy://flashorder:flashorder@127.0.0.1:$MARIADB_PORT" "$CLUSTER_DATABASE" 2>/dev/null
   # Once, before the processes that would otherwise race to migrate.
   env "${envs[@]}" "$BIN/flashorder" migrate >/dev/null
+  for ((n = 1; n <= API_HOSTS; n++)); do host_start "$n"; done
+}
+
+app_wait() {
+  local n
   start_proc relay - relay
   start_proc projector - projector
-  for ((n = 1; n <= API_HOSTS; n++)); do host_start "$n"; done
   for ((n = 1; n <= API_HOSTS; n++)); do
     wait_ready "api$n" 90 "$(proc_pid "api$n" serve)" host_ready "$n" ||
       { show_log_tail "$CLUSTER_DIR/logs/api$n.log"; die "API host $n not ready"; }
@@ -449,9 +469,13 @@ frontend api
   default_backend hosts
 backend hosts
   balance roundrobin
+  # Which host answered: the race checks that the buyers were spread over all of them.
+  http-response set-header X-Served-By %s
   option httpchk GET /healthz
-  # Down after two failed checks 250 ms apart; back after two good ones.
-  default-server check inter 250ms fall 2 rise 2
+  # Down after three failed checks 500 ms apart (a cut link: 1.5 s); back after two good
+  # ones. A check waits up to 3 s: a host busy with a burst is slow, not gone.
+  timeout check 3s
+  default-server check inter 500ms fall 3 rise 2
 EOF
     for ((n = 1; n <= API_HOSTS; n++)); do
       echo "  server api$n $(host_ip "$n"):8000"
@@ -497,13 +521,15 @@ up() {
   if [[ ${1:-} == --reduced ]]; then API_HOSTS=2 BROKERS=1; fi
   save_shape
   ensure_cluster_tools
-  port_open "$MARIADB_PORT" ||
-    die "no MariaDB on 127.0.0.1:$MARIADB_PORT: start it with scripts/services.sh up mariadb"
+  # MariaDB stays the one of scripts/services.sh, shared with other work: started if none.
+  port_open "$MARIADB_PORT" || "$REPO_ROOT/scripts/services.sh" up mariadb
   net_up
   redis_cluster_up
-  kafka_up
+  kafka_start
   lb_up
-  app_up
+  app_start
+  kafka_wait
+  app_wait
   wait_ready lb 30 "" lb_ready || die "the load balancer finds no healthy API host"
   log "up in $(since "$t0")s: http://127.0.0.1:$CLUSTER_LB_PORT ($API_HOSTS API hosts, $BROKERS broker(s))"
 }
@@ -514,6 +540,13 @@ down() {
   kafka_down
   redis_cluster_down
   net_down
+  # The topology's own database goes too: the next `up` starts from an empty shop.
+  if port_open "$MARIADB_PORT" && [[ -x $BIN/python ]]; then
+    "$BIN/python" -c "import sys
+from flashorder.adapters.sql.migrate import drop_database
+drop_database(sys.argv[1], sys.argv[2])" \
+      "mysql+asyncmy://flashorder:flashorder@127.0.0.1:$MARIADB_PORT" "$CLUSTER_DATABASE" 2>/dev/null || true
+  fi
   rm -rf "$CLUSTER_DIR/run" "$(shape_file)"
   log "down"
 }
@@ -553,13 +586,14 @@ cluster_main() {
     env) service_env "$BRIDGE_IP" "$DB_PROXY_PORT"; echo "CLUSTER_LB_URL=http://127.0.0.1:$CLUSTER_LB_PORT" ;;
     redis-kill) kill -KILL "$(redis_node_pid "$1")" ;;
     redis-start) redis_node_start "$1" ;;
+    redis-role) rcli "$1" role | head -1 ;;
     broker-kill) kill -KILL "$(broker_pid "$1")" ;;
     broker-start)
       broker_start "$1"
       wait_ready "kafka-$1" "$KAFKA_READY_TIMEOUT" "$(broker_pid "$1")" broker_metadata "$1"
       ;;
-    link-down) ip link set "fo-v$1" down ;;
-    link-up) ip link set "fo-v$1" up ;;
+    link-down) ip link set "$NAME-v$1" down ;;
+    link-up) ip link set "$NAME-v$1" up ;;
     host-kill) host_kill "$1" ;;
     host-start)
       host_start "$1"

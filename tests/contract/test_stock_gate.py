@@ -536,3 +536,37 @@ async def test_an_unreachable_redis_raises_unavailable() -> None:
             assert raised.value.dependency == "redis"
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("where", ["one redis", "cluster"])
+async def test_a_sharded_reservation_cut_short_half_way_is_found_and_given_back_whole(
+    where: str, redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    # The process dies after the ledger entry and one product's take, before the other's.
+    client = (
+        redis_cluster.client(request.getfixturevalue("redis_cluster_url"))
+        if where == "cluster"
+        else _redis(redis_url)
+    )
+    prefix = f"test-{uuid.uuid4().hex}"
+    gate = ShardedStockGate(client, prefix=prefix)
+    a, b, o, u = product(), product(), order(), user()
+    await gate.put(a, 10)
+    await gate.put(b, 10)
+    try:
+        await gate._begin(keys=gate._order(o), args=[o, u, 60, a, 3, b, 4])
+        await gate._take(keys=gate._line(a, o), args=[o, u, 3, -1, 60])
+        assert [await gate.available(a), await gate.available(b)] == [7, 10]
+
+        assert await gate.pending(0) == [o]
+        assert await gate.release(o) is True
+
+        assert [await gate.available(a), await gate.available(b)] == [10, 10]
+        assert await gate.pending(0) == []
+        # A take of the dead process still on its way finds the line released: it takes nothing.
+        await gate._take(keys=gate._line(b, o), args=[o, u, 4, -1, 60])
+        assert await gate.available(b) == 10
+        assert await gate.release(o) is False
+    finally:
+        await _drop(client, prefix)
+        await client.aclose()
