@@ -8,7 +8,6 @@ Needs root (network namespaces) and the MariaDB of ``make test``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections import Counter
@@ -105,7 +104,7 @@ async def test_a_redis_master_killed_mid_sale_fails_over_and_nothing_is_lost(
     async def kill_master(phases: Phases) -> None:
         phases.fault_at = time.monotonic()
         topology.script("redis-kill", str(master))
-        took["promoted"] = await _promoted(topology, replica)
+        took["promoted"] = await topology.promoted(replica)
         phases.back_at = time.monotonic()
 
     try:
@@ -123,14 +122,3 @@ async def test_a_redis_master_killed_mid_sale_fails_over_and_nothing_is_lost(
     sold = sum(stock[p]["sold"] for p in products)
     assert sold == sum(a.answer.startswith("201") for a in attempts)
     await check_events_and_read_model(shop)
-
-
-async def _promoted(topology: Topology, replica: int, timeout: float = 30) -> float:
-    """Seconds until the replica reports itself master."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        role = await asyncio.to_thread(topology.script, "redis-role", str(replica))
-        if role.strip() == "master":
-            return time.monotonic() - started
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"replica :{replica} not promoted in {timeout}s")

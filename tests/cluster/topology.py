@@ -111,6 +111,16 @@ class Topology:
             kafka_topic_prefix=self.settings["FLASHORDER_KAFKA_TOPIC_PREFIX"],
         )
 
+    async def promoted(self, replica: int, timeout: float = 30) -> float:
+        """Seconds until the Redis replica on port ``replica`` reports itself master."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            role = await asyncio.to_thread(self.script, "redis-role", str(replica))
+            if role.strip() == "master":
+                return time.monotonic() - started
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"replica :{replica} not promoted in {timeout}s")
+
     async def master_of(self, product_id: str) -> tuple[int, int]:
         """The ports of the master that holds the product's slot, and of its replica."""
         client = redis_client(self.service_settings())
