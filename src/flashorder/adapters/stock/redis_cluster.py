@@ -245,6 +245,12 @@ if rebuild then
   end
 end
 if ARGV[3] ~= '1' then
+  -- Lines of live orders are paid for: out of flight for good. (Their confirmation was
+  -- lost: the process died first, or a failover dropped the ledger's write.)
+  for id in pairs(committed) do
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('HDEL', KEYS[4], id)
+  end
   if not raw or after ~= before then
     redis.call('SET', KEYS[1], string.format('%d', after))
   end
