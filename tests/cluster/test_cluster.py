@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from flashorder.entrypoints.api.auth import mint_token
+from flashorder.entrypoints.tokens import mint_token
 from tests.cluster.topology import (
     PRICE,
     Phases,

@@ -33,7 +33,7 @@ from flashorder.application.reconcile import reconcile
 from flashorder.bootstrap import build, redis_client
 from flashorder.config import Settings
 from flashorder.domain.events import ORDER_CREATED
-from flashorder.entrypoints.api.auth import mint_token
+from flashorder.entrypoints.tokens import mint_token
 from tests.events_check import check_events, published, read_model_differences, write_model
 from tests.invariants import check_stock
 
