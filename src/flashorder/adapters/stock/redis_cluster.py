@@ -49,6 +49,7 @@ from typing import Any
 from flashorder.adapters._redis import keys
 from flashorder.adapters._redis.batch import Client, ScriptBatcher
 from flashorder.adapters._redis.errors import text, translated
+from flashorder.adapters.stock._lua import ADJUST, CORRECT_COUNT
 from flashorder.adapters.stock.lines import merged_lines
 from flashorder.application.ports import (
     GateCorrection,
@@ -176,12 +177,6 @@ end
 return 0
 """
 
-_ADJUST = """
-local v = redis.call('GET', KEYS[1])
-if not v then return {1} end
-if tonumber(v) + tonumber(ARGV[1]) < 0 then return {2, tonumber(v)} end
-return {0, redis.call('INCRBY', KEYS[1], ARGV[1])}
-"""
 
 _PENDING = """
 local t = redis.call('TIME')
@@ -205,7 +200,8 @@ return out
 # ARGV: database available, raise cap (-1: none), dry run (0|1), n, committed orderId_1..n,
 #       rebuild (0|1), then userId, count pairs.
 # As the standalone gate's: the in-flight sum and the write are one atomic step.
-_CORRECT = """
+_CORRECT = (
+    """
 local n = tonumber(ARGV[4])
 local committed = {}
 for i = 1, n do committed[ARGV[4 + i]] = true end
@@ -220,50 +216,23 @@ for i = 1, #flat, 2 do
     if user then users[user] = (users[user] or 0) + q end
   end
 end
-local target = tonumber(ARGV[1]) - held
-local raw = redis.call('GET', KEYS[1])
-local before = tonumber(raw or '0')
-local after = target
-if raw then
-  local cap = tonumber(ARGV[2])
-  if cap >= 0 and target - before > cap then after = before + cap end
-end
-local rebuilt = -1
-if rebuild then
-  for i = 6 + n, #ARGV, 2 do
-    users[ARGV[i]] = (users[ARGV[i]] or 0) + tonumber(ARGV[i + 1])
-  end
-  local old = {}
-  local counts = redis.call('HGETALL', KEYS[2])
-  for i = 1, #counts, 2 do old[counts[i]] = tonumber(counts[i + 1]) end
-  rebuilt = 0
-  for user, q in pairs(users) do
-    if q > 0 and old[user] ~= q then rebuilt = rebuilt + 1 end
-  end
-  for user, q in pairs(old) do
-    if (users[user] or 0) <= 0 then rebuilt = rebuilt + 1 end
-  end
-end
-if ARGV[3] ~= '1' then
+local available, cap, dry = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
+local first_pair, avail_key, bought_key = 6 + n, KEYS[1], KEYS[2]
+"""
+    + CORRECT_COUNT
+    + """
+if not dry then
   -- Lines of live orders are paid for: out of flight for good. (Their confirmation was
   -- lost: the process died first, or a failover dropped the ledger's write.)
   for id in pairs(committed) do
     redis.call('HDEL', KEYS[3], id)
     redis.call('HDEL', KEYS[4], id)
   end
-  if not raw or after ~= before then
-    redis.call('SET', KEYS[1], string.format('%d', after))
-  end
-  if rebuild then
-    redis.call('DEL', KEYS[2])
-    for user, q in pairs(users) do
-      if q > 0 then redis.call('HSET', KEYS[2], user, string.format('%d', q)) end
-    end
-    redis.call('SET', KEYS[5], '1')
-  end
+  if rebuild then redis.call('SET', KEYS[5], '1') end
 end
 return {raw and 1 or 0, before, target, after, held, rebuilt}
 """
+)
 
 
 class ShardedStockGate:
@@ -289,7 +258,7 @@ class ShardedStockGate:
         self._end = batcher.register(_END)
         self._confirm_orders = batcher.register(_CONFIRM_ORDERS)
         self._confirm_lines = batcher.register(_CONFIRM_LINES)
-        self._adjust = batcher.register(_ADJUST)
+        self._adjust = batcher.register(ADJUST)
         self._pending = batcher.register(_PENDING)
         self._view = batcher.register(_VIEW)
         self._correct = batcher.register(_CORRECT)
