@@ -14,8 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+from flashorder.adapters._redis.batch import Client
 
 
 def _bindable(port: int) -> bool:
@@ -110,4 +114,14 @@ def client(url: str) -> AsyncRedisCluster:
     return AsyncRedisCluster(
         startup_nodes=[ClusterNode(n.rsplit(":", 1)[0], int(n.rsplit(":", 1)[1])) for n in nodes],
         socket_timeout=5,
+    )
+
+
+def contract_client(request: pytest.FixtureRequest, redis_url: str) -> Client:
+    """The client of a contract suite's ``cluster`` parameter (the session's cluster), or of
+    one Redis for any other."""
+    if request.param == "cluster":
+        return client(request.getfixturevalue("redis_cluster_url"))
+    return Redis.from_pool(
+        BlockingConnectionPool.from_url(redis_url, max_connections=32, timeout=10, socket_timeout=5)
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,6 +21,7 @@ from tests.cluster.topology import (
     Phases,
     Shop,
     Topology,
+    built,
     burst_through,
     check_events_and_read_model,
     check_nothing_lost,
@@ -28,7 +29,6 @@ from tests.cluster.topology import (
     reconcile_and_check,
     report,
     retry_until_definite,
-    shop_of,
 )
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.cluster]
@@ -36,20 +36,8 @@ pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.cluster]
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory, mariadb_url: str) -> Iterator[Topology]:
-    assert os.geteuid() == 0, "the cluster topology needs root (network namespaces)"
-    built = Topology(tmp_path_factory.mktemp("cluster"), mariadb_url, reduced=True)
-    try:
-        built.up()
-        print(f"\n== reduced cluster up in {built.took:.1f}s")
-        yield built
-    finally:
-        built.down()
-
-
-@pytest.fixture
-async def shop(topology: Topology) -> AsyncIterator[Shop]:
-    async with shop_of(topology) as opened:
-        yield opened
+    with built(tmp_path_factory.mktemp("cluster"), mariadb_url, reduced=True) as topology:
+        yield topology
 
 
 async def test_the_seed_example_works_over_the_load_balancer(shop: Shop) -> None:

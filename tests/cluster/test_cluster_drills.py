@@ -12,9 +12,8 @@ write model, the gate equal to the database after reconciliation.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -22,13 +21,13 @@ from tests.cluster.topology import (
     Phases,
     Shop,
     Topology,
+    built,
     burst_through,
     check_events_and_read_model,
     check_nothing_lost,
     reconcile_and_check,
     report,
     retry_until_definite,
-    shop_of,
 )
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.drill, pytest.mark.cluster_drill]
@@ -39,20 +38,8 @@ ALLOWED = {"201", "201 replayed", "409 sold-out", "503", "connection error", "ti
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory, mariadb_url: str) -> Iterator[Topology]:
-    assert os.geteuid() == 0, "the cluster topology needs root (network namespaces)"
-    built = Topology(tmp_path_factory.mktemp("cluster"), mariadb_url, reduced=False)
-    try:
-        built.up()
-        print(f"\n== full cluster up in {built.took:.1f}s")
-        yield built
-    finally:
-        built.down()
-
-
-@pytest.fixture
-async def shop(topology: Topology) -> AsyncIterator[Shop]:
-    async with shop_of(topology) as opened:
-        yield opened
+    with built(tmp_path_factory.mktemp("cluster"), mariadb_url, reduced=False) as topology:
+        yield topology
 
 
 async def drill(

@@ -17,8 +17,8 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,19 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def built(workdir: Path, mariadb_url: str, *, reduced: bool) -> Iterator[Topology]:
+    """A topology up for the body, and removed after it whatever happened."""
+    assert os.geteuid() == 0, "the cluster topology needs root (network namespaces)"
+    topology = Topology(workdir, mariadb_url, reduced=reduced)
+    try:
+        topology.up()
+        print(f"\n== {'reduced' if reduced else 'full'} topology up in {topology.took:.1f}s")
+        yield topology
+    finally:
+        topology.down()
 
 
 class Topology:

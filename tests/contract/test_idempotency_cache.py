@@ -8,11 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from flashorder.adapters._redis.batch import Client
 from flashorder.adapters.idempotency.memory import MemoryIdempotencyCache
 from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
 from flashorder.application.ports import IdempotencyCache, StoredResponse
@@ -42,15 +41,7 @@ async def caches(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterato
         )
         return
     prefix = f"test-{uuid.uuid4().hex}"
-    client: Client = (
-        redis_cluster.client(request.getfixturevalue("redis_cluster_url"))
-        if request.param == "cluster"
-        else Redis.from_pool(
-            BlockingConnectionPool.from_url(
-                redis_url, max_connections=32, timeout=10, socket_timeout=5
-            )
-        )
-    )
+    client = redis_cluster.contract_client(request, redis_url)
     try:
         yield Caches(
             cache=RedisIdempotencyCache(client, prefix=prefix),

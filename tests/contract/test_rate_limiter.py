@@ -7,11 +7,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from flashorder.adapters._redis.batch import Client
 from flashorder.adapters.rate_limit.memory import MemoryRateLimiter
 from flashorder.adapters.rate_limit.redis import RedisRateLimiter
 from flashorder.application.ports import Bucket, RateLimiter
@@ -25,15 +24,7 @@ async def limiter(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterat
         yield MemoryRateLimiter()
         return
     prefix = f"test-{uuid.uuid4().hex}"
-    client: Client = (
-        redis_cluster.client(request.getfixturevalue("redis_cluster_url"))
-        if request.param == "cluster"
-        else Redis.from_pool(
-            BlockingConnectionPool.from_url(
-                redis_url, max_connections=32, timeout=10, socket_timeout=5
-            )
-        )
-    )
+    client = redis_cluster.contract_client(request, redis_url)
     try:
         yield RedisRateLimiter(client, prefix=prefix)
     finally:
