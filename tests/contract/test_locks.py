@@ -59,6 +59,9 @@ async def rig(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[R
         if request.param == "redis"
         else [redis_cluster.client(request.getfixturevalue("redis_cluster_url")) for _ in "ab"]
     )
+    for c in clients:
+        # A cluster client learns the slot map on its first command: before the timing starts.
+        await c.ping()
     locks, peer = (
         RedisLocks(c, prefix=prefix, default_wait=DEFAULT_WAIT, max_retry_interval=POLL)
         for c in clients
