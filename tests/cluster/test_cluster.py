@@ -103,8 +103,12 @@ async def test_a_redis_master_killed_mid_sale_fails_over_and_nothing_is_lost(
         topology.script("redis-start", str(master))
     figures = report(f"Redis master :{master} killed", attempts, phases)
     print(f"   replica :{replica} promoted after {took['promoted']:.1f}s")
-    answers = {a for a in attempts for a in (a.first, a.answer)}
-    assert answers <= {"201", "201 replayed", "409 sold-out", "503", "connection error"}, figures
+    # Not yet definite, and retried: a 503, a cut connection, or no answer within the
+    # buyer's 20 s (right after the promotion a host can hang on the dead master's
+    # connections; docs/fault-drills.md). Never a 500 or another 4xx.
+    answers = {answer for a in attempts for answer in (a.first, a.answer)}
+    transient = {"503", "connection error", "timeout"}
+    assert answers <= {"201", "201 replayed", "409 sold-out"} | transient, figures
     await check_nothing_lost(shop, attempts)
     stock = await reconcile_and_check(shop, products)
     sold = sum(stock[p]["sold"] for p in products)
