@@ -34,6 +34,7 @@ from flashorder.bootstrap import build, redis_client
 from flashorder.config import Settings
 from flashorder.domain.events import ORDER_CREATED
 from flashorder.entrypoints.tokens import mint_token
+from tests import redis_cluster
 from tests.events_check import check_events, published, read_model_differences, write_model
 from tests.invariants import check_stock
 
@@ -136,7 +137,7 @@ class Topology:
 
     async def master_of(self, product_id: str) -> tuple[int, int]:
         """The ports of the master that holds the product's slot, and of its replica."""
-        client = redis_client(self.service_settings())
+        client = redis_cluster.client(self.settings["FLASHORDER_REDIS_URL"])
         try:
             slot = int(await client.cluster_keyslot(f"{{p:{product_id}}}"))
             shards = await client.cluster_shards()
