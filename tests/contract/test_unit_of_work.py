@@ -277,15 +277,15 @@ async def test_save_writes_a_cancel_once_and_refuses_a_stale_copy(
     ]
 
 
-async def test_outbox_add_writes_events_with_the_work(
+async def test_recorded_events_are_written_with_the_work(
     uow: SqlUnitOfWorkFactory, engine: AsyncEngine
 ) -> None:
     product = new_product()
     event = stock_changed(product, at=now())
     async with uow() as work:
         await work.products.add(product, now())
-        await work.outbox.add([event])
-        await work.outbox.add([])
+        work.record(event)
+        work.record()
         await work.commit()
     assert await outbox_events(engine, product.product_id) == [event]
 

@@ -10,7 +10,6 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,7 @@ from flashorder.adapters.sql.engine import make_engine
 from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application import handlers
-from flashorder.application.group_commit import GroupCommit
-from flashorder.application.handlers import Deps, commit_order
+from flashorder.application.handlers import Deps
 from flashorder.application.ports import GateCorrection, ReservationLine
 from flashorder.application.reconcile import (
     ProductFix,
@@ -38,6 +36,7 @@ from flashorder.domain.model import OrderId, PaymentType, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
 from tests.contract.sql_support import migrated_database
 from tests.invariants import check_stock
+from tests.support.deps import reserving
 
 pytestmark = pytest.mark.services
 
@@ -90,15 +89,15 @@ async def world(database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[
     prefix = f"rc-{secrets.token_hex(6)}"
     gate = RedisStockGate(redis, prefix=prefix)
     locks = RedisLocks(redis, prefix=prefix)
-    deps = Deps(
-        uow=SqlUnitOfWorkFactory(engine),
-        stock=gate,
-        locks=locks,
-        idempotency=RedisIdempotencyCache(redis, prefix=prefix),
-    )
-    built = World(engine, redis, prefix, gate, deps)
     try:
-        yield built
+        async with reserving(
+            uow=SqlUnitOfWorkFactory(engine),
+            stock=gate,
+            locks=locks,
+            idempotency=RedisIdempotencyCache(redis, prefix=prefix),
+        ) as deps:
+            built = World(engine, redis, prefix, gate, deps)
+            yield built
     finally:
         await built.lose_redis_data()
         await locks.close()
@@ -199,10 +198,13 @@ async def test_a_reservation_whose_worker_died_after_the_commit_is_confirmed(
 ) -> None:
     pid = await new_product(world, stock=10)
     # The worker committed the order, then died before it could confirm the reservation.
-    forgetful = dataclasses.replace(
-        world.deps, stock=ForgetsToConfirm(world.redis, prefix=world.prefix)
-    )
-    order_id = OrderId(await place(world, rid("u"), pid, 2, deps=forgetful))
+    async with reserving(
+        uow=world.deps.uow,
+        stock=ForgetsToConfirm(world.redis, prefix=world.prefix),
+        locks=world.deps.locks,
+        idempotency=world.deps.idempotency,
+    ) as forgetful:
+        order_id = OrderId(await place(world, rid("u"), pid, 2, deps=forgetful))
     await asyncio.sleep(0.3)
 
     report = await world.run(older_than=0.2)
@@ -333,23 +335,22 @@ async def test_reconciling_during_a_burst_of_orders_never_oversells_and_changes_
     world: World, writes: str
 ) -> None:
     pid = await new_product(world, stock=100)
-    deps = world.deps
-    if writes == "group commit":
-        writer = GroupCommit(
-            deps.uow, partial(commit_order, uow=deps.uow), confirm=deps.stock.confirm
-        )
-        deps = dataclasses.replace(deps, writer=writer)
     done = asyncio.Event()
     loops = [asyncio.create_task(reconcile_until(world, done)) for _ in range(2)]
 
     try:
-        outcomes = await asyncio.gather(
-            *(place(world, rid("u"), pid, deps=deps) for _ in range(300))
-        )
+        async with reserving(
+            uow=world.deps.uow,
+            stock=world.deps.stock,
+            locks=world.deps.locks,
+            idempotency=world.deps.idempotency,
+            batching=writes == "group commit",
+        ) as deps:
+            outcomes = await asyncio.gather(
+                *(place(world, rid("u"), pid, deps=deps) for _ in range(300))
+            )
     finally:
         done.set()
-        if deps.writer is not None:
-            await deps.writer.close()
     reports = [report for loop in loops for report in await loop]
 
     statuses = Counter("created" if o not in ("SoldOut",) else o for o in outcomes)
@@ -397,7 +398,7 @@ async def test_reconciling_while_redis_loses_its_data_mid_burst_never_oversells(
 class ForgetsToConfirm(RedisStockGate):
     """``confirm`` never happens: the worker died right after its commit."""
 
-    async def confirm(self, order_id: OrderId) -> None:
+    async def confirm(self, *order_ids: OrderId) -> None:
         return None
 
 

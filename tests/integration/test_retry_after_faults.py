@@ -24,6 +24,7 @@ from flashorder.domain import commands, errors
 from flashorder.domain.model import PaymentType, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
 from tests.contract.sql_support import migrated_database
+from tests.support.deps import reserving
 
 pytestmark = pytest.mark.services
 
@@ -56,15 +57,15 @@ async def shop(database: str, redis_url: str) -> AsyncIterator[Shop]:
     redis = Redis.from_pool(BlockingConnectionPool.from_url(redis_url, max_connections=20))
     prefix = f"rt-{secrets.token_hex(6)}"
     locks = RedisLocks(redis, prefix=prefix)
-    deps = Deps(
-        uow=SqlUnitOfWorkFactory(engine),
-        stock=RedisStockGate(redis, prefix=prefix),
-        locks=locks,
-        idempotency=RedisIdempotencyCache(redis, prefix=prefix),
-    )
-    built = Shop(deps, redis, prefix)
     try:
-        yield built
+        async with reserving(
+            uow=SqlUnitOfWorkFactory(engine),
+            stock=RedisStockGate(redis, prefix=prefix),
+            locks=locks,
+            idempotency=RedisIdempotencyCache(redis, prefix=prefix),
+        ) as deps:
+            built = Shop(deps, redis, prefix)
+            yield built
     finally:
         await built.lose_redis_data()
         await locks.close()
