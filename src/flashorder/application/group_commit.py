@@ -195,7 +195,7 @@ class GroupCommit:
             return list(await asyncio.gather(*(self._write_alone(p) for p in batch)))
         except Exception as exc:
             if not isinstance(exc, errors.Unavailable):
-                log.exception("group commit failed")
+                log.exception("group_commit.failed")
             return [_fresh(exc) for _ in batch]
         return [None] * len(batch)
 
