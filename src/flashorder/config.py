@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     sold_out_cache_seconds: float = Field(default=0.1, ge=0, le=10)
 
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
-    #: ceiling of the HTTP stack that ``flashorder bench`` compares the real routes with.
+    #: ceiling of the HTTP stack that ``flashorder-bench`` compares the real routes with.
     bench_endpoints: bool = False
 
     @property

@@ -43,7 +43,7 @@ from flashorder.domain.model import (
     UserId,
     stock_changed,
 )
-from tests.contract.sql_support import (
+from tests.support.sql import (
     BACKENDS,
     migrated_database,
     new_id,

@@ -9,16 +9,16 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flashorder.application import handlers
 from flashorder.application.ports import StockGate, UnitOfWork, UnitOfWorkFactory
 from flashorder.application.sold_out import SoldOutCache
 from flashorder.domain import commands
 from flashorder.domain.model import ProductId
-from tests.e2e.conftest import Api, InProcessApi, embedded
-from tests.e2e.helpers import admin, new_product, place, rid
 from tests.invariants import check_stock
+from tests.support.api import Api, InProcessApi, embedded
+from tests.support.calls import admin, new_product, place, rid
 from tests.support.deps import reserving
 
 PROBLEM = "urn:flashorder:problem:"
@@ -60,13 +60,15 @@ async def counted(
     """The service's command side on a counting gate and unit of work, for the block."""
     deps = api.service.deps
     gate, uow = CountingGate(deps.stock), CountingUow(deps.uow)
+    # It forwards every method of the gate it wraps, so it is one.
+    as_gate = cast("StockGate", gate)
     async with reserving(
         uow=uow,
-        stock=gate,
+        stock=as_gate,
         locks=deps.locks,
         idempotency=deps.idempotency,
         batching=True,
-        sold_out=SoldOutCache(gate, ttl=ttl),
+        sold_out=SoldOutCache(as_gate, ttl=ttl),
     ) as counting:
         api.service.deps = counting
         try:

@@ -42,9 +42,7 @@ from flashorder.domain import commands, errors
 from flashorder.domain.events import ORDER_CREATED, STOCK_CHANGED, Event
 from flashorder.domain.model import Order, OrderId, PaymentType, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
-from tests.contract.sql_support import migrated_database
-from tests.e2e.conftest import HttpApi, Reply
-from tests.e2e.helpers import new_product, place, rid
+from flashorder_bench.stack import Stack
 from tests.events_check import (
     EventFigures,
     check_events,
@@ -54,7 +52,9 @@ from tests.events_check import (
     wait_converged,
 )
 from tests.invariants import check_stock
-from tests.stackctl import Stack
+from tests.support.api import HttpApi, Reply
+from tests.support.calls import new_product, place, rid
+from tests.support.sql import migrated_database
 from tests.support.deps import reserving
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -305,7 +305,7 @@ async def settle(
     await check_stock(shop.engine, shop.api.gate, products)
     written = await wait_converged(shop.api, timeout=timeout)
     converged = time.monotonic() - started
-    unseen = {oid: o["user_id"] for oid, o in written.orders.items() if oid not in got.answered_at}
+    unseen = {oid: o.user_id for oid, o in written.orders.items() if oid not in got.answered_at}
     assert not unseen, "orders the client was never told of: " + ", ".join(
         f"{oid} after {got.attempts.get(user)}" for oid, user in list(unseen.items())[:5]
     )
@@ -468,6 +468,9 @@ class _FailingOrders:
         self._inner = inner
 
     async def add(self, order: Order) -> None:
+        raise Injected()
+
+    async def add_many(self, orders: Sequence[Order]) -> None:
         raise Injected()
 
     async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None:
