@@ -54,8 +54,8 @@ from tests.events_check import (
 from tests.invariants import check_stock
 from tests.support.api import HttpApi, Reply
 from tests.support.calls import new_product, place, rid
-from tests.support.sql import migrated_database
 from tests.support.deps import reserving
+from tests.support.sql import migrated_database
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
