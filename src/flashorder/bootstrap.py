@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -36,7 +35,8 @@ from flashorder.adapters.stock.memory import MemoryStockGate
 from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.adapters.stock.redis_cluster import ShardedStockGate
 from flashorder.application.group_commit import GroupCommit
-from flashorder.application.handlers import Deps, commit_order
+from flashorder.application.handlers import Deps
+from flashorder.application.placement import LockPlacement, Placement, ReservePlacement
 from flashorder.application.ports import (
     IdempotencyCache,
     Locks,
@@ -199,15 +199,7 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
             limiter = MemoryRateLimiter()
         read_model = SqlReadModel(engine)
         uow = SqlUnitOfWorkFactory(engine)
-        writer: GroupCommit | None = None
-        if settings.group_commit and settings.strategy == "reserve":
-            writer = GroupCommit(
-                uow,
-                partial(commit_order, uow=uow),
-                confirm=stock.confirm,
-                max_batch=settings.group_commit_max_batch,
-            )
-            stack.push_async_callback(writer.close)
+        placement = await _placement(settings, uow=uow, stock=stock, locks=locks, stack=stack)
         service = Service(
             settings=settings,
             deps=Deps(
@@ -215,9 +207,7 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
                 stock=stock,
                 locks=locks,
                 idempotency=idempotency,
-                strategy=settings.strategy,
-                writer=writer,
-                sold_out=SoldOutCache(stock, ttl=settings.sold_out_cache_seconds),
+                placement=placement,
             ),
             read_model=read_model,
             engine=engine,
@@ -228,9 +218,37 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
         )
         if background and settings.kafka_bootstrap is None:
             await _start_embedded_events(service, stack)
-        if background and settings.reconcile_every_seconds > 0 and settings.strategy == "reserve":
+        # Only the reserve strategy leaves reservations in the gate to bring in line.
+        reserves = isinstance(placement, ReservePlacement)
+        if background and settings.reconcile_every_seconds > 0 and reserves:
             _start_reconciler(service, stock, stack)
         yield service
+
+
+async def _placement(
+    settings: Settings,
+    *,
+    uow: SqlUnitOfWorkFactory,
+    stock: ReconcilableStockGate,
+    locks: Locks,
+    stack: AsyncExitStack,
+) -> Placement:
+    """The placement strategy: the one place the ``strategy`` setting is read."""
+    if settings.strategy == "lock":
+        return LockPlacement(uow=uow, locks=locks)
+    writer = GroupCommit(
+        uow,
+        stock,
+        max_batch=settings.group_commit_max_batch,
+        batching=settings.group_commit,
+    )
+    stack.push_async_callback(writer.close)
+    return ReservePlacement(
+        uow=uow,
+        stock=stock,
+        writer=writer,
+        sold_out=SoldOutCache(stock, ttl=settings.sold_out_cache_seconds),
+    )
 
 
 async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> None:
