@@ -10,7 +10,8 @@ STACK_ENV := FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0
 	FLASHORDER_KAFKA_BOOTSTRAP=127.0.0.1:9092
 
 
-.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean
+.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean openapi \
+	chromium asyncapi-tools cluster cluster-down cluster-status cluster-drills
 
 $(UV):
 	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -27,16 +28,32 @@ run: install
 
 ## The whole test suite against real MariaDB, Redis and Kafka (started here). The fault
 ## drills, which stop and start those services, run apart: make drills.
-test: install services
+test: install services chromium asyncapi-tools
 	$(BIN)/pytest -m "not drill"
 
 ## The fault drills: kill -9 of a worker, Redis restarted empty, MariaDB stopped mid-burst.
 drills: install services
-	$(BIN)/pytest -m drill -s
+	$(BIN)/pytest -m "drill and not cluster_drill" -s
 
 ## Unit tests and the embedded API tests only: no services.
-test-fast: install
+test-fast: install chromium asyncapi-tools
 	$(BIN)/pytest tests/unit tests/e2e -m "not services"
+
+## Headless Chromium from Debian's packages, for the browser tests (idempotent).
+chromium:
+	scripts/chromium.sh
+
+## The AsyncAPI validator (npm, pinned by tools/asyncapi/package-lock.json), for its test.
+asyncapi-tools: tools/asyncapi/node_modules/.installed
+
+tools/asyncapi/node_modules/.installed: tools/asyncapi/package-lock.json
+	cd tools/asyncapi && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+## Rewrite docs/openapi.json from what the service serves (default settings).
+openapi: install
+	env -u FLASHORDER_MAX_ITEMS_PER_ORDER -u FLASHORDER_MAX_QUANTITY_PER_ITEM \
+		-u FLASHORDER_MAX_BODY_BYTES $(BIN)/flashorder openapi > docs/openapi.json
 
 services:
 	scripts/services.sh up
@@ -47,6 +64,23 @@ services-down:
 ## The full stack on the local services: API workers, relay and projector.
 stack: install services
 	$(STACK_ENV) scripts/stack.sh
+
+## The service over several hosts on this machine: Redis Cluster (3 masters, 3 replicas),
+## three Kafka brokers, API hosts in network namespaces behind HAProxy on 127.0.0.1:$(CLUSTER_LB_PORT)
+## (docs/scaling.md). Needs root (namespaces); uses the MariaDB on 127.0.0.1:3306, started if none.
+CLUSTER_LB_PORT ?= 8000
+cluster: install
+	CLUSTER_LB_PORT=$(CLUSTER_LB_PORT) scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
+cluster-status:
+	scripts/cluster.sh status
+
+## The fault drills on the cluster (a Redis master, a broker, an API host's link, a whole host).
+cluster-drills: install
+	$(BIN)/pytest -m cluster_drill -s
 
 ## The flash-sale benchmark (both strategies, one run) on the full stack; flags in BENCH_ARGS
 ## (`flashorder-bench --help`; the bench is the workspace member bench/).

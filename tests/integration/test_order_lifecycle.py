@@ -12,8 +12,8 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -28,8 +28,7 @@ from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application import handlers
 from flashorder.application.expiry import Expirer
-from flashorder.application.group_commit import GroupCommit
-from flashorder.application.handlers import Deps, commit_order
+from flashorder.application.handlers import Deps
 from flashorder.application.payments import PaymentAnswer, record_payment
 from flashorder.application.reconcile import reconcile
 from flashorder.domain import commands, errors
@@ -37,6 +36,7 @@ from flashorder.domain.model import OrderId, PaymentStatus, PaymentType, Product
 from flashorder.domain.pricing import RequestedLine
 from flashorder_bench.stack import free_port
 from tests.invariants import check_stock, check_transitions, units
+from tests.support.deps import reserving
 
 pytestmark = pytest.mark.services
 
@@ -70,25 +70,22 @@ class World:
         return Counter(found[oid] for oid in order_ids)
 
 
-def make_world(engine: AsyncEngine, redis: Redis, prefix: str) -> World:
+@asynccontextmanager
+async def world_on(engine: AsyncEngine, redis: Redis, prefix: str) -> AsyncIterator[World]:
     gate = RedisStockGate(redis, prefix=prefix)
-    uow = SqlUnitOfWorkFactory(engine)
-    deps = Deps(
-        uow=uow,
-        stock=gate,
-        locks=RedisLocks(redis, prefix=prefix),
-        idempotency=RedisIdempotencyCache(redis, prefix=prefix),
+    locks = RedisLocks(redis, prefix=prefix)
+    try:
         # Orders go the way they go in production: reserved, then written in group commits.
-        writer=GroupCommit(uow, partial(commit_order, uow=uow), confirm=gate.confirm),
-    )
-    return World(engine, redis, prefix, gate, deps)
-
-
-async def close_world(world: World) -> None:
-    assert world.deps.writer is not None
-    await world.deps.writer.close()
-    assert isinstance(world.deps.locks, RedisLocks)
-    await world.deps.locks.close()
+        async with reserving(
+            uow=SqlUnitOfWorkFactory(engine),
+            stock=gate,
+            locks=locks,
+            idempotency=RedisIdempotencyCache(redis, prefix=prefix),
+            batching=True,
+        ) as deps:
+            yield World(engine, redis, prefix, gate, deps)
+    finally:
+        await locks.close()
 
 
 @pytest.fixture
@@ -99,11 +96,10 @@ async def world(mariadb_database: str, redis_url: str) -> AsyncIterator[World]:
         BlockingConnectionPool.from_url(redis_url, max_connections=200, timeout=10)
     )
     prefix = f"lc-{secrets.token_hex(6)}"
-    built = make_world(engine, redis, prefix)
     try:
-        yield built
+        async with world_on(engine, redis, prefix) as built:
+            yield built
     finally:
-        await close_world(built)
         keys = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=1000)]
         if keys:
             await redis.delete(*keys)
@@ -386,36 +382,41 @@ async def test_an_expiry_while_redis_restarts_empty_is_put_right_by_reconciliati
 ) -> None:
     engine = make_engine(mariadb_database, pool_size=20)
     redis = Redis.from_url(own_redis.url)
-    world = make_world(engine, redis, "fo")
     try:
-        pid = await new_product(world, stock=10, pay_within=2)
-        old = [await place(world, pid) for _ in range(4)]
-        await asyncio.to_thread(own_redis.restart_empty)
-        # The first order after the restart primes the gate from the database: the four
-        # held units are not on the shelf, so the gate starts at 5 after this order's.
-        await redis.connection_pool.disconnect()
-        fresh = await place(world, pid)
-        assert await world.gate.available(pid) == 5
-        await asyncio.sleep(2.1)
-
-        expired = await world.expirer().run_once()
-
-        assert sorted(expired) == sorted([*old, fresh])
-        # The database has every unit back; the gate only the fresh order's (the old
-        # reservations died with Redis): it trails by four until reconciliation.
-        assert await world.gate.available(pid) == 6
-        report = await reconcile(
-            uow=world.deps.uow, stock=world.gate, locks=world.deps.locks, older_than=600
-        )
-        assert [(f.before, f.after) for f in report.fixed if f.product_id == pid] == [(6, 10)]
-        await check_transitions(engine, [*old, fresh])
-        figures = await check_stock(engine, world.gate, [pid])
-        assert figures[pid]["available"] == 10
-        # Sold again: all ten.
-        for _ in range(10):
-            await place(world, pid)
-        await check_stock(engine, world.gate, [pid])
+        async with world_on(engine, redis, "fo") as world:
+            await expire_across_a_restart(world, engine, redis, own_redis)
     finally:
-        await close_world(world)
         await redis.aclose()
         await engine.dispose()
+
+
+async def expire_across_a_restart(
+    world: World, engine: AsyncEngine, redis: Redis, own_redis: RedisServer
+) -> None:
+    pid = await new_product(world, stock=10, pay_within=2)
+    old = [await place(world, pid) for _ in range(4)]
+    await asyncio.to_thread(own_redis.restart_empty)
+    # The first order after the restart primes the gate from the database: the four
+    # held units are not on the shelf, so the gate starts at 5 after this order's.
+    await redis.connection_pool.disconnect()
+    fresh = await place(world, pid)
+    assert await world.gate.available(pid) == 5
+    await asyncio.sleep(2.1)
+
+    expired = await world.expirer().run_once()
+
+    assert sorted(expired) == sorted([*old, fresh])
+    # The database has every unit back; the gate only the fresh order's (the old
+    # reservations died with Redis): it trails by four until reconciliation.
+    assert await world.gate.available(pid) == 6
+    report = await reconcile(
+        uow=world.deps.uow, stock=world.gate, locks=world.deps.locks, older_than=600
+    )
+    assert [(f.before, f.after) for f in report.fixed if f.product_id == pid] == [(6, 10)]
+    await check_transitions(engine, [*old, fresh])
+    figures = await check_stock(engine, world.gate, [pid])
+    assert figures[pid]["available"] == 10
+    # Sold again: all ten.
+    for _ in range(10):
+        await place(world, pid)
+    await check_stock(engine, world.gate, [pid])

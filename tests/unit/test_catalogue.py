@@ -90,7 +90,7 @@ async def test_the_crowd_before_the_start_is_refused_with_one_load_per_time_to_l
         async def __aexit__(self, *exc: object) -> None:
             return None
 
-    deps = Deps(uow=Work, stock=None, locks=None, idempotency=None)  # type: ignore[arg-type]
+    deps = Deps(uow=Work, stock=None, locks=None, idempotency=None, placement=None)  # type: ignore[arg-type]
     for _ in range(1000):
         with pytest.raises(errors.SaleNotStarted):
             await refuse_off_sale([ProductId("p")], deps=deps, keyed=False)

@@ -92,8 +92,8 @@ class Expirer:
             for product_id in sorted(units):
                 await uow.products.give_back_stock(product_id, units[product_id])
             await uow.commit()
-        if deps.sold_out is not None and units:
-            deps.sold_out.forget(list(units))
+        if units:
+            deps.placement.stock_changed(list(units))
         self.expired_total += len(orders)
         if orders:
             log.info("expiry.expired", extra={"orders": len(orders)})

@@ -80,8 +80,9 @@ async def _attempt(cmd: commands.RecordPayment, *, deps: Deps) -> PaymentAnswer 
             if not await uow.orders.save(order):
                 return None
         elif order.events:
-            # A refund announced: the order itself does not change.
-            await uow.outbox.add(order.events)
+            # A refund announced: the order itself does not change, so it is not saved and
+            # its event goes to the outbox as one of the unit of work's own.
+            uow.record(*order.events)
             order.events.clear()
         record = PaymentRecord(
             payment_ref=cmd.payment_ref,

@@ -13,7 +13,7 @@ from flashorder.application.payments import record_payment
 from flashorder.domain import commands
 from flashorder.domain.model import OrderId
 from flashorder.entrypoints.api.deps import ServiceDep
-from flashorder.entrypoints.api.problems import BadSignature, documented
+from flashorder.entrypoints.api.problems import BadSignature, ProblemType, documented
 from flashorder.entrypoints.api.schemas import PaymentEventIn, PaymentEventOut
 from flashorder.entrypoints.payment_signature import HEADER, SignatureError, verify
 
@@ -46,9 +46,16 @@ router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
         },
     },
     responses={
-        401: documented("Missing or bad signature, or a timestamp out of tolerance"),
-        404: documented("No such order"),
-        422: documented("Malformed, or the amount is not the order's; nothing changed"),
+        401: documented(
+            "Missing or bad signature, or a timestamp out of tolerance", ProblemType.BAD_SIGNATURE
+        ),
+        404: documented("No such order", ProblemType.NOT_FOUND),
+        422: documented(
+            "Malformed, the amount is not the order's, or a known event id with other content; "
+            "nothing changed",
+            ProblemType.PAYMENT_AMOUNT_MISMATCH,
+            ProblemType.PAYMENT_EVENT_REUSED,
+        ),
     },
 )
 async def payment_event(request: Request, service: ServiceDep) -> Response:

@@ -1,9 +1,15 @@
-"""Wire models: camelCase JSON, bounded so that no value can hurt the service."""
+"""Wire models: camelCase JSON, bounded so that no value can hurt the service.
+
+Requests (``…In``) refuse unknown members: a misspelt optional field must not pass unseen.
+Responses (``…Out`` and the rest) do not declare themselves closed: a member added to a
+response is a compatible change (docs/api.md), which a client generated from today's
+description must be able to read.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -44,6 +50,8 @@ PayWithin = Annotated[int, Field(ge=1, le=7 * 86_400)]
 
 
 class Wire(BaseModel):
+    """A request body."""
+
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
@@ -51,6 +59,12 @@ class Wire(BaseModel):
         frozen=True,
         strict=True,
     )
+
+
+class WireOut(BaseModel):
+    """A response body."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
 class OrderItemIn(Wire):
@@ -93,14 +107,14 @@ class PlaceOrderIn(Wire):
     payment_type: Payment
 
 
-class OrderItemOut(Wire):
+class OrderItemOut(WireOut):
     product_id: str
     quantity: int
     product_price: int
     amount: int
 
 
-class OrderOut(Wire):
+class OrderOut(WireOut):
     order_id: str
     user_id: str
     status: OrderStatus
@@ -119,7 +133,7 @@ class OrderOut(Wire):
     updated_at: datetime
 
 
-class OrderPage(Wire):
+class OrderPage(WireOut):
     items: list[OrderOut]
     next_cursor: str | None
 
@@ -145,7 +159,7 @@ class ProductChangeIn(Wire):
     pay_within_seconds: PayWithin | None = None
 
 
-class ProductOut(Wire):
+class ProductOut(WireOut):
     product_id: str
     name: str
     price: int
@@ -181,8 +195,16 @@ class DiscountPolicyIn(Wire):
     valid_until: Instant | None = None
 
 
-class DiscountPolicyOut(DiscountPolicyIn):
-    pass
+class DiscountPolicyOut(WireOut):
+    """Every member is always present; the optional ones of the request are null here."""
+
+    policy_id: str
+    kind: DiscountKind
+    value: int
+    min_order_amount: int
+    max_discount: int | None
+    valid_from: datetime | None
+    valid_until: datetime | None
 
 
 class PaymentEventIn(Wire):
@@ -195,7 +217,7 @@ class PaymentEventIn(Wire):
     status: PayStatus
 
 
-class PaymentEventOut(Wire):
+class PaymentEventOut(WireOut):
     payment_ref: str
     order_id: str
     status: PaymentStatus
@@ -208,11 +230,22 @@ class PaymentEventOut(Wire):
     replayed: bool
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem details."""
+class Health(WireOut):
+    status: Literal["ok"]
 
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
+
+class ReadModelLag(WireOut):
+    """How far the read model trails the write model; -1 where a dependency is down."""
+
+    events: int = Field(description="Events not yet applied: outbox backlog + broker lag")
+    seconds: float = Field(description="Age of the oldest event not yet applied")
+    outbox: int = Field(description="Outbox rows not yet published")
+    projectors: int = Field(description="Projectors that reported lately (0 when embedded)")
+
+
+class Readiness(WireOut):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(
+        description="Each dependency's state: `ok`, or what is wrong (`down: …`, `stopped`)"
+    )
+    lag: ReadModelLag
