@@ -33,6 +33,7 @@ from flashorder.adapters.redis_stock import RedisStockGate
 from flashorder.adapters.sql_engine import READ_ONLY, make_engine
 from flashorder.adapters.sql_outbox import SqlOutboxRelayStore
 from flashorder.adapters.sql_read_model import SqlReadModel
+from flashorder.adapters.sql_sales import SqlSaleFigures
 from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
 from flashorder.application.group_commit import GroupCommit
 from flashorder.application.handlers import Deps, commit_order
@@ -43,6 +44,7 @@ from flashorder.application.ports import (
     RateLimiter,
     ReadModel,
     ReconcilableStockGate,
+    SaleFigures,
 )
 from flashorder.application.projector import DirectProjection
 from flashorder.application.reconcile import run_reconciler
@@ -62,6 +64,8 @@ class Service:
     read_model: ReadModel
     engine: AsyncEngine
     outbox: OutboxRelayStore
+    #: What the sale page and the metrics read of a sale.
+    figures: SaleFigures
     redis: Redis | None = None
     background: list[asyncio.Task[object]] = field(default_factory=list)
     #: ``deps.stock`` with the operations reconciliation needs.
@@ -204,6 +208,7 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
             read_model=read_model,
             engine=engine,
             outbox=SqlOutboxRelayStore(engine),
+            figures=SqlSaleFigures(engine),
             redis=redis,
             gate=stock,
             limiter=limiter,

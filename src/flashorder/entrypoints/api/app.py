@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
 from fastapi import FastAPI
+from prometheus_client import Gauge, multiprocess
 
 from flashorder import __version__
+from flashorder.application.sale_watch import SaleWatch
 from flashorder.bootstrap import Service, build
 from flashorder.config import Settings
 from flashorder.entrypoints import logs
-from flashorder.entrypoints.api import bench_routes, catalogue, ops, orders, problems
+from flashorder.entrypoints.api import bench_routes, catalogue, ops, orders, problems, sales
 from flashorder.entrypoints.api.auth import Authenticator, secret_warning
 from flashorder.entrypoints.api.limits import BodyLimit
-from flashorder.entrypoints.api.metrics import Metrics, MetricsMiddleware
+from flashorder.entrypoints.api.metrics import (
+    Metrics,
+    MetricsMiddleware,
+    PoolReader,
+    redis_pool,
+    sql_pool,
+    watch_runtime,
+)
+from flashorder.entrypoints.api.sale_session import Sessions
 from flashorder.entrypoints.heap import freeze_startup_heap
 
 log = logging.getLogger("flashorder.api")
@@ -26,6 +38,8 @@ class State(TypedDict):
     service: Service
     metrics: Metrics
     authenticator: Authenticator
+    sessions: Sessions
+    sale_watch: SaleWatch
 
 
 DESCRIPTION = """\
@@ -61,10 +75,24 @@ def create_app(
         if warning := secret_warning(settings):
             log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
         authenticator = Authenticator(settings)
-        async with build(settings, background=background) as service:
+        async with build(settings, background=background) as service, AsyncExitStack() as stack:
+            watch = SaleWatch(
+                service.figures,
+                metrics.order_calls,
+                service.lag,
+                every=settings.sale_page_sample_seconds,
+            )
+            stack.push_async_callback(watch.close)
+            await stack.enter_async_context(_runtime_watched(metrics, service))
             if freeze_heap:
                 freeze_startup_heap()
-            yield {"service": service, "metrics": metrics, "authenticator": authenticator}
+            yield {
+                "service": service,
+                "metrics": metrics,
+                "authenticator": authenticator,
+                "sessions": Sessions(settings),
+                "sale_watch": watch,
+            }
 
     app = FastAPI(
         title="flashorder",
@@ -80,9 +108,28 @@ def create_app(
     app.include_router(orders.router, responses=problems.common_responses())
     app.include_router(catalogue.router, responses=problems.common_responses())
     app.include_router(ops.router)
+    app.include_router(sales.router)
     if settings.bench_endpoints:
         app.include_router(bench_routes.router)
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+@asynccontextmanager
+async def _runtime_watched(metrics: Metrics, service: Service) -> AsyncIterator[None]:
+    """This worker's event-loop lag and pool usage, sampled while it serves."""
+    pools: list[tuple[Gauge, PoolReader]] = [(metrics.db_pool, sql_pool(service.engine))]
+    if service.redis is not None:
+        pools.append((metrics.redis_pool, redis_pool(service.redis)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch_runtime(metrics, pools=pools, stop=stop), name="runtime")
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            # The live gauges (loop lag, pools) of a worker that stops leave the sums.
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

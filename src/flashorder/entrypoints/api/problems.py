@@ -30,6 +30,9 @@ log = logging.getLogger("flashorder.api")
 
 PROBLEM_BASE = "urn:flashorder:problem:"
 MEDIA_TYPE = "application/problem+json"
+#: Where a request's problem type is left in its ASGI scope, for the metrics middleware: the
+#: requests are counted by outcome (``ok`` or the problem type), not only by status.
+OUTCOME_KEY = "flashorder.outcome"
 
 #: (status, type, title) per domain error; the most specific class wins.
 _CASES: list[tuple[type[errors.FlashOrderError], int, str, str]] = [
@@ -121,8 +124,11 @@ def problem(
     *,
     instance: str | None = None,
     headers: dict[str, str] | None = None,
+    request: Request | None = None,
     **extra: Any,
 ) -> Response:
+    if request is not None:
+        request.scope[OUTCOME_KEY] = type_
     body = {"type": PROBLEM_BASE + type_, "title": title, "status": status, "detail": detail}
     if instance is not None:
         body["instance"] = instance
@@ -169,6 +175,7 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
         title,
         exc.detail,
         instance=request.url.path,
+        request=request,
         headers=headers,
         **_extra(exc),
     )
@@ -182,6 +189,7 @@ async def _refused(request: Request, exc: Exception) -> Response:
         exc.title,
         exc.detail,
         instance=request.url.path,
+        request=request,
         headers=exc.headers(),
     )
 
@@ -201,6 +209,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         "Validation error",
         "the request does not match the schema",
         instance=request.url.path,
+        request=request,
         errors=issues,
     )
 
@@ -216,6 +225,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             "Validation error",
             "the request does not match the schema",
             instance=request.url.path,
+            request=request,
             errors=[{"location": ["body"], "message": "the body is not UTF-8 encoded JSON"}],
         )
     return problem(
@@ -224,6 +234,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         str(exc.detail) if exc.status_code != 404 else "Not found",
         str(exc.detail),
         instance=request.url.path,
+        request=request,
         headers=dict(exc.headers) if exc.headers else None,
     )
 
@@ -231,7 +242,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug, by definition: log it whole, tell the client nothing about internals.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(500, "internal", "Internal error", "an unexpected error occurred")
+    return problem(
+        500, "internal", "Internal error", "an unexpected error occurred", request=request
+    )
 
 
 def install(app: FastAPI) -> None:
