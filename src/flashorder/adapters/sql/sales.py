@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql_engine import READ_ONLY
-from flashorder.adapters.sql_errors import unavailable_on_failure
-from flashorder.adapters.sql_tables import order_items, orders, outbox, products
+from flashorder.adapters.sql.engine import READ_ONLY
+from flashorder.adapters.sql.errors import unavailable_on_failure
+from flashorder.adapters.sql.tables import order_items, orders, outbox, products
 from flashorder.application.ports import OutboxState, ProductSale
 from flashorder.domain.model import ProductId
 
