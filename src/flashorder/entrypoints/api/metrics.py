@@ -251,6 +251,16 @@ async def watch_runtime(
     """Until ``stop``: the event loop's lag (how late a timer fires, the worst of each
     period) and the pools' usage, reported every ``every`` seconds; ten timers a second."""
     tick = every / 10
+
+    def report(lag: float) -> None:
+        metrics.loop_lag.set(lag)
+        for family, read in pools:
+            in_use, idle, limit = read()
+            family.labels("in_use").set(in_use)
+            family.labels("idle").set(idle)
+            family.labels("limit").set(limit)
+
+    report(0.0)
     worst = 0.0
     next_report = time.monotonic() + every
     while not stop.is_set():
@@ -259,10 +269,5 @@ async def watch_runtime(
         worst = max(worst, time.monotonic() - expected)
         if time.monotonic() >= next_report:
             next_report = time.monotonic() + every
-            metrics.loop_lag.set(worst)
+            report(worst)
             worst = 0.0
-            for family, read in pools:
-                in_use, idle, limit = read()
-                family.labels("in_use").set(in_use)
-                family.labels("idle").set(idle)
-                family.labels("limit").set(limit)
