@@ -50,6 +50,7 @@ from flashorder.application.projector import DirectProjection
 from flashorder.application.reconcile import run_reconciler
 from flashorder.application.relay import run_relay
 from flashorder.application.sold_out import SoldOutCache
+from flashorder.application.tracing import NO_TRACER, Tracer
 from flashorder.config import Settings
 
 log = logging.getLogger("flashorder")
@@ -139,9 +140,12 @@ def redis_client(settings: Settings) -> Redis:
 
 
 @asynccontextmanager
-async def build(settings: Settings, *, background: bool = True) -> AsyncIterator[Service]:
+async def build(
+    settings: Settings, *, background: bool = True, tracer: Tracer = NO_TRACER
+) -> AsyncIterator[Service]:
     """Build the service for this process; ``background`` runs the embedded relay and
-    projector when there is no Kafka (they are separate processes in the full stack)."""
+    projector when there is no Kafka (they are separate processes in the full stack);
+    ``tracer`` traces orders from the request to the read model."""
     async with AsyncExitStack() as stack:
         engine = make_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
         stack.push_async_callback(engine.dispose)
@@ -204,6 +208,7 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
                 strategy=settings.strategy,
                 writer=writer,
                 sold_out=SoldOutCache(stock, ttl=settings.sold_out_cache_seconds),
+                tracer=tracer,
             ),
             read_model=read_model,
             engine=engine,
@@ -226,10 +231,11 @@ async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> Non
     relay = asyncio.create_task(
         run_relay(
             service.outbox,
-            DirectProjection(service.read_model),
+            DirectProjection(service.read_model, tracer=service.deps.tracer),
             stop=stop,
             batch_size=service.settings.relay_batch_size,
             retention=timedelta(hours=service.settings.outbox_retention_hours),
+            tracer=service.deps.tracer,
         ),
         name="relay",
     )

@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from flashorder.adapters.sql.engine import make_engine
 from flashorder.adapters.stock.redis import RedisStockGate
+from flashorder.adapters.tracing.otel import OtelTracer
 from flashorder.application.ports import StockGate
 from flashorder.bootstrap import Service
 from flashorder.config import Settings
@@ -160,8 +161,11 @@ async def embedded_api(tmp_path: Path) -> AsyncIterator[InProcessApi]:
 
 
 @asynccontextmanager
-async def embedded(tmp_path: Path, **settings_: Any) -> AsyncIterator[InProcessApi]:
-    """The embedded app with settings of a test's own (``rate_user_burst=2``, …)."""
+async def embedded(
+    tmp_path: Path, *, tracer: OtelTracer | None = None, **settings_: Any
+) -> AsyncIterator[InProcessApi]:
+    """The embedded app with settings of a test's own (``rate_user_burst=2``, …), traced by
+    ``tracer`` if given."""
     settings = Settings(
         database_url=None, redis_url=None, kafka_bootstrap=None, data_dir=tmp_path, **settings_
     )
@@ -169,7 +173,7 @@ async def embedded(tmp_path: Path, **settings_: Any) -> AsyncIterator[InProcessA
 
     await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread(migrate, settings.effective_database_url)
-    app = create_app(settings)
+    app = create_app(settings, tracer=tracer)
     async with app.router.lifespan_context(app) as state:
         assert state is not None
 

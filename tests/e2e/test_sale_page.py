@@ -57,11 +57,14 @@ async def test_an_admin_token_opens_the_page_with_a_strict_content_policy(
     embedded_api: InProcessApi,
 ) -> None:
     pid = await new_product(embedded_api, stock=5)
-    reply = await embedded_api.call("GET", f"/sales/{pid}", token=embedded_api.token("ops", admin=True))
+    reply = await embedded_api.call(
+        "GET", f"/sales/{pid}", token=embedded_api.token("ops", admin=True)
+    )
     assert reply.status == 200
     assert 'data-page="sale"' in reply.body
     policy = reply.headers["content-security-policy"]
-    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
 
 
 async def test_login_gives_a_short_lived_http_only_strict_cookie_that_opens_the_page(
@@ -74,7 +77,9 @@ async def test_login_gives_a_short_lived_http_only_strict_cookie_that_opens_the_
     assert status == 303
     assert location == f"/sales/{pid}"
     flags = set_cookie.lower()
-    assert "httponly" in flags and "samesite=strict" in flags and "path=/sales" in flags
+    assert "httponly" in flags
+    assert "samesite=strict" in flags
+    assert "path=/sales" in flags
     assert "max-age=1800" in flags
     # Plain HTTP here; behind HTTPS the cookie is also Secure.
     assert "secure" not in flags.replace("samesite", "")
@@ -117,11 +122,11 @@ async def test_metrics_count_order_calls_by_outcome_and_read_the_sale_from_the_d
     route = 'method="POST",outcome="{}",route="/api/v1/orders"'
 
     def counted(outcome: str, status: int) -> float:
-        found = re.search(
-            r'flashorder_http_requests_total\{method="POST",outcome="%s",route="/api/v1/orders",status="%d"\} (\S+)'
-            % (outcome, status),
-            text,
+        line = (
+            f'flashorder_http_requests_total{{method="POST",outcome="{outcome}",'
+            f'route="/api/v1/orders",status="{status}"}} '
         )
+        found = re.search(re.escape(line) + r"(\S+)", text)
         assert found is not None, (outcome, status)
         return float(found.group(1))
 
@@ -129,7 +134,9 @@ async def test_metrics_count_order_calls_by_outcome_and_read_the_sale_from_the_d
     assert counted("limit-reached", 409) == 1
     assert counted("sold-out", 409) == 1
     assert counted("price-mismatch", 422) == 1
-    assert ("flashorder_http_request_duration_seconds_bucket{le=\"0.001\"," + route.format("ok")) in text
+    assert (
+        'flashorder_http_request_duration_seconds_bucket{le="0.001",' + route.format("ok")
+    ) in text
     assert f'flashorder_product_stock_units{{product_id="{pid}",state="sold"}} 2.0' in text
     assert f'flashorder_product_orders{{product_id="{pid}",status="CREATED"}} 2.0' in text
     assert 'flashorder_orders{status="CREATED"}' in text

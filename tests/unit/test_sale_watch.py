@@ -85,7 +85,8 @@ async def test_sampler_runs_only_while_someone_watches() -> None:
     figures, calls = FakeFigures(), FakeCalls()
     watch = make_watch(figures, calls)
     await asyncio.sleep(0.15)
-    assert figures.reads == 0 and not watch.running
+    assert figures.reads == 0
+    assert not watch.running
     async with watch.watch(None) as viewer:
         assert watch.running
         await viewer.next()

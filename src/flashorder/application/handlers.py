@@ -15,7 +15,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import orjson
@@ -33,6 +33,7 @@ from flashorder.application.ports import (
     UnitOfWorkFactory,
 )
 from flashorder.application.sold_out import SoldOutCache
+from flashorder.application.tracing import NO_TRACER, Tracer
 from flashorder.domain import commands, errors
 from flashorder.domain.model import (
     DiscountPolicy,
@@ -80,6 +81,8 @@ class Deps:
     #: Refuses orders of sold-out products before any work (the reserve strategy only: the
     #: lock strategy is the original design, kept as it was).
     sold_out: SoldOutCache | None = None
+    #: Spans around the steps of an order (``NO_TRACER``: none, at no cost).
+    tracer: Tracer = NO_TRACER
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,15 +232,23 @@ async def _reserve_and_commit(
     *,
     deps: Deps,
 ) -> PlacedOrder:
+    tracer = deps.tracer
     try:
-        await _reserve(order.order_id, order.user_id, reservation, deps=deps)
+        with tracer.span("stock.reserve"):
+            await _reserve(order.order_id, order.user_id, reservation, deps=deps)
     except errors.SoldOut as exc:
         # Perhaps sold out just now: the next order reads the count again.
         _stock_changed(deps, [ProductId(exc.product_id)])
         raise
-    pending = PendingOrder(order, reservation, cmd.idempotency_key, fp, order.snapshot())
     try:
-        replay = await _write(pending, deps=deps)
+        # The database transaction (a group commit shares it with concurrent orders); the
+        # outbox rows carry this span, so the relay and the projector continue the trace.
+        with tracer.span("order.write"):
+            if tracer.enabled:
+                parent = tracer.traceparent()
+                order.events[:] = [replace(e, traceparent=parent) for e in order.events]
+            pending = PendingOrder(order, reservation, cmd.idempotency_key, fp, order.snapshot())
+            replay = await _write(pending, deps=deps)
     except _OutcomeUnknown:
         raise
     except BaseException:

@@ -7,13 +7,15 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from fastapi import FastAPI
 from prometheus_client import Gauge, multiprocess
 
 from flashorder import __version__
+from flashorder.adapters import tracing
 from flashorder.application.sale_watch import SaleWatch
+from flashorder.application.tracing import NO_TRACER
 from flashorder.bootstrap import Service, build
 from flashorder.config import Settings
 from flashorder.entrypoints import logs
@@ -30,6 +32,9 @@ from flashorder.entrypoints.api.metrics import (
 )
 from flashorder.entrypoints.api.sale_session import Sessions
 from flashorder.entrypoints.heap import freeze_startup_heap
+
+if TYPE_CHECKING:
+    from flashorder.adapters.tracing.otel import OtelTracer
 
 log = logging.getLogger("flashorder.api")
 
@@ -61,11 +66,17 @@ def serving_app() -> FastAPI:
 
 
 def create_app(
-    settings: Settings | None = None, *, background: bool = True, freeze_heap: bool = False
+    settings: Settings | None = None,
+    *,
+    background: bool = True,
+    freeze_heap: bool = False,
+    tracer: OtelTracer | None = None,
 ) -> FastAPI:
     """Build the ASGI app. ``background`` runs the embedded relay and projector (no Kafka);
-    ``freeze_heap`` exempts what startup built from later garbage collections."""
+    ``freeze_heap`` exempts what startup built from later garbage collections; ``tracer``
+    traces requests (default: as the ``OTEL_*`` variables say, off when they say nothing)."""
     settings = settings or Settings()
+    tracer = tracer or tracing.from_environment("flashorder-api")
     # Each uvicorn worker is a fresh process that builds its app here.
     logs.configure(settings.log_level, json=settings.log_json)
     metrics = Metrics()
@@ -75,7 +86,13 @@ def create_app(
         if warning := secret_warning(settings):
             log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
         authenticator = Authenticator(settings)
-        async with build(settings, background=background) as service, AsyncExitStack() as stack:
+        async with AsyncExitStack() as stack:
+            if tracer is not None:
+                # Last out: what the other parts' shutdown traced is flushed too.
+                stack.callback(tracer.shutdown)
+            service = await stack.enter_async_context(
+                build(settings, background=background, tracer=tracer or NO_TRACER)
+            )
             watch = SaleWatch(
                 service.figures,
                 metrics.order_calls,
@@ -114,6 +131,12 @@ def create_app(
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if tracer is not None:
+        # Imported only with tracing on (it loads the SDK). Outermost: the request's span
+        # covers everything else, metrics included.
+        from flashorder.entrypoints.api.tracing import TracingMiddleware
+
+        app.add_middleware(TracingMiddleware, tracer=tracer)
     return app
 
 
