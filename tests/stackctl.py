@@ -69,6 +69,8 @@ class Stack:
             **(extra_env or {}),
         }
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        #: The metrics ports of the relays and projectors, in start order.
+        self.metrics_ports: dict[str, list[int]] = {}
 
     def setup(self) -> None:
         """A fresh database (migrated), an empty Redis database, and the topics."""
@@ -83,10 +85,16 @@ class Stack:
             "projector": [EXE, "projector"],
         }[kind]
         running = self.procs.setdefault(kind, [])
+        env = dict(self.env)
+        if kind in ("relay", "projector"):
+            # Each relay and projector serves its metrics on a port of its own.
+            port = free_port()
+            env[f"FLASHORDER_{kind.upper()}_METRICS_PORT"] = str(port)
+            self.metrics_ports.setdefault(kind, []).append(port)
         with open(self.logs / f"{kind}-{len(running)}.log", "wb") as out:
             # A session of its own: a kill reaches an API's worker processes too.
             proc = subprocess.Popen(
-                command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         running.append(proc)
         return proc

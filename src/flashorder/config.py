@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     #: that could succeed is refused for at most this long after stock comes back. 0: off.
     sold_out_cache_seconds: float = Field(default=0.1, ge=0, le=10)
 
+    #: Where the relay and the projector processes serve their Prometheus metrics
+    #: (``http://host:port/metrics``); unset: not served. The API serves its own at /metrics.
+    relay_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    projector_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
     #: The live sale page's browser session (``/sales/login``): how long a login lasts, and
     #: the secret its cookie is signed with (unset: derived from ``jwt_secret``; set it when
     #: tokens come from an identity provider and ``jwt_secret`` is left at its default).

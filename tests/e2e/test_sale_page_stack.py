@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.conftest import HttpApi
 from tests.e2e.helpers import new_product, order_body
+from tests.stackctl import Stack
 
 pytestmark = pytest.mark.services
 
@@ -106,3 +107,27 @@ async def test_sale_stream_sends_history_then_a_frame_a_second(stack_api: HttpAp
     calls = frames[-1]["orderCalls"]
     assert isinstance(calls, dict)
     assert calls["refusals"]["sold-out"] >= 5
+
+
+async def test_the_relay_and_the_projector_export_their_throughput_and_lag(
+    stack: Stack, stack_api: HttpApi
+) -> None:
+    pid = await new_product(stack_api, stock=5)
+    assert (await sale(stack_api, pid, 5)).count(201) == 5
+    relay_port = stack.metrics_ports["relay"][-1]
+    projector_port = stack.metrics_ports["projector"][-1]
+    async with asyncio.timeout(30):
+        while True:
+            async with stack_api.session.get(f"http://127.0.0.1:{relay_port}/metrics") as r:
+                relay = await r.text()
+            async with stack_api.session.get(f"http://127.0.0.1:{projector_port}/metrics") as r:
+                projector = await r.text()
+            published = re.search(r"^flashorder_relay_events_published_total (\S+)", relay, re.M)
+            applied = re.search(
+                r"^flashorder_projector_events_applied_total\{[^}]*\} (\S+)", projector, re.M
+            )
+            if published and applied and float(published[1]) >= 5 and float(applied[1]) >= 5:
+                break
+            await asyncio.sleep(0.5)
+    assert "flashorder_relay_batch_duration_seconds_bucket" in relay
+    assert "flashorder_projector_lag_seconds" in projector
