@@ -10,7 +10,7 @@ STACK_ENV := FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0
 	FLASHORDER_KAFKA_BOOTSTRAP=127.0.0.1:9092
 
 
-.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean
+.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean test-tools
 
 $(UV):
 	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -27,8 +27,14 @@ run: install
 
 ## The whole test suite against real MariaDB, Redis and Kafka (started here). The fault
 ## drills, which stop and start those services, run apart: make drills.
-test: install services
+test: install services test-tools
 	$(BIN)/pytest -m "not drill"
+
+## What some tests drive besides the services: Debian's Chromium (the sale page in a real
+## browser) and promtool (the alert rules). Idempotent.
+test-tools:
+	scripts/chromium.sh
+	scripts/promtool.sh
 
 ## The fault drills: kill -9 of a worker, Redis restarted empty, MariaDB stopped mid-burst.
 drills: install services
