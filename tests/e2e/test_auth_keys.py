@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
 
 from flashorder.config import Settings
-from tests.e2e.conftest import Api, embedded
+from tests.support.api import Api, embedded
 
 PROBLEM = "urn:flashorder:problem:"
 PRODUCT = {"name": "x", "price": 1, "stock": 1}

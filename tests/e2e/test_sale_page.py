@@ -6,8 +6,8 @@ import re
 from urllib.parse import quote
 
 from flashorder.entrypoints.api.sale_session import COOKIE
-from tests.e2e.conftest import InProcessApi
-from tests.e2e.helpers import new_product, place
+from tests.support.api import InProcessApi
+from tests.support.calls import new_product, place
 
 HTML = {"accept": "text/html,application/xhtml+xml"}
 

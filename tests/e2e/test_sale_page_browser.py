@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.e2e.conftest import HttpApi
-from tests.e2e.helpers import new_product, order_body
+from tests.support.api import HttpApi
+from tests.support.calls import new_product, order_body
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

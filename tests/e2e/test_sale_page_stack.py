@@ -9,9 +9,9 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.e2e.conftest import HttpApi
-from tests.e2e.helpers import new_product, order_body
 from tests.stackctl import Stack
+from tests.support.api import HttpApi
+from tests.support.calls import new_product, order_body
 
 pytestmark = pytest.mark.services
 

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from flashorder.application.projector import ProjectorStats, register_metrics
 from flashorder.application.relay import RelayMetrics
-from tests.e2e.conftest import embedded
-from tests.e2e.helpers import new_product, place
+from tests.support.api import embedded
+from tests.support.calls import new_product, place
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "flashorder-alerts.yml"

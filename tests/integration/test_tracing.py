@@ -33,9 +33,9 @@ from flashorder.application.projector import run_projector
 from flashorder.application.relay import run_relay
 from flashorder.config import Settings
 from flashorder.entrypoints.api import create_app
-from flashorder.entrypoints.api.auth import mint_token
-from tests.e2e.conftest import InProcessApi, embedded
-from tests.e2e.helpers import new_product, order_body
+from flashorder.entrypoints.tokens import mint_token
+from tests.support.api import InProcessApi, embedded, traced
+from tests.support.calls import new_product, order_body
 
 #: The caller's own trace: the order's spans continue it.
 CALLER_TRACE = secrets.token_hex(16)
@@ -97,7 +97,7 @@ async def test_one_order_is_one_trace_through_the_embedded_service(
     tmp_path: Path, spans: tuple[OtelTracer, InMemorySpanExporter]
 ) -> None:
     tracer, exporter = spans
-    async with embedded(tmp_path, tracer=tracer) as api:
+    async with traced(tmp_path, tracer) as api:
         pid = await new_product(api, stock=5)
         await place_traced(api, pid, "traced1")
         await finished(exporter, "projector.apply")

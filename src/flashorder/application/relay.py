@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from flashorder.application.ports import EventPublisher, OutboxRelayStore
 from flashorder.application.tracing import NO_TRACER, Tracer
 from flashorder.domain.errors import Unavailable
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 
 class RelayMetrics:
@@ -79,7 +79,7 @@ async def relay_once(
     try:
         return await _relay_batch(store, publisher, batch_size, tracer)
     except Unavailable as exc:
-        log.warning("relay.unavailable", error=exc.detail)
+        log.warning("relay.unavailable", extra={"error": exc.detail})
         return 0
 
 
@@ -129,7 +129,7 @@ class Relay:
                 if self._metrics is not None:
                     self._metrics.failures.inc()
                 backoff = min(self._max_backoff, max(2 * backoff, self._idle_sleep, 0.05))
-                log.warning("relay.unavailable", error=exc.detail, retry_in=backoff)
+                log.warning("relay.unavailable", extra={"error": exc.detail, "retry_in": backoff})
                 await _wait(stop, backoff)
                 continue
             if backoff:
@@ -152,10 +152,10 @@ class Relay:
         try:
             purged = await self._store.purge(self._clock() - self._retention)
         except Unavailable as exc:
-            log.warning("relay.purge_failed", error=exc.detail)
+            log.warning("relay.purge_failed", extra={"error": exc.detail})
             return
         if purged:
-            log.info("relay.purged", rows=purged)
+            log.info("relay.purged", extra={"rows": purged})
 
 
 async def run_relay(

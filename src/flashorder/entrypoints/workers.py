@@ -29,7 +29,7 @@ from flashorder.application.tracing import NO_TRACER
 from flashorder.config import Settings
 from flashorder.entrypoints.heap import freeze_startup_heap
 
-log = logging.getLogger("flashorder.workers")
+log = logging.getLogger(__name__)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -109,4 +109,4 @@ def _serve_metrics(registry: CollectorRegistry, host: str, port: int | None) -> 
     if port is None:
         return
     start_http_server(port, addr=host, registry=registry)
-    log.info("metrics on http://%s:%d/metrics", host, port)
+    log.info("metrics.serving", extra={"url": f"http://{host}:{port}/metrics"})

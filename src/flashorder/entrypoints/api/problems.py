@@ -241,7 +241,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug, by definition: log it whole, tell the client nothing about internals.
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("api.unhandled_error", extra={"method": request.method, "path": request.url.path})
     return problem(
         500, "internal", "Internal error", "an unexpected error occurred", request=request
     )
