@@ -99,7 +99,10 @@ class Stack:
         running.append(proc)
         return proc
 
-    def up(self, *, relays: int = 1, projectors: int = 1, timeout: float = 90) -> None:
+    def up(self, *, relays: int = 1, projectors: int = 1, timeout: float | None = None) -> None:
+        # A loaded machine starts workers slowly: FLASHORDER_TEST_STACK_READY_SECONDS waits longer.
+        if timeout is None:
+            timeout = float(os.environ.get("FLASHORDER_TEST_STACK_READY_SECONDS", "90"))
         self.setup()
         self.start("api")
         for _ in range(relays):
