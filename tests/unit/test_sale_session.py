@@ -28,8 +28,14 @@ def test_a_session_signed_with_another_key_or_altered_is_refused() -> None:
 
 
 def test_a_deployment_whose_sessions_derive_from_the_public_secret_is_warned() -> None:
-    deployed = {"database_url": "mysql+asyncmy://u:p@db/x", "jwt_algorithms": ["RS256"]}
-    warning = secret_warning(Settings(**deployed, jwt_public_key=None))
+    def deployed(session_secret: SecretStr | None = None) -> Settings:
+        return Settings(
+            database_url="mysql+asyncmy://u:p@db/x",
+            jwt_algorithms=["RS256"],
+            sale_session_secret=session_secret,
+        )
+
+    warning = secret_warning(deployed())
     assert warning is not None
     assert "FLASHORDER_SALE_SESSION_SECRET" in warning
-    assert secret_warning(Settings(**deployed, sale_session_secret=OTHER_SECRET)) is None
+    assert secret_warning(deployed(OTHER_SECRET)) is None
