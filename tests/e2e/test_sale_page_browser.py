@@ -34,11 +34,11 @@ def chromium() -> str:
 
 
 @pytest.fixture
-async def browser(chromium: str, tmp_path: Path) -> AsyncIterator[Browser]:
+async def browser(chromium: str) -> AsyncIterator[Browser]:
     async with async_playwright() as driver:
         launched = await driver.chromium.launch(
             executable_path=chromium,
-            args=["--no-sandbox", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path}/c"],
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
         )
         try:
             yield launched
