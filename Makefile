@@ -15,7 +15,7 @@ STACK_ENV := FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0
 $(UV):
 	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 
-$(VENV)/.installed: uv.lock pyproject.toml | $(UV)
+$(VENV)/.installed: uv.lock pyproject.toml bench/pyproject.toml | $(UV)
 	$(UV) sync --frozen --python python3.11
 	touch $@
 
@@ -54,19 +54,20 @@ services-down:
 stack: install services
 	$(STACK_ENV) scripts/stack.sh
 
-## The flash-sale benchmark (both strategies, one run) on the full stack; flags in BENCH_ARGS.
+## The flash-sale benchmark (both strategies, one run) on the full stack; flags in BENCH_ARGS
+## (`flashorder-bench --help`; the bench is the workspace member bench/).
 bench: install services
-	$(STACK_ENV) $(BIN)/flashorder bench $(BENCH_ARGS)
+	$(STACK_ENV) $(BIN)/flashorder-bench $(BENCH_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src bench tests
+	$(BIN)/ruff format --check src bench tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 fmt: install
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src bench tests
+	$(BIN)/ruff check --fix src bench tests
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     sale_page_sample_seconds: float = Field(default=1.0, ge=0.1, le=60)
 
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
-    #: ceiling of the HTTP stack that ``flashorder bench`` compares the real routes with.
+    #: ceiling of the HTTP stack that ``flashorder-bench`` compares the real routes with.
     bench_endpoints: bool = False
 
     @property

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from flashorder.adapters.sql.engine import make_engine
 from flashorder.adapters.stock.redis import RedisStockGate
-from tests.stackctl import Stack
+from flashorder_bench.stack import Stack
 from tests.support.api import Api, HttpApi, InProcessApi, embedded
 
 

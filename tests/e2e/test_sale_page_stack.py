@@ -9,7 +9,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.stackctl import Stack
+from flashorder_bench.stack import Stack
 from tests.support.api import HttpApi
 from tests.support.calls import new_product, order_body
 

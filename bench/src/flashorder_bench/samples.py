@@ -37,6 +37,8 @@ class Samples:
     errors: dict[str, int] = field(default_factory=dict)
     #: Peak resident memory of each generator process, kB (``VmHWM``).
     generator_rss_kb: list[int] = field(default_factory=list)
+    #: CPU seconds (user and system) each generator process spent driving the phase.
+    generator_cpu_s: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.end)
@@ -80,4 +82,5 @@ def merge(parts: Sequence[Samples]) -> Samples:
         for name, count in part.errors.items():
             merged.errors[name] = merged.errors.get(name, 0) + count
         merged.generator_rss_kb.extend(part.generator_rss_kb)
+        merged.generator_cpu_s.extend(part.generator_cpu_s)
     return merged

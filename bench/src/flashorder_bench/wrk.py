@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from flashorder.bench.scenarios import ECHO_PATH
+from flashorder_bench.scenarios import ECHO_PATH
 
 _RATE = re.compile(r"Requests/sec:\s*([0-9.]+)")
 

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from flashorder.bench.run import StrategyResult
+from flashorder_bench.run import StrategyResult
 
 COLOURS = {"reserve": "tab:blue", "lock": "tab:red", "ceiling": "tab:gray"}
 

@@ -19,7 +19,7 @@ from typing import Literal
 
 import orjson
 
-from flashorder.bench.samples import ECHO, GET_ORDER, GET_PRODUCT, ORDER
+from flashorder_bench.samples import ECHO, GET_ORDER, GET_PRODUCT, ORDER
 
 ScenarioName = Literal["hot", "many", "retry", "mixed"]
 SCENARIOS: tuple[ScenarioName, ...] = ("hot", "many", "retry", "mixed")

@@ -6,19 +6,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 
-from flashorder.bench.auth import ADMIN_USER, Mint, bearer
-from flashorder.bench.scenarios import ECHO_PATH, ProductSeed, order_body
+from flashorder_bench.auth import ADMIN_USER, Mint, bearer
+from flashorder_bench.scenarios import ECHO_PATH, ProductSeed, order_body
 
 TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """How the wait for the events ended: whether the lag read 0 (with a live projector when
+    one was needed), after how long, and how many projectors reported last."""
+
+    drained: bool
+    seconds: float
+    projectors: int
+
+
 class BenchClient:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, mint: Mint | None):
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, mint: Mint):
         self.session = session
         self.base_url = base_url
         self.mint = mint
@@ -88,24 +99,29 @@ class BenchClient:
         lag = answer.get("lag", {}) if isinstance(answer, dict) else {}
         return {str(k): float(v) for k, v in lag.items()}
 
-    async def drained(self, *, timeout: float = 600.0) -> tuple[bool, float]:
-        """Wait until ``/readyz`` reports no event left to apply; (drained, seconds waited).
+    async def drained(self, *, need_projector: bool, timeout: float = 600.0) -> Drain:
+        """Wait until ``/readyz`` reports no event left to apply.
 
         The lag must read 0 twice in a row, a second apart: the projector reports about once
-        a second, and one report may predate the last events.
+        a second, and one report may predate the last events. With ``need_projector`` (a
+        stack with Kafka) a projector must also have reported lately (``lag.projectors``):
+        without one, the lag counts only the outbox and reads 0 while the read model stays
+        behind.
         """
         started = time.monotonic()
-        zeros = 0
+        zeros, projectors = 0, 0
         while time.monotonic() - started < timeout:
             try:
-                events = (await self.lag()).get("events", -1)
+                lag = await self.lag()
             except (aiohttp.ClientError, TimeoutError):
-                events = -1
-            zeros = zeros + 1 if events == 0 else 0
+                lag = {}
+            projectors = int(lag.get("projectors", 0))
+            live = projectors >= 1 or not need_projector
+            zeros = zeros + 1 if lag.get("events", -1) == 0 and live else 0
             if zeros >= 2:
-                return True, time.monotonic() - started
+                return Drain(True, time.monotonic() - started, projectors)
             await asyncio.sleep(1.0)
-        return False, time.monotonic() - started
+        return Drain(False, time.monotonic() - started, projectors)
 
 
 class StockSampler:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from flashorder.bench.samples import ORDER, TRANSPORT_ERROR, Samples
-from flashorder.bench.scenarios import Job
+from flashorder_bench.samples import ORDER, TRANSPORT_ERROR, Samples
+from flashorder_bench.scenarios import Job
 
 
 @dataclass
@@ -21,17 +21,27 @@ class Answers:
     key_statuses: dict[str, list[int]] = field(default_factory=dict)
     server_errors: int = 0
     transport_errors: int = 0
+    #: Open loop: 5xx answers other than the request deadline's 503.
+    open_server_errors: int = 0
+    #: Open loop: 503 answers at the request deadline (load shed past the capacity).
+    deadline_answers: int = 0
 
-    def add(self, jobs: Sequence[Job], samples: Samples, *, count_errors: bool = True) -> None:
-        """Fold in one phase. ``count_errors`` is off for open-loop steps: past the capacity,
-        a 503 at the request deadline or a client timeout is how the step fails (its table
-        row shows them), not a broken promise."""
+    def add(
+        self, jobs: Sequence[Job], samples: Samples, *, deadline_s: float | None = None
+    ) -> None:
+        """Fold in one phase. ``deadline_s`` marks an open-loop step, served with that
+        request deadline: past the capacity, a 503 at the deadline or a client timeout is how
+        the step fails (its table row shows them), not a broken promise; any other 5xx is. A
+        503 answered sooner than the deadline after it was sent is not the deadline's."""
         for i in range(len(samples)):
             status = samples.status[i]
-            if status >= 500 and count_errors:
-                self.server_errors += 1
-            if status == TRANSPORT_ERROR and count_errors:
-                self.transport_errors += 1
+            if deadline_s is None:
+                self.server_errors += status >= 500
+                self.transport_errors += status == TRANSPORT_ERROR
+            elif status == 503 and samples.end[i] - samples.start[i] >= deadline_s:
+                self.deadline_answers += 1
+            else:
+                self.open_server_errors += status >= 500
             if samples.kind[i] != ORDER:
                 continue
             call = jobs[samples.job[i]].calls[0]

@@ -1,4 +1,4 @@
-"""``flashorder bench``: every strategy on the same seed data, one after the other, then the
+"""``flashorder-bench``: every strategy on the same seed data, one after the other, then the
 ratios, the checks, the result file and the chart. Exit status 1 if any check failed."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from flashorder.bench import chart, results, summary
-from flashorder.bench.options import BenchOptions, Strategy
-from flashorder.bench.report import failed, format_checks
-from flashorder.bench.run import StrategyResult, run_strategy
+from flashorder_bench import chart, results, summary
+from flashorder_bench.options import BenchOptions
+from flashorder_bench.report import failed, format_checks
+from flashorder_bench.run import StrategyResult, run_strategy
+from flashorder_bench.settings import Strategy
 
 
 def _strategies(opts: BenchOptions) -> tuple[Strategy, ...]:
@@ -50,6 +51,10 @@ async def run_bench(opts: BenchOptions, *, console: Console | None = None) -> in
         console.print(summary.open_table(done, opts.p99_limit_ms), markup=False, highlight=False)
     console.print("\n[bold]Memory[/]")
     console.print(summary.memory_table(done), markup=False, highlight=False)
+    console.print("\n[bold]CPU per accepted order[/] (first closed-loop run; /proc/<pid>/stat)")
+    console.print(summary.cpu_table(done), markup=False, highlight=False)
+    for line in summary.connection_lines(done):
+        console.print(line, markup=False, highlight=False)
     console.print()
     for line in summary.headline_lines(head, done):
         console.print(line, markup=False, highlight=False)
@@ -58,7 +63,7 @@ async def run_bench(opts: BenchOptions, *, console: Console | None = None) -> in
         console.print(format_checks(r.checks, title=f"Promises, {r.strategy}:"), markup=False)
 
     title = (
-        f"flashorder bench: {opts.scenario}, {opts.workers} workers, "
+        f"flashorder-bench: {opts.scenario}, {opts.workers} workers, "
         f"{opts.concurrency} virtual users, {started:%Y-%m-%d %H:%M} UTC"
     )
     png = chart.render(done, path.with_suffix(".png"), title=title, p99_limit_ms=opts.p99_limit_ms)
@@ -76,7 +81,7 @@ async def run_bench(opts: BenchOptions, *, console: Console | None = None) -> in
 def _write(opts: BenchOptions, started: datetime, done: list[StrategyResult]) -> Path:
     payload: dict[str, object] = {
         "startedAt": started.isoformat(),
-        "command": " ".join(["flashorder", *sys.argv[1:]]),
+        "command": " ".join(["flashorder-bench", *sys.argv[1:]]),
         "machine": results.machine(),
         "options": opts,
         "headline": summary.headline(done),

@@ -1,15 +1,14 @@
-"""What a bench run is asked to do (the ``flashorder bench`` options), and the scenario
+"""What a bench run is asked to do (the ``flashorder-bench`` options), and the scenario
 defaults the options scale."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
-from flashorder.bench.scenarios import SCENARIOS, ScenarioName, ScenarioSpec
+from flashorder_bench.scenarios import SCENARIOS, ScenarioName, ScenarioSpec
+from flashorder_bench.settings import Strategy
 
-Strategy = Literal["reserve", "lock"]
 STRATEGIES: tuple[Strategy, ...] = ("reserve", "lock")
 
 #: The issue's hot sale: 50,000 order requests from 20,000 users for 5,000 units.
@@ -51,6 +50,12 @@ class BenchOptions:
     keep: bool = False
     seed: int = 1
     timeout_s: float = 30.0
+    #: Checks a ``--target`` run may leave out (``checks.SKIPPABLE``): without them, a check
+    #: that cannot run there fails.
+    skip_checks: tuple[str, ...] = ()
+    #: Where ``scripts/services.sh`` keeps its pid files: a fallback to find the stores'
+    #: processes, whose CPU counts per order (they are found by their ports first).
+    services_dir: Path = Path(".services")
 
     def spec(self, tag: str, *, requests: int | None = None, echo: bool = False) -> ScenarioSpec:
         """The scenario of one phase. ``requests`` (an open-loop step) scales the stock of a
@@ -58,7 +63,9 @@ class BenchOptions:
         d = DEFAULTS[self.scenario]
         base_requests = self.requests or d["requests"]
         n = requests if requests is not None else base_requests
-        stock = self.stock or d["stock"]
+        # Without --stock, the stock keeps the default's share of the requests (a tenth in a
+        # hot sale): a smaller run is still a sale that sells out.
+        stock = self.stock or max(1, round(d["stock"] * base_requests / d["requests"]))
         if requests is not None and self.scenario in ("hot", "retry"):
             stock = max(1, round(stock * requests / base_requests))
         return ScenarioSpec(

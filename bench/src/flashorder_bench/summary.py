@@ -8,9 +8,10 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flashorder.bench.phase import PhaseRecord
-from flashorder.bench.report import format_table, number, ratio
-from flashorder.bench.run import StrategyResult
+from flashorder_bench.cpu import APART
+from flashorder_bench.phase import PhaseRecord
+from flashorder_bench.report import format_table, number, ratio
+from flashorder_bench.run import StrategyResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,8 @@ class Headline:
     ceiling_share: float | None
     generator_ok: bool | None
     best_open_rate: dict[str, float | None]
+    #: CPU of the whole stack per accepted order, ms (median of the closed-loop runs).
+    cpu_ms_per_order: dict[str, float | None]
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -51,7 +54,57 @@ def headline(results: Sequence[StrategyResult]) -> Headline:
         ceiling_share=share,
         generator_ok=generator_ok,
         best_open_rate={r.strategy: r.best_open_rate for r in results},
+        cpu_ms_per_order={r.strategy: stack_ms_per_order(r) for r in results},
     )
+
+
+def stack_ms_per_order(result: StrategyResult) -> float | None:
+    per = [p.cpu.ms_per_order().get("stack") for p in result.closed if p.cpu is not None]
+    return _median([v for v in per if v is not None])
+
+
+def _process_order(label: str) -> tuple[int, str]:
+    """The stack's processes first (API, relay, projector, then the stores), the sum, then
+    the processes apart (the bench, the load generator)."""
+    if label == "stack":
+        return 1, ""
+    return (2 if label in APART else 0), label
+
+
+def cpu_table(results: Sequence[StrategyResult]) -> str:
+    """CPU per accepted order of every process over the first closed-loop run's selling
+    window (first send to last acceptance), and over the whole run."""
+    headers = ["strategy", "process", "CPU s selling", "ms per accepted order", "CPU s run"]
+    rows = []
+    for r in results:
+        cpu = r.closed[0].cpu if r.closed else None
+        if cpu is None or not cpu.accepted:
+            continue
+        per = cpu.ms_per_order()
+        for label in sorted(per, key=_process_order):
+            selling = cpu.stack_selling_s() if label == "stack" else cpu.selling_s.get(label)
+            whole = (
+                sum(s for k, s in cpu.phase_s.items() if k not in APART)
+                if label == "stack"
+                else cpu.phase_s.get(label)
+            )
+            name = "stack (sum, not the two below)" if label == "stack" else label
+            rows.append(
+                [r.strategy, name, number(selling, 2), number(per[label], 3), number(whole, 2)]
+            )
+    return format_table(headers, rows) if rows else "(no CPU figures)"
+
+
+def connection_lines(results: Sequence[StrategyResult]) -> list[str]:
+    """How the closed loop's connections spread over the API workers (most seen at once)."""
+    lines = []
+    for r in results:
+        for phase in r.closed[:1]:
+            seen = phase.cpu.connections if phase.cpu is not None else {}
+            if seen:
+                split = ", ".join(f"{label} {n}" for label, n in sorted(seen.items()))
+                lines.append(f"{r.strategy}: connections per API worker ({phase.name}): {split}")
+    return lines
 
 
 def _row(strategy: str, phase: PhaseRecord, *, echo: bool = False) -> list[str]:

@@ -17,9 +17,9 @@ from multiprocessing.process import BaseProcess
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flashorder.bench import loadgen
-from flashorder.bench.loadgen import GenTask
-from flashorder.bench.samples import Samples, merge
+from flashorder_bench import loadgen
+from flashorder_bench.loadgen import GenTask
+from flashorder_bench.samples import Samples, merge
 
 READY_TIMEOUT_S = 120.0
 

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flashorder.bench.samples import ECHO, ORDER, TRANSPORT_ERROR, Samples
+from flashorder_bench.samples import ECHO, ORDER, TRANSPORT_ERROR, Samples
 
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 
@@ -141,3 +141,17 @@ def series(samples: Samples, *, bucket_s: float = 0.5) -> Series:
         if samples.kind[i] in (ORDER, ECHO) and 200 <= samples.status[i] < 300:
             accepted[b] += 1
     return Series(bucket_s, answers, accepted)
+
+
+def window(samples: Samples) -> tuple[float, float, float | None]:
+    """When the phase's first call was due, when its last answer came, and when its last
+    accepted order (or echo) was answered (None if none was): the ``time.monotonic()``
+    readings that bound the phase and its selling window, as ``phase_stats`` counts them."""
+    if not len(samples):
+        return 0.0, 0.0, None
+    accepts = [
+        samples.end[i]
+        for i in range(len(samples))
+        if samples.kind[i] in (ORDER, ECHO) and 200 <= samples.status[i] < 300
+    ]
+    return min(samples.intended), max(samples.end), max(accepts, default=None)

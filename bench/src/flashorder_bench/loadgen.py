@@ -25,14 +25,14 @@ import httptools
 import orjson
 import uvloop
 
-from flashorder.bench import scenarios
-from flashorder.bench.auth import minter, user_headers
-from flashorder.bench.procs import own_peak_kb
-from flashorder.bench.samples import ORDER, TRANSPORT_ERROR, Samples
-from flashorder.bench.scenarios import Call, Job, ScenarioSpec
-from flashorder.bench.schedule import share
-from flashorder.bench.wire import WireClient
-from flashorder.config import Settings
+from flashorder_bench import scenarios
+from flashorder_bench.auth import minter, user_headers
+from flashorder_bench.procs import own_peak_kb
+from flashorder_bench.samples import ORDER, TRANSPORT_ERROR, Samples
+from flashorder_bench.scenarios import Call, Job, ScenarioSpec
+from flashorder_bench.schedule import share
+from flashorder_bench.settings import StackSettings
+from flashorder_bench.wire import WireClient
 
 Mode = Literal["closed", "open"]
 
@@ -56,8 +56,8 @@ class GenTask:
     #: Open loop: calls per second over all processes.
     rate: float
     timeout_s: float
-    #: The service's settings, to mint tokens with; None sends no Authorization header.
-    settings: Settings | None
+    #: The stack's settings, to mint tokens with.
+    settings: StackSettings
     cpu: int | None = None
 
     @property
@@ -72,12 +72,15 @@ def main(task: GenTask, conn: Connection, progress: Progress) -> None:
         os.sched_setaffinity(0, {task.cpu})
     every = scenarios.jobs(task.spec)
     mine = [(i, every[i]) for i in share(len(every), task.procs, task.index)]
-    mint = minter(task.settings) if task.settings is not None else None
+    mint = minter(task.settings)
     headers = user_headers(mint, (c.user_id for _, job in mine for c in job.calls if c.user_id))
     conn.send("ready")
     start_at = float(conn.recv())
+    before = os.times()
     samples = uvloop.run(_Run(task, mine, headers, progress).go(start_at))
+    after = os.times()
     samples.generator_rss_kb.append(own_peak_kb())
+    samples.generator_cpu_s.append((after.user + after.system) - (before.user + before.system))
     conn.send(samples)
     conn.close()
 

@@ -3,20 +3,22 @@ generator processes while sampling the stock, and distil what happened."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from rich.console import Console
 
-from flashorder.bench import scenarios
-from flashorder.bench.client import BenchClient, StockSampler
-from flashorder.bench.drive import drive, generator_cpus
-from flashorder.bench.loadgen import GenTask, Mode
-from flashorder.bench.options import BenchOptions
-from flashorder.bench.samples import Samples
-from flashorder.bench.scenarios import Job, ScenarioSpec
-from flashorder.bench.stats import PhaseStats, Series, phase_stats, series
-from flashorder.config import Settings
+from flashorder_bench import scenarios
+from flashorder_bench.client import BenchClient, StockSampler
+from flashorder_bench.cpu import PhaseCpu, ProcessSampler
+from flashorder_bench.drive import drive, generator_cpus
+from flashorder_bench.loadgen import GenTask, Mode
+from flashorder_bench.options import BenchOptions
+from flashorder_bench.samples import Samples
+from flashorder_bench.scenarios import Job, ScenarioSpec
+from flashorder_bench.settings import StackSettings
+from flashorder_bench.stats import PhaseStats, Series, phase_stats, series, window
 
 
 @dataclass
@@ -31,6 +33,8 @@ class PhaseRecord:
     series: Series
     stock_start: int | None = None
     stock: list[tuple[float, int]] = field(default_factory=list)
+    #: CPU of every process over the phase and per accepted order; connections per worker.
+    cpu: PhaseCpu | None = None
 
 
 @dataclass
@@ -39,10 +43,15 @@ class PhaseContext:
 
     opts: BenchOptions
     client: BenchClient
-    settings: Settings
+    settings: StackSettings
     console: Console
     #: Called after every phase: raises if the service's processes did not survive it.
     alive: Callable[[], None] = lambda: None
+    #: The processes whose CPU a phase measures, by label (read at the start of each phase:
+    #: the API's workers are found as its children).
+    processes: Callable[[], Mapping[str, int]] = lambda: {"bench": os.getpid()}
+    #: The API's port on this machine, to count each worker's connections (None: unknown).
+    port: int | None = None
 
 
 @dataclass
@@ -64,7 +73,7 @@ async def prime(ctx: PhaseContext, spec: ScenarioSpec) -> ScenarioSpec:
         order_id = await ctx.client.place(user, seed.product_id, 1, seed.price)
         if order_id is not None:
             placed.append((order_id, user))
-    await ctx.client.drained(timeout=120)
+    await ctx.client.drained(need_projector=ctx.settings.kafka_bootstrap is not None, timeout=120)
     return replace(spec, orders=tuple(placed))
 
 
@@ -93,6 +102,14 @@ async def run_phase(
         for i, cpu in enumerate(generator_cpus(opts.generators, opts.pin))
     ]
     sampler = None if spec.echo else StockSampler(ctx.client, seeds[0].product_id)
+    watched = dict(ctx.processes())
+    # The API's workers hold the connections (``flashorder serve --workers 1`` is one
+    # process, the API itself).
+    workers = {label: pid for label, pid in watched.items() if "-worker-" in label}
+    if not workers and "api" in watched:
+        workers = {"api": watched["api"]}
+    usage = ProcessSampler(watched, workers=workers, port=ctx.port)
+    usage.start()
     if sampler is not None:
         sampler.start()
     try:
@@ -100,9 +117,10 @@ async def run_phase(
             tasks, title=name, total=sum(len(j.calls) for j in jobs), console=ctx.console
         )
     finally:
+        await usage.stop()
         ctx.alive()
         points = await sampler.stop() if sampler is not None else []
-    first = min(samples.intended) if len(samples) else 0.0
+    first, last_answer, last_accept = window(samples)
     stats = phase_stats(samples)
     record = PhaseRecord(
         name=name,
@@ -113,5 +131,12 @@ async def run_phase(
         series=series(samples, bucket_s=max(0.5, stats.busy_s / 200)),
         stock_start=None if spec.echo else seeds[0].stock,
         stock=[(round(t - first, 3), v) for t, v in points if t >= first - 1.0],
+        cpu=usage.phase(
+            first_send=first,
+            last_answer=last_answer,
+            last_accept=last_accept,
+            accepted=stats.accepted,
+            generator_cpu_s=sum(samples.generator_cpu_s),
+        ),
     )
     return PhaseRun(record, jobs, samples)

@@ -1,6 +1,8 @@
 """What Kafka holds of a run: every ``order.created`` event of the run's products, read from
 the start of the (prefixed) topic by a fresh consumer group, up to the end offsets taken when
-the reading began (the events are drained by then)."""
+the reading began (the events are drained by then). The topic and the envelope are the
+documented ones (docs/events.md): topic ``{prefix}order.created``, JSON envelopes with
+``eventId``, ``aggregateId`` and the order as ``payload``."""
 
 from __future__ import annotations
 
@@ -13,8 +15,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from flashorder.adapters.events.topics import topic_for
-from flashorder.domain.events import ORDER_CREATED
+ORDER_CREATED = "order.created"
 
 
 @dataclass
@@ -39,7 +40,7 @@ def _ours(payload: object, product_prefix: str) -> bool:
 async def created_events(
     bootstrap: str, *, topic_prefix: str, product_prefix: str, timeout: float = 120.0
 ) -> CreatedEvents:
-    topic = topic_for(ORDER_CREATED, topic_prefix)
+    topic = f"{topic_prefix}{ORDER_CREATED}"
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=f"flashorder-bench-check-{secrets.token_hex(4)}",
