@@ -10,7 +10,7 @@ STACK_ENV := FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0
 	FLASHORDER_KAFKA_BOOTSTRAP=127.0.0.1:9092
 
 
-.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean test-tools
+.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean openapi chromium asyncapi-tools promtool
 
 $(UV):
 	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -27,13 +27,12 @@ run: install
 
 ## The whole test suite against real MariaDB, Redis and Kafka (started here). The fault
 ## drills, which stop and start those services, run apart: make drills.
-test: install services test-tools
+test: install services chromium asyncapi-tools promtool
 	$(BIN)/pytest -m "not drill"
 
-## What some tests drive besides the services: Debian's Chromium (the sale page in a real
-## browser) and promtool (the alert rules). Idempotent.
-test-tools:
-	scripts/chromium.sh
+## promtool (Debian's prometheus package), which checks and unit-tests the alert rules in
+## deploy/prometheus. Idempotent.
+promtool:
 	scripts/promtool.sh
 
 ## The fault drills: kill -9 of a worker, Redis restarted empty, MariaDB stopped mid-burst.
@@ -41,8 +40,24 @@ drills: install services
 	$(BIN)/pytest -m drill -s
 
 ## Unit tests and the embedded API tests only: no services.
-test-fast: install
+test-fast: install chromium asyncapi-tools
 	$(BIN)/pytest tests/unit tests/e2e -m "not services"
+
+## Headless Chromium from Debian's packages, for the browser tests (idempotent).
+chromium:
+	scripts/chromium.sh
+
+## The AsyncAPI validator (npm, pinned by tools/asyncapi/package-lock.json), for its test.
+asyncapi-tools: tools/asyncapi/node_modules/.installed
+
+tools/asyncapi/node_modules/.installed: tools/asyncapi/package-lock.json
+	cd tools/asyncapi && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+## Rewrite docs/openapi.json from what the service serves (default settings).
+openapi: install
+	env -u FLASHORDER_MAX_ITEMS_PER_ORDER -u FLASHORDER_MAX_QUANTITY_PER_ITEM \
+		-u FLASHORDER_MAX_BODY_BYTES $(BIN)/flashorder openapi > docs/openapi.json
 
 services:
 	scripts/services.sh up

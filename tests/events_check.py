@@ -1,7 +1,8 @@
 """Promise 3 and 5 of docs/design.md, checked against a full stack's own topics and tables.
 
 - ``published``: every event in a stack's topics, read from the beginning by a fresh consumer
-  group (so no projector's progress hides anything), duplicates included.
+  group (so no projector's progress hides anything), duplicates included; each record's
+  value is checked against the published schema of its type (docs/schemas, by ``$id``).
 - ``check_events``: exactly one ``order.created`` per committed order and one
   ``order.cancelled`` per cancelled one, nothing for an order the database does not hold,
   and every outbox row on the broker. Copies of one event id are at-least-once delivery and
@@ -20,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +31,7 @@ from flashorder.adapters.events.topics import topic_names
 from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event
 from flashorder_bench import checks, stores
 from flashorder_bench.stores import WriteModel
+from tests.event_schemas import event_errors
 from tests.support.api import HttpApi
 
 # --- the topics ------------------------------------------------------------------------------
@@ -44,6 +47,7 @@ async def published(bootstrap: str, prefix: str, *, timeout: float = 60.0) -> li
         enable_auto_commit=False,
     )
     events: list[Event] = []
+    invalid: list[str] = []
     try:
         async with asyncio.timeout(timeout):
             # Returns once this sole member of the new group has every partition.
@@ -54,8 +58,14 @@ async def published(bootstrap: str, prefix: str, *, timeout: float = 60.0) -> li
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     # A record that is not an envelope fails the check: only the stack writes here.
                     events.extend(decode_event(r.value) for r in records)
+                    invalid.extend(
+                        f"{r.topic}@{r.offset}: {problem}"
+                        for r in records
+                        for problem in event_errors(orjson.loads(r.value))
+                    )
     finally:
         await consumer.stop()
+    assert not invalid, f"{len(invalid)} schema violations, e.g. {invalid[:5]}"
     return events
 
 

@@ -212,5 +212,18 @@ def token(
     typer.echo(mint_token(Settings(), user, admin=admin, ttl=ttl))
 
 
+@cli.command()
+def openapi() -> None:
+    """Print the OpenAPI description that the API serves at /openapi.json with these settings
+    (``make openapi`` writes the default one to docs/openapi.json)."""
+    import json
+
+    from flashorder.config import Settings
+    from flashorder.entrypoints.api.app import create_app
+
+    document = create_app(Settings(), background=False).openapi()
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
 def main() -> None:
     cli()

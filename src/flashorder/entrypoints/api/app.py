@@ -19,7 +19,16 @@ from flashorder.application.tracing import NO_TRACER
 from flashorder.bootstrap import Service, build
 from flashorder.config import Settings
 from flashorder.entrypoints import logs
-from flashorder.entrypoints.api import bench_routes, catalogue, ops, orders, problems, sales
+from flashorder.entrypoints.api import (
+    bench_routes,
+    catalogue,
+    docs_ui,
+    openapi,
+    ops,
+    orders,
+    problems,
+    sales,
+)
 from flashorder.entrypoints.api.auth import Authenticator, secret_warning
 from flashorder.entrypoints.api.limits import BodyLimit
 from flashorder.entrypoints.api.metrics import (
@@ -45,17 +54,6 @@ class State(TypedDict):
     authenticator: Authenticator
     sessions: Sessions
     sale_watch: SaleWatch
-
-
-DESCRIPTION = """\
-A flash-sale order service: it takes every order it can, never oversells, never charges a
-retry twice and never loses an order event.
-
-Errors are RFC 9457 problems (`application/problem+json`) with a stable `type` per case.
-
-Every `/api/v1` call needs a bearer JWT (`Authorize` above). For development,
-`flashorder token --user U [--admin]` mints one with the configured secret.
-"""
 
 
 def serving_app() -> FastAPI:
@@ -114,10 +112,11 @@ def create_app(
     app = FastAPI(
         title="flashorder",
         version=__version__,
-        description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        # Served by ``docs_ui`` from the package: no CDN. No ReDoc.
+        docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
         # The service exports its own Prometheus metrics. FastAPI's OpenTelemetry hooks
         # would look up the global tracer provider (an environment read) on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -129,6 +128,8 @@ def create_app(
     if settings.bench_endpoints:
         app.include_router(bench_routes.router)
     problems.install(app)
+    openapi.install(app, settings)
+    docs_ui.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if tracer is not None:

@@ -32,15 +32,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from flashorder.config import DEV_JWT_SECRET, Settings
 from flashorder.domain.model import UserId
 from flashorder.entrypoints.api.jwks import JwksKeys
-from flashorder.entrypoints.api.problems import Forbidden, Unauthorized, documented
+from flashorder.entrypoints.api.problems import Forbidden, ProblemType, Unauthorized, documented
 
 #: The answers of any route behind a token, for the OpenAPI document.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: documented(
         "No bearer token, or a bad, expired or foreign one",
+        ProblemType.UNAUTHORIZED,
         headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
     ),
-    403: documented("The token may not do this"),
+    403: documented("The token may not do this", ProblemType.FORBIDDEN),
 }
 
 # The wire format's identifier rule: a subject outside it could never match an order's user.
@@ -187,6 +188,7 @@ def _principal_of(claims: dict[str, Any]) -> Principal:
 
 _bearer = HTTPBearer(
     auto_error=False,
+    bearerFormat="JWT",
     description="A JWT. For development: `flashorder token --user U [--admin]` mints one.",
 )
 

@@ -6,7 +6,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flashorder.entrypoints.api.problems import MEDIA_TYPE, PROBLEM_BASE
+from flashorder.entrypoints.api.problems import MEDIA_TYPE, ProblemType, problem_body
 
 
 class BodyLimit:
@@ -45,12 +45,9 @@ class BodyLimit:
 
     async def _refuse(self, send: Send) -> None:
         body = orjson.dumps(
-            {
-                "type": PROBLEM_BASE + "payload-too-large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": f"the body is limited to {self.max_bytes} bytes",
-            }
+            problem_body(
+                ProblemType.PAYLOAD_TOO_LARGE, f"the body is limited to {self.max_bytes} bytes"
+            )
         )
         await send(
             {

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from flashorder.bootstrap import Service
 from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.metrics import Metrics, gauge
+from flashorder.entrypoints.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["operations"])
 
@@ -22,12 +23,17 @@ log = logging.getLogger("flashorder.api")
 SCRAPED_PRODUCTS = 50
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", summary="Readiness: every dependency answers; read-model lag in detail")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is down: not ready"}},
+    summary="Readiness: every dependency answers; read-model lag in detail",
+)
 async def readyz(service: ServiceDep) -> JSONResponse:
     checks = await service.readiness()
     lag = await service.lag()
