@@ -10,7 +10,8 @@ STACK_ENV := FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0
 	FLASHORDER_KAFKA_BOOTSTRAP=127.0.0.1:9092
 
 
-.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean openapi chromium asyncapi-tools promtool
+.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean openapi \
+	chromium asyncapi-tools cluster cluster-down cluster-status cluster-drills promtool
 
 $(UV):
 	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -37,7 +38,7 @@ promtool:
 
 ## The fault drills: kill -9 of a worker, Redis restarted empty, MariaDB stopped mid-burst.
 drills: install services
-	$(BIN)/pytest -m drill -s
+	$(BIN)/pytest -m "drill and not cluster_drill" -s
 
 ## Unit tests and the embedded API tests only: no services.
 test-fast: install chromium asyncapi-tools
@@ -68,6 +69,23 @@ services-down:
 ## The full stack on the local services: API workers, relay and projector.
 stack: install services
 	$(STACK_ENV) scripts/stack.sh
+
+## The service over several hosts on this machine: Redis Cluster (3 masters, 3 replicas),
+## three Kafka brokers, API hosts in network namespaces behind HAProxy on 127.0.0.1:$(CLUSTER_LB_PORT)
+## (docs/scaling.md). Needs root (namespaces); uses the MariaDB on 127.0.0.1:3306, started if none.
+CLUSTER_LB_PORT ?= 8000
+cluster: install
+	CLUSTER_LB_PORT=$(CLUSTER_LB_PORT) scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
+cluster-status:
+	scripts/cluster.sh status
+
+## The fault drills on the cluster (a Redis master, a broker, an API host's link, a whole host).
+cluster-drills: install
+	$(BIN)/pytest -m cluster_drill -s
 
 ## The flash-sale benchmark (both strategies, one run) on the full stack; flags in BENCH_ARGS
 ## (`flashorder-bench --help`; the bench is the workspace member bench/).

@@ -11,15 +11,15 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters._redis.batch import Client, ScriptBatcher
 from flashorder.adapters.idempotency.memory import MemoryIdempotencyCache
 from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
 from flashorder.adapters.locks.memory import MemoryLocks
@@ -34,8 +34,10 @@ from flashorder.adapters.sql.sales import SqlSaleFigures
 from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.adapters.stock.memory import MemoryStockGate
 from flashorder.adapters.stock.redis import RedisStockGate
+from flashorder.adapters.stock.redis_cluster import ShardedStockGate
 from flashorder.application.group_commit import GroupCommit
-from flashorder.application.handlers import Deps, commit_order
+from flashorder.application.handlers import Deps
+from flashorder.application.placement import LockPlacement, Placement, ReservePlacement
 from flashorder.application.ports import (
     IdempotencyCache,
     Locks,
@@ -64,7 +66,7 @@ class Service:
     outbox: OutboxRelayStore
     #: What the sale page and the metrics read of a sale.
     figures: SaleFigures
-    redis: Redis | None = None
+    redis: Client | None = None
     background: list[asyncio.Task[object]] = field(default_factory=list)
     #: ``deps.stock`` with the operations reconciliation needs.
     gate: ReconcilableStockGate | None = None
@@ -118,8 +120,23 @@ class Service:
         return checks
 
 
-def redis_client(settings: Settings) -> Redis:
+def redis_client(settings: Settings) -> Client:
     assert settings.redis_url is not None
+    nodes = settings.redis_cluster_nodes
+    if nodes is not None:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            # Per node. The cluster client has no blocking pool: the batcher keeps the
+            # number of connections a burst needs small (one pipeline per node and turn).
+            max_connections=settings.redis_pool_size,
+            # A master that died answers nothing until its replica is promoted (the nodes'
+            # timeout, 2 s in scripts/cluster.sh, and an election): a few quick retries,
+            # each after the client refreshed its slot map; then the request answers 503
+            # and the buyer retries with the same Idempotency-Key.
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=3),
+            socket_timeout=3,
+            socket_connect_timeout=2,
+        )
     # A blocking pool: under a burst, requests queue for a connection instead of failing.
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
@@ -146,7 +163,7 @@ async def build(
     async with AsyncExitStack() as stack:
         engine = make_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
         stack.push_async_callback(engine.dispose)
-        redis: Redis | None = None
+        redis: Client | None = None
         stock: ReconcilableStockGate
         locks: Locks
         idempotency: IdempotencyCache
@@ -157,7 +174,11 @@ async def build(
             # One batcher for the process: the script calls of concurrent requests share
             # pipelines whatever step each request is at.
             batcher = ScriptBatcher(redis)
-            stock = RedisStockGate(redis, batcher=batcher)
+            # On a cluster, each product in a slot of its own (see stock/redis_cluster.py).
+            if isinstance(redis, RedisCluster):
+                stock = ShardedStockGate(redis, batcher=batcher)
+            else:
+                stock = RedisStockGate(redis, batcher=batcher)
             redis_locks = RedisLocks(
                 redis,
                 batcher=batcher,
@@ -186,15 +207,9 @@ async def build(
             limiter = MemoryRateLimiter()
         read_model = SqlReadModel(engine)
         uow = SqlUnitOfWorkFactory(engine)
-        writer: GroupCommit | None = None
-        if settings.group_commit and settings.strategy == "reserve":
-            writer = GroupCommit(
-                uow,
-                partial(commit_order, uow=uow),
-                confirm=stock.confirm,
-                max_batch=settings.group_commit_max_batch,
-            )
-            stack.push_async_callback(writer.close)
+        placement = await _placement(
+            settings, uow=uow, stock=stock, locks=locks, stack=stack, tracer=tracer
+        )
         service = Service(
             settings=settings,
             deps=Deps(
@@ -202,9 +217,7 @@ async def build(
                 stock=stock,
                 locks=locks,
                 idempotency=idempotency,
-                strategy=settings.strategy,
-                writer=writer,
-                sold_out=SoldOutCache(stock, ttl=settings.sold_out_cache_seconds),
+                placement=placement,
                 tracer=tracer,
             ),
             read_model=read_model,
@@ -217,9 +230,39 @@ async def build(
         )
         if background and settings.kafka_bootstrap is None:
             await _start_embedded_events(service, stack)
-        if background and settings.reconcile_every_seconds > 0 and settings.strategy == "reserve":
+        # Only the reserve strategy leaves reservations in the gate to bring in line.
+        reserves = isinstance(placement, ReservePlacement)
+        if background and settings.reconcile_every_seconds > 0 and reserves:
             _start_reconciler(service, stock, stack)
         yield service
+
+
+async def _placement(
+    settings: Settings,
+    *,
+    uow: SqlUnitOfWorkFactory,
+    stock: ReconcilableStockGate,
+    locks: Locks,
+    stack: AsyncExitStack,
+    tracer: Tracer,
+) -> Placement:
+    """The placement strategy: the one place the ``strategy`` setting is read."""
+    if settings.strategy == "lock":
+        return LockPlacement(uow=uow, locks=locks)
+    writer = GroupCommit(
+        uow,
+        stock,
+        max_batch=settings.group_commit_max_batch,
+        batching=settings.group_commit,
+    )
+    stack.push_async_callback(writer.close)
+    return ReservePlacement(
+        uow=uow,
+        stock=stock,
+        writer=writer,
+        sold_out=SoldOutCache(stock, ttl=settings.sold_out_cache_seconds),
+        tracer=tracer,
+    )
 
 
 async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> None:

@@ -6,10 +6,11 @@ twins of Redis and Kafka. Each URL that is set switches its part to the real ser
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The development secret: documented, hence public. Starting a deployment (a database URL is
@@ -22,7 +23,9 @@ class Settings(BaseSettings):
 
     #: ``mysql+asyncmy://user:pass@host:3306/db``; unset → SQLite in ``data_dir``.
     database_url: str | None = None
-    #: ``redis://host:6379/0``; unset → in-process stock gate, locks and idempotency cache.
+    #: ``redis://host:6379/0``, or ``redis+cluster://host:port[,host:port…]`` for a Redis
+    #: Cluster (any reachable nodes; the client learns the rest); unset → in-process stock
+    #: gate, locks and idempotency cache.
     redis_url: str | None = None
     #: ``host:9092[,host:9092]``; unset → in-process event delivery (relay and projector run
     #: inside the API process).
@@ -124,6 +127,23 @@ class Settings(BaseSettings):
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
     #: ceiling of the HTTP stack that ``flashorder-bench`` compares the real routes with.
     bench_endpoints: bool = False
+
+    @field_validator("redis_url")
+    @classmethod
+    def _cluster_nodes_listed(cls, url: str | None) -> str | None:
+        listed = r"redis\+cluster://[^,/\s:]+:\d+(,[^,/\s:]+:\d+)*/?"
+        if url is not None and url.startswith("redis+cluster://") and not re.fullmatch(listed, url):
+            raise ValueError("expected redis+cluster://host:port[,host:port…]")
+        return url
+
+    @property
+    def redis_cluster_nodes(self) -> list[tuple[str, int]] | None:
+        """The nodes of a ``redis+cluster://`` URL; None for one Redis (or none)."""
+        scheme = "redis+cluster://"
+        if self.redis_url is None or not self.redis_url.startswith(scheme):
+            return None
+        nodes = self.redis_url.removeprefix(scheme).rstrip("/").split(",")
+        return [(host, int(port)) for host, port in (node.rsplit(":", 1) for node in nodes)]
 
     @property
     def embedded(self) -> bool:

@@ -74,7 +74,7 @@ async def test_events_come_out_exactly_as_they_went_in(
     events = [*order.events, stock_changed(product, at=now())]
     async with uow() as work:
         await work.orders.add(order)
-        await work.outbox.add(events[1:])
+        work.record(*events[1:])
         await work.commit()
     async with store.claim(10) as batch:
         claimed = list(batch.events)
@@ -103,7 +103,7 @@ async def test_rolled_back_work_leaves_nothing_to_publish(
     order = new_order(UserId(new_id("user")), [(ProductId(new_id("prd")), 1)])
     async with uow() as work:
         await work.orders.add(order)
-        await work.outbox.add([stock_changed(new_product(), at=now())])
+        work.record(stock_changed(new_product(), at=now()))
     assert await store.backlog() == 0
     async with store.claim(10) as batch:
         assert list(batch.events) == []

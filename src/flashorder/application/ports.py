@@ -166,7 +166,7 @@ class ProductRepository(Protocol):
 
 class OrderRepository(Protocol):
     async def add(self, order: Order) -> None:
-        """Insert the order, its lines, and the events it recorded (into the outbox)."""
+        """Insert the order and its lines; the unit of work writes its events at commit."""
 
     async def add_many(self, orders: Sequence[Order]) -> None:
         """``add`` for several orders in a few multi-row statements (group commit).
@@ -177,7 +177,8 @@ class OrderRepository(Protocol):
     async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None: ...
 
     async def save(self, order: Order) -> bool:
-        """Write status and version if the stored version is the one before; add its events.
+        """Write status and version if the stored version is the one before (the unit of
+        work then writes its events at commit).
 
         False when another writer got there first (the caller re-reads).
         """
@@ -236,14 +237,15 @@ class DiscountPolicies(Protocol):
         """Raises AlreadyExists."""
 
 
-class Outbox(Protocol):
-    async def add(self, events: Sequence[Event]) -> None: ...
-
-
 class UnitOfWork(Protocol):
     """One database transaction. Nothing commits behind its back.
 
     Leaving the ``async with`` without ``commit`` rolls back.
+
+    The one way into the outbox: ``commit`` writes the events recorded by the orders this
+    unit of work wrote (``orders.add``, ``add_many``, a successful ``save``) and those given
+    to ``record``, in the same transaction, and clears the orders' events only once the
+    commit succeeded (a unit of work that rolled back can be run again with them).
     """
 
     products: ProductRepository
@@ -251,7 +253,9 @@ class UnitOfWork(Protocol):
     purchases: PurchaseLimits
     idempotency: IdempotencyRecords
     discounts: DiscountPolicies
-    outbox: Outbox
+
+    def record(self, *events: Event) -> None:
+        """Events of no order (a product's stock change), written at commit."""
 
     async def __aenter__(self) -> Self: ...
 

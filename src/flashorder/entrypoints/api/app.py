@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 from fastapi import FastAPI
 from prometheus_client import Gauge, multiprocess
+from redis.asyncio import Redis
 
 from flashorder import __version__
 from flashorder.adapters import tracing
@@ -145,7 +146,8 @@ def create_app(
 async def _runtime_watched(metrics: Metrics, service: Service) -> AsyncIterator[None]:
     """This worker's event-loop lag and pool usage, sampled while it serves."""
     pools: list[tuple[Gauge, PoolReader]] = [(metrics.db_pool, sql_pool(service.engine))]
-    if service.redis is not None:
+    # One pool per client; a Redis Cluster client keeps one per node and is not reported.
+    if isinstance(service.redis, Redis):
         pools.append((metrics.redis_pool, redis_pool(service.redis)))
     stop = asyncio.Event()
     task = asyncio.create_task(watch_runtime(metrics, pools=pools, stop=stop), name="runtime")
