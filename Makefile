@@ -11,7 +11,7 @@ STACK_ENV := FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0
 
 
 .PHONY: run test drills test-fast services services-down stack bench lint fmt install clean openapi \
-	chromium asyncapi-tools cluster cluster-down cluster-status cluster-drills
+	chromium asyncapi-tools cluster cluster-down cluster-status cluster-drills promtool
 
 $(UV):
 	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -28,8 +28,13 @@ run: install
 
 ## The whole test suite against real MariaDB, Redis and Kafka (started here). The fault
 ## drills, which stop and start those services, run apart: make drills.
-test: install services chromium asyncapi-tools
+test: install services chromium asyncapi-tools promtool
 	$(BIN)/pytest -m "not drill"
+
+## promtool (Debian's prometheus package), which checks and unit-tests the alert rules in
+## deploy/prometheus. Idempotent.
+promtool:
+	scripts/promtool.sh
 
 ## The fault drills: kill -9 of a worker, Redis restarted empty, MariaDB stopped mid-burst.
 drills: install services

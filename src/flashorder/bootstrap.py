@@ -31,6 +31,7 @@ from flashorder.adapters.sql.engine import READ_ONLY, make_engine
 from flashorder.adapters.sql.outbox import SqlOutboxRelayStore
 from flashorder.adapters.sql.payments import SqlOrderLookup
 from flashorder.adapters.sql.read_model import SqlReadModel
+from flashorder.adapters.sql.sales import SqlSaleFigures
 from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.adapters.stock.memory import MemoryStockGate
 from flashorder.adapters.stock.redis import RedisStockGate
@@ -47,11 +48,13 @@ from flashorder.application.ports import (
     RateLimiter,
     ReadModel,
     ReconcilableStockGate,
+    SaleFigures,
 )
 from flashorder.application.projector import DirectProjection
 from flashorder.application.reconcile import run_reconciler
 from flashorder.application.relay import run_relay
 from flashorder.application.sold_out import SoldOutCache
+from flashorder.application.tracing import NO_TRACER, Tracer
 from flashorder.config import Settings
 
 
@@ -66,6 +69,8 @@ class Service:
     orders: OrderLookup
     engine: AsyncEngine
     outbox: OutboxRelayStore
+    #: What the sale page and the metrics read of a sale.
+    figures: SaleFigures
     redis: Client | None = None
     background: list[asyncio.Task[object]] = field(default_factory=list)
     #: ``deps.stock`` with the operations reconciliation needs.
@@ -154,9 +159,12 @@ def redis_client(settings: Settings) -> Client:
 
 
 @asynccontextmanager
-async def build(settings: Settings, *, background: bool = True) -> AsyncIterator[Service]:
+async def build(
+    settings: Settings, *, background: bool = True, tracer: Tracer = NO_TRACER
+) -> AsyncIterator[Service]:
     """Build the service for this process; ``background`` runs the embedded relay and
-    projector when there is no Kafka (they are separate processes in the full stack)."""
+    projector when there is no Kafka (they are separate processes in the full stack);
+    ``tracer`` traces orders from the request to the read model."""
     async with AsyncExitStack() as stack:
         engine = make_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
         stack.push_async_callback(engine.dispose)
@@ -204,7 +212,9 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
             limiter = MemoryRateLimiter()
         read_model = SqlReadModel(engine)
         uow = SqlUnitOfWorkFactory(engine)
-        placement = await _placement(settings, uow=uow, stock=stock, locks=locks, stack=stack)
+        placement = await _placement(
+            settings, uow=uow, stock=stock, locks=locks, stack=stack, tracer=tracer
+        )
         service = Service(
             settings=settings,
             deps=Deps(
@@ -215,11 +225,13 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
                 placement=placement,
                 pay_within=timedelta(seconds=settings.pay_within_seconds),
                 payment_grace=timedelta(seconds=settings.payment_grace_seconds),
+                tracer=tracer,
             ),
             read_model=read_model,
             orders=SqlOrderLookup(engine),
             engine=engine,
             outbox=SqlOutboxRelayStore(engine),
+            figures=SqlSaleFigures(engine),
             redis=redis,
             gate=stock,
             limiter=limiter,
@@ -243,6 +255,7 @@ async def _placement(
     stock: ReconcilableStockGate,
     locks: Locks,
     stack: AsyncExitStack,
+    tracer: Tracer,
 ) -> Placement:
     """The placement strategy: the one place the ``strategy`` setting is read."""
     if settings.strategy == "lock":
@@ -259,6 +272,7 @@ async def _placement(
         stock=stock,
         writer=writer,
         sold_out=SoldOutCache(stock, ttl=settings.sold_out_cache_seconds),
+        tracer=tracer,
     )
 
 
@@ -268,10 +282,11 @@ async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> Non
     relay = asyncio.create_task(
         run_relay(
             service.outbox,
-            DirectProjection(service.read_model),
+            DirectProjection(service.read_model, tracer=service.deps.tracer),
             stop=stop,
             batch_size=service.settings.relay_batch_size,
             retention=timedelta(hours=service.settings.outbox_retention_hours),
+            tracer=service.deps.tracer,
         ),
         name="relay",
     )

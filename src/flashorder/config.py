@@ -129,6 +129,19 @@ class Settings(BaseSettings):
     expire_every_seconds: float = Field(default=1.0, ge=0, le=3600)
     expire_batch_size: int = Field(default=200, ge=1, le=10_000)
 
+    #: Where the relay and the projector processes serve their Prometheus metrics
+    #: (``http://host:port/metrics``); unset: not served. The API serves its own at /metrics.
+    relay_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    projector_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    #: The live sale page's browser session (``/sales/login``): how long a login lasts, and
+    #: the secret its cookie is signed with (unset: derived from ``jwt_secret``; set it when
+    #: tokens come from an identity provider and ``jwt_secret`` is left at its default).
+    sale_session_seconds: int = Field(default=1800, ge=60, le=86_400)
+    sale_session_secret: SecretStr | None = Field(default=None, min_length=32)
+    #: How often the sale page's figures are sampled (once per process, whatever the viewers).
+    sale_page_sample_seconds: float = Field(default=1.0, ge=0.1, le=60)
+
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
     #: ceiling of the HTTP stack that ``flashorder-bench`` compares the real routes with.
     bench_endpoints: bool = False

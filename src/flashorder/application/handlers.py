@@ -35,6 +35,7 @@ from flashorder.application.ports import (
     StockUnknown,
     UnitOfWorkFactory,
 )
+from flashorder.application.tracing import NO_TRACER, Tracer
 from flashorder.domain import commands, errors
 from flashorder.domain.model import (
     DEFAULT_PAY_WITHIN,
@@ -83,6 +84,9 @@ class Deps:
     pay_within: timedelta = DEFAULT_PAY_WITHIN
     #: How far a ``processing`` payment moves the deadline (once).
     payment_grace: timedelta = timedelta(minutes=5)
+    #: Spans around the steps of an order (``NO_TRACER``: none, at no cost); the placement
+    #: holds the same tracer.
+    tracer: Tracer = NO_TRACER
 
 
 async def sold_out_among(product_ids: Sequence[ProductId], *, deps: Deps) -> ProductId | None:

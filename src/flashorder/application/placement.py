@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from flashorder.application.group_commit import GroupCommit, PendingOrder, write_order
@@ -28,6 +28,7 @@ from flashorder.application.ports import (
     UnitOfWorkFactory,
 )
 from flashorder.application.sold_out import SoldOutCache
+from flashorder.application.tracing import NO_TRACER, Tracer
 from flashorder.domain import errors
 from flashorder.domain.model import Order, ProductId
 
@@ -75,7 +76,9 @@ class ReservePlacement:
         stock: StockGate,
         writer: GroupCommit,
         sold_out: SoldOutCache | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
+        self._tracer = tracer
         self._uow = uow
         self._stock = stock
         self._writer = writer
@@ -99,15 +102,23 @@ class ReservePlacement:
         idempotency_key: str | None,
         fingerprint: str,
     ) -> PlacedOrder:
+        tracer = self._tracer
         try:
-            await self._reserve(order, lines)
+            with tracer.span("stock.reserve"):
+                await self._reserve(order, lines)
         except errors.SoldOut as exc:
             # Perhaps sold out just now: the next order reads the count again.
             self.stock_changed([ProductId(exc.product_id)])
             raise
-        # From here the group commit owns the reservation: it confirms or releases it.
-        pending = PendingOrder(order, lines, idempotency_key, fingerprint, order.snapshot())
-        return _answer(pending, await self._writer.write(pending))
+        # The database transaction (a group commit shares it with concurrent orders); the
+        # outbox rows carry this span, so the relay and the projector continue the trace.
+        with tracer.span("order.write"):
+            if tracer.enabled:
+                parent = tracer.traceparent()
+                order.events[:] = [replace(e, traceparent=parent) for e in order.events]
+            # From here the group commit owns the reservation: it confirms or releases it.
+            pending = PendingOrder(order, lines, idempotency_key, fingerprint, order.snapshot())
+            return _answer(pending, await self._writer.write(pending))
 
     async def _reserve(self, order: Order, lines: Sequence[ReservationLine]) -> None:
         try:

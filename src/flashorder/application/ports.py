@@ -495,3 +495,57 @@ class RateLimiter(Protocol):
         one bucket is not given back when another is empty. Raises Unavailable.
         """
         ...
+
+
+# --- watching a sale: the figures of the live sale page and of the metrics ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProductSale:
+    """One product's sale, read from the write model (the source of truth) in one go."""
+
+    product_id: ProductId
+    name: str
+    stock: int
+    available: int
+    #: Orders that hold a line of the product, by order status (``CREATED`` holds stock
+    #: until paid or expired; ``PAID``, ``EXPIRED``, ``CANCELLED``, …); absent status: 0.
+    orders: Mapping[str, int]
+
+    @property
+    def sold(self) -> int:
+        return self.stock - self.available
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxState:
+    """The relay's backlog: how many events wait, and since when the oldest has waited."""
+
+    backlog: int
+    oldest_at: datetime | None
+
+
+class SaleFigures(Protocol):
+    """Reads for the people who watch a sale. Each call is one or two indexed queries; the
+    callers read at most once a second per process (the sale page) or per scrape."""
+
+    async def products(
+        self, product_ids: Collection[ProductId], *, newest: int = 0
+    ) -> list[ProductSale]:
+        """The products of ``product_ids``, and the ``newest`` most recently changed other
+        ones (an overview of what is on sale), most recently changed first."""
+
+    async def orders_by_status(self) -> Mapping[str, int]:
+        """Every order, counted by status."""
+
+    async def outbox(self) -> OutboxState: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCallsSample:
+    """The order call's figures since the metrics began, summed over every API process:
+    calls by outcome (``ok`` or the problem type of a refusal) and the latency histogram's
+    cumulative buckets ``(upper bound in seconds, calls at or below it)``, ascending."""
+
+    outcomes: Mapping[str, float]
+    latency_buckets: Sequence[tuple[float, float]]

@@ -40,6 +40,7 @@ _UNPUBLISHED = (
         _o.aggregate_version,
         _o.occurred_at,
         _o.payload,
+        _o.traceparent,
     )
     .where(_o.published_at.is_(None))
     .order_by(_o.id)
@@ -75,6 +76,7 @@ def event_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
             "aggregate_version": e.aggregate_version,
             "occurred_at": e.occurred_at,
             "payload": orjson.dumps(e.payload).decode(),
+            "traceparent": e.traceparent,
         }
         for e in events
     ]
@@ -88,6 +90,7 @@ def row_event(row: Row[Any]) -> Event:
         occurred_at=row.occurred_at,
         payload=orjson.loads(row.payload),
         event_id=UUID(row.event_id),
+        traceparent=row.traceparent,
     )
 
 

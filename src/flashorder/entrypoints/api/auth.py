@@ -69,6 +69,16 @@ def secret_warning(settings: Settings) -> str | None:
             "secret of at least 32 bytes, or a public key / JWKS URL with FLASHORDER_JWT_"
             "ALGORITHMS that leaves out HS256."
         )
+    if (
+        settings.database_url is not None
+        and settings.sale_session_secret is None
+        and settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+    ):
+        return (
+            "The sale page's sessions are signed with a key derived from the documented "
+            "development secret: ANYONE CAN FORGE AN ADMIN SESSION of /sales. Set "
+            "FLASHORDER_SALE_SESSION_SECRET (or FLASHORDER_JWT_SECRET) to a random secret."
+        )
     return None
 
 

@@ -34,6 +34,9 @@ log = logging.getLogger("flashorder.api")
 
 PROBLEM_BASE = "urn:flashorder:problem:"
 MEDIA_TYPE = "application/problem+json"
+#: Where a request's problem type is left in its ASGI scope, for the metrics middleware: the
+#: requests are counted by outcome (``ok`` or the problem type), not only by status.
+OUTCOME_KEY = "flashorder.outcome"
 #: Where every error response of the OpenAPI document points.
 PROBLEM_REF = "#/components/schemas/Problem"
 
@@ -243,8 +246,11 @@ def problem(
     title: str | None = None,
     instance: str | None = None,
     headers: dict[str, str] | None = None,
+    request: Request | None = None,
     **extra: Any,
 ) -> Response:
+    if request is not None:
+        request.scope[OUTCOME_KEY] = type_.case
     body = problem_body(type_, detail, status=status, title=title)
     if instance is not None:
         body["instance"] = instance
@@ -304,12 +310,25 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.FlashOrderError)
     type_ = classify(exc)
     headers = _headers(exc, type_)
-    return problem(type_, exc.detail, instance=request.url.path, headers=headers, **_extra(exc))
+    return problem(
+        type_,
+        exc.detail,
+        instance=request.url.path,
+        headers=headers,
+        request=request,
+        **_extra(exc),
+    )
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
-    return problem(exc.type_, exc.detail, instance=request.url.path, headers=exc.headers())
+    return problem(
+        exc.type_,
+        exc.detail,
+        instance=request.url.path,
+        headers=exc.headers(),
+        request=request,
+    )
 
 
 def _validation_problem(request: Request, issues: list[dict[str, Any]]) -> Response:
@@ -317,6 +336,7 @@ def _validation_problem(request: Request, issues: list[dict[str, Any]]) -> Respo
         ProblemType.VALIDATION_ERROR,
         "the request does not match the schema",
         instance=request.url.path,
+        request=request,
         errors=issues,
     )
 
@@ -348,13 +368,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         title=str(exc.detail) if type_ is ProblemType.HTTP_ERROR else None,
         instance=request.url.path,
         headers=dict(exc.headers) if exc.headers else None,
+        request=request,
     )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug, by definition: log it whole, tell the client nothing about internals.
     log.exception("api.unhandled_error", extra={"method": request.method, "path": request.url.path})
-    return problem(ProblemType.INTERNAL, "an unexpected error occurred")
+    return problem(ProblemType.INTERNAL, "an unexpected error occurred", request=request)
 
 
 def install(app: FastAPI) -> None:
