@@ -15,11 +15,15 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from flashorder_bench.answers import Answers
 from flashorder_bench.kafka_events import CreatedEvents
 from flashorder_bench.report import Check
-from flashorder_bench.stores import ReadModel, WriteModel
+from flashorder_bench.stats import percentile
+from flashorder_bench.stores import CANCELLED, OrderTimes, ReadModel, WriteModel
+
+PAID, CREATED, EXPIRED = "PAID", "CREATED", "EXPIRED"
 
 #: What ``--skip-check`` may name: the checks that need a store the settings may not give.
 SKIPPABLE = ("database", "gate", "events")
@@ -295,3 +299,91 @@ def answer_checks(answers: Answers, *, open_loop: bool) -> list[Check]:
             )
         )
     return found
+
+
+def _expired_units(orders: Sequence[OrderTimes]) -> tuple[int, datetime | None]:
+    """The units of a product's expired orders, and when the first of them expired."""
+    expired = [o for o in orders if o.status == EXPIRED]
+    return sum(o.units for o in expired), min((o.updated_at for o in expired), default=None)
+
+
+def _resold_units(orders: Sequence[OrderTimes], first_expiry: datetime | None) -> int:
+    """The units of the orders placed once units had come back (whatever became of them)."""
+    if first_expiry is None:
+        return 0
+    return sum(o.units for o in orders if o.status != CANCELLED and o.created_at >= first_expiry)
+
+
+def noshow_balance_check(model: WriteModel) -> Check:
+    """At the end of a sale with deadlines, each unit is paid for, held by an unpaid order
+    within its deadline, or on the shelf: nothing is lost with the orders that expired."""
+    name = "paid + unpaid holds + available == stock"
+    if not model.products:
+        return _nothing(name, "no product of the run in the database")
+    units: dict[tuple[str, str], int] = Counter()
+    for order_id, lines in model.items.items():
+        for product_id, quantity in lines:
+            units[(product_id, model.orders[order_id].status)] += quantity
+    problems = []
+    for p, row in model.products.items():
+        paid, held = units[(p, PAID)], units[(p, CREATED)]
+        if paid + held + row.available != row.stock:
+            problems.append(f"{p}: {paid} paid + {held} held + {row.available} != {row.stock}")
+    return Check.of(
+        name,
+        not problems,
+        "; ".join(problems[:3])
+        or ", ".join(
+            f"{p}: {units[(p, PAID)]} paid + {units[(p, CREATED)]} held + {row.available} "
+            f"== {row.stock}"
+            for p, row in list(model.products.items())[:3]
+        ),
+    )
+
+
+def resold_check(model: WriteModel, times: Mapping[str, Sequence[OrderTimes]]) -> Check:
+    """Every unit that came back from an expired order was sold again or is on the shelf:
+    the units of the orders placed after the first expiry, plus what is available, cover
+    the expired units (an expiry that did not give its units back fails here)."""
+    name = "every expired unit sold again or back on the shelf"
+    if not model.products:
+        return _nothing(name, "no product of the run in the database")
+    problems, told = [], []
+    for p, row in model.products.items():
+        orders = times.get(p, ())
+        expired, first = _expired_units(orders)
+        resold = _resold_units(orders, first)
+        told.append(f"{p}: {expired} expired, {resold} resold, {row.available} on the shelf")
+        if expired > resold + row.available:
+            problems.append(told[-1])
+    return Check.of(name, not problems, "; ".join((problems or told)[:3]))
+
+
+def expiry_seen_check(times: Mapping[str, Sequence[OrderTimes]]) -> Check:
+    """A no-show run proves nothing unless an order expired and its units sold again: a run
+    in which no deadline passed (or nobody bought afterwards) fails."""
+    name = "at least one order expired and one unit resold"
+    expired = resold = 0
+    for orders in times.values():
+        units, first = _expired_units(orders)
+        expired += units
+        resold += _resold_units(orders, first)
+    lateness = expiry_lateness(times)
+    detail = f"{expired} units expired, {resold} resold"
+    if lateness:
+        detail += (
+            f"; off the shelf after the deadline p50 {percentile(lateness, 50):.2f}s, "
+            f"p99 {percentile(lateness, 99):.2f}s over {len(lateness)} orders"
+        )
+    return Check.of(name, expired > 0 and resold > 0, detail)
+
+
+def expiry_lateness(times: Mapping[str, Sequence[OrderTimes]]) -> list[float]:
+    """Seconds from each expired order's deadline to its expiry (its units back on sale),
+    sorted."""
+    seen: dict[str, float] = {}
+    for orders in times.values():
+        for o in orders:
+            if o.status == EXPIRED:
+                seen[o.order_id] = (o.updated_at - o.pay_by).total_seconds()
+    return sorted(seen.values())

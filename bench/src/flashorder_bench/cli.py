@@ -39,7 +39,7 @@ def _skips(text: str) -> tuple[str, ...]:
 @cli.command()
 def bench(
     scenario: Annotated[
-        str, typer.Option(help="hot | many | retry | mixed (see docs/benchmarks.md)")
+        str, typer.Option(help="hot | many | retry | mixed | noshow (see docs/benchmarks.md)")
     ] = "hot",
     strategies: Annotated[str, typer.Option(help="Comma-separated: reserve,lock")] = "reserve,lock",
     requests: Annotated[int | None, typer.Option(help="Order requests per run")] = None,
@@ -75,6 +75,12 @@ def bench(
     redis_db: Annotated[int, typer.Option(help="Redis database index of the bench")] = 9,
     keep: Annotated[bool, typer.Option(help="Keep the databases and logs")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the requests")] = 1,
+    pay_within: Annotated[
+        int, typer.Option(help="noshow: the product's payWithinSeconds", min=1)
+    ] = 3,
+    unpaid_share: Annotated[
+        float, typer.Option(help="noshow: the share of winners who never pay", min=0, max=1)
+    ] = 0.3,
     services_dir: Annotated[
         Path | None,
         typer.Option(
@@ -119,6 +125,8 @@ def bench(
         keep=keep,
         seed=seed,
         skip_checks=skips,
+        pay_within=pay_within,
+        unpaid_share=unpaid_share,
         services_dir=services_dir or Path(os.environ.get("FLASHORDER_SERVICES_DIR") or ".services"),
     )
     signal.signal(signal.SIGTERM, _terminated)

@@ -4,6 +4,8 @@ sampling the stock while the load runs, and waiting for the events to drain."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from flashorder_bench.auth import ADMIN_USER, Mint, bearer
 from flashorder_bench.scenarios import ECHO_PATH, ProductSeed, order_body
 
 TIMEOUT = aiohttp.ClientTimeout(total=30)
+PAYMENTS_PATH = "/api/v1/payments/events"
+SIGNATURE_HEADER = "Flashorder-Signature"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,8 @@ class BenchClient:
             }
             if seed.max_per_user is not None:
                 body["maxPerUser"] = seed.max_per_user
+            if seed.pay_within is not None:
+                body["payWithinSeconds"] = seed.pay_within
             async with gate:
                 status, answer = await self._call("POST", "/api/v1/products", body, self.admin)
             if status != 201:
@@ -77,13 +83,38 @@ class BenchClient:
 
     async def place(self, user: str, product: str, quantity: int, price: int) -> str | None:
         """Place one order (priming the mixed scenario); its id, or None if refused."""
+        return (await self.order(user, product, quantity, price))[1]
+
+    async def order(
+        self, user: str, product: str, quantity: int, price: int
+    ) -> tuple[int, str | None]:
+        """Place one order: the answer's status, and the order's id if it was placed."""
         status, answer = await self._call(
             "POST",
             "/api/v1/orders",
             orjson.loads(order_body(user, product, quantity, price)),
             bearer(self.mint, user),
         )
-        return str(answer["orderId"]) if status == 201 else None
+        return status, str(answer["orderId"]) if status == 201 else None
+
+    async def pay(self, secret: str, event_id: str, order_id: str, amount: int) -> int:
+        """Deliver a payment provider's ``succeeded`` event for an order, signed as the
+        webhook wants it (docs/lifecycle.md): HMAC-SHA256 of ``<unix time>.<body>``. The
+        answer's status."""
+        body = orjson.dumps(
+            {"eventId": event_id, "orderId": order_id, "amount": amount, "status": "succeeded"}
+        )
+        stamp = int(time.time())
+        digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: f"t={stamp},v1={digest.hexdigest()}",
+        }
+        async with self.session.post(
+            self.base_url + PAYMENTS_PATH, data=body, headers=headers, timeout=TIMEOUT
+        ) as answer:
+            await answer.read()
+            return answer.status
 
     async def available(self, product_id: str) -> int | None:
         path = f"/api/v1/products/{product_id}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from flashorder_bench.scenarios import SCENARIOS, ScenarioName, ScenarioSpec
+from flashorder_bench.scenarios import HOT, SCENARIOS, ScenarioName, ScenarioSpec
 from flashorder_bench.settings import Strategy
 
 STRATEGIES: tuple[Strategy, ...] = ("reserve", "lock")
@@ -17,6 +17,7 @@ DEFAULTS: dict[ScenarioName, dict[str, int]] = {
     "retry": {"requests": 20_000, "stock": 5_000, "users": 20_000, "max_per_user": 4},
     "many": {"requests": 30_000, "stock": 0, "users": 20_000, "products": 1_000},
     "mixed": {"requests": 30_000, "stock": 0, "users": 20_000, "products": 10},
+    "noshow": {"requests": 3_000, "stock": 300, "users": 3_000, "max_per_user": 4},
 }
 
 
@@ -56,6 +57,9 @@ class BenchOptions:
     #: Where ``scripts/services.sh`` keeps its pid files: a fallback to find the stores'
     #: processes, whose CPU counts per order (they are found by their ports first).
     services_dir: Path = Path(".services")
+    #: ``noshow``: the product's payment deadline, and the share of winners who never pay.
+    pay_within: int = 3
+    unpaid_share: float = 0.3
 
     def spec(self, tag: str, *, requests: int | None = None, echo: bool = False) -> ScenarioSpec:
         """The scenario of one phase. ``requests`` (an open-loop step) scales the stock of a
@@ -66,7 +70,7 @@ class BenchOptions:
         # Without --stock, the stock keeps the default's share of the requests (a tenth in a
         # hot sale): a smaller run is still a sale that sells out.
         stock = self.stock or max(1, round(d["stock"] * base_requests / d["requests"]))
-        if requests is not None and self.scenario in ("hot", "retry"):
+        if requests is not None and self.scenario in HOT:
             stock = max(1, round(stock * requests / base_requests))
         return ScenarioSpec(
             name=self.scenario,
@@ -79,6 +83,7 @@ class BenchOptions:
             products=min(self.products or d.get("products", 1), max(1, n // 10)),
             seed=self.seed,
             echo=echo,
+            pay_within=self.pay_within if self.scenario == "noshow" else None,
         )
 
     def warmup_spec(self, tag: str) -> ScenarioSpec | None:

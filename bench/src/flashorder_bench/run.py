@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from flashorder_bench import checks, procs, scenarios, stores, wrk
+from flashorder_bench import checks, noshow, procs, scenarios, stores, wrk
 from flashorder_bench.answers import Answers
 from flashorder_bench.auth import bearer, minter
 from flashorder_bench.client import BenchClient, Drain
@@ -59,6 +59,8 @@ class StrategyResult:
     #: shared machine, a busy neighbour shows here before it shows in the figures.
     load_before: float = 0.0
     load_after: float = 0.0
+    #: The no-show sale's tally (the ``noshow`` scenario, which runs instead of the others).
+    noshow: noshow.NoshowOutcome | None = None
 
 
 @dataclass
@@ -181,7 +183,8 @@ async def _measure(
         )
         if stack is not None:
             ctx.alive = partial(_alive, stack)
-        if (warmup := opts.warmup_spec(f"{runtag}w")) is not None:
+        selling = opts.scenario != "noshow"
+        if selling and (warmup := opts.warmup_spec(f"{runtag}w")) is not None:
             # Fresh processes warm up (connection pools, statement caches, the relay's and
             # the projector's first batches) before anything is measured; its orders are
             # checked with the rest.
@@ -189,7 +192,14 @@ async def _measure(
             answers.add(run.jobs, run.samples)
             expected.phase(warmup, run.record, measured=False)
             result.warmup = run.record
-        for rep in range(opts.repeat):
+        if not selling:
+            spec = opts.spec(f"{runtag}r0")
+            console.log(f"[bold]{strategy}[/]: the no-show sale ({spec.requests:,} buyers)")
+            result.noshow = await noshow.drive(
+                ctx.client, spec, unpaid_share=opts.unpaid_share, concurrency=opts.concurrency
+            )
+            console.log(f"[bold]{strategy}[/]: {result.noshow.summary()}")
+        for rep in range(opts.repeat if selling else 0):
             name = f"{strategy} closed loop, run {rep + 1}/{opts.repeat}"
             spec = opts.spec(f"{runtag}r{rep}")
             run = await run_phase(ctx, spec, name=name, mode="closed")
@@ -199,7 +209,7 @@ async def _measure(
             generator_peak = max(generator_peak, *run.samples.generator_rss_kb)
             if stack is not None:
                 result.rss_after_runs.append(procs.snapshot(procs.labelled(stack.pids())))
-        if opts.ceiling and await ctx.client.has_echo():
+        if selling and opts.ceiling and await ctx.client.has_echo():
             # The echo route needs no sell-out to be seen whole: a steady stretch will do.
             echo_calls = min(opts.spec(runtag).requests, ECHO_CALLS_MAX)
             spec = opts.spec(f"{runtag}e", requests=echo_calls, echo=True)
@@ -260,7 +270,10 @@ async def _checks(
                 needed=settings.kafka_bootstrap is not None,
             )
         )
-    found.append(checks.floor_check(expected.floors))
+    if result.noshow is not None:
+        found.append(result.noshow.check())
+    else:
+        found.append(checks.floor_check(expected.floors))
     if settings.database_url is None:
         found.append(
             checks.unavailable(
@@ -275,7 +288,15 @@ async def _checks(
         engine = create_async_engine(settings.database_url, poolclass=NullPool)
         try:
             model = await stores.load_write_model(engine, product_prefix)
-            found += checks.stock_checks(model, answers)
+            if result.noshow is not None:
+                times = await stores.order_times(engine, product_prefix)
+                found += [
+                    checks.noshow_balance_check(model),
+                    checks.resold_check(model, times),
+                    checks.expiry_seen_check(times),
+                ]
+            else:
+                found += checks.stock_checks(model, answers)
             if opts.scenario in ("hot", "retry"):
                 found.append(checks.sold_out_check(model, answers, expected.hot))
             if opts.scenario == "retry":

@@ -9,6 +9,8 @@ strategies of one run meet exactly the same requests.
 - ``retry``: the hot sale with every order sent twice under one Idempotency-Key, the second
   either at once (a race with the first) or after the first answer (a client's retry).
 - ``mixed``: 20% orders, 80% reads (a product, or an order placed before the phase).
+- ``noshow``: the hot sale with a short payment deadline, in which a share of the winners
+  never pay (``noshow.py`` drives it: buyers keep coming until expired units sold again).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import orjson
 
 from flashorder_bench.samples import ECHO, GET_ORDER, GET_PRODUCT, ORDER
 
-ScenarioName = Literal["hot", "many", "retry", "mixed"]
-SCENARIOS: tuple[ScenarioName, ...] = ("hot", "many", "retry", "mixed")
+ScenarioName = Literal["hot", "many", "retry", "mixed", "noshow"]
+SCENARIOS: tuple[ScenarioName, ...] = ("hot", "many", "retry", "mixed", "noshow")
+#: The scenarios of one hot product that sells out.
+HOT = ("hot", "retry", "noshow")
 
 ORDERS_PATH = "/api/v1/orders"
 ECHO_PATH = "/api/v1/bench/echo-order"
@@ -46,6 +50,8 @@ class ScenarioSpec:
     orders: tuple[tuple[str, str], ...] = ()
     #: Send the order calls to the echo route instead (the ceiling of the HTTP stack).
     echo: bool = False
+    #: The product's ``payWithinSeconds`` (None: the service's default).
+    pay_within: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,7 @@ class ProductSeed:
     stock: int
     price: int
     max_per_user: int | None
+    pay_within: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,19 +85,22 @@ class Job:
 
 
 def product_count(spec: ScenarioSpec) -> int:
-    if spec.name in ("hot", "retry"):
+    if spec.name in HOT:
         return 1
     return max(1, spec.products)
 
 
 def products(spec: ScenarioSpec) -> list[ProductSeed]:
     count = product_count(spec)
-    if spec.name in ("hot", "retry"):
+    if spec.name in HOT:
         stock, limit = spec.stock, spec.max_per_user
     else:
         # Ample: even if every order of the phase (at most 2 units) chose the same product.
         stock, limit = 2 * spec.requests + 10, None
-    return [ProductSeed(product_id(spec, i), stock, spec.price, limit) for i in range(count)]
+    return [
+        ProductSeed(product_id(spec, i), stock, spec.price, limit, spec.pay_within)
+        for i in range(count)
+    ]
 
 
 def product_id(spec: ScenarioSpec, index: int) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NamedTuple
 
 import orjson
@@ -209,3 +210,41 @@ async def gate_counts(
     finally:
         await client.aclose()
     return {p: None if v is None else int(v) for p, v in zip(ids, values, strict=True)}
+
+
+class OrderTimes(NamedTuple):
+    """One order of a product (its units of it) and its times: placed, last changed (the
+    moment it became EXPIRED, for an expired order: that status is final), and its
+    payment deadline."""
+
+    order_id: str
+    status: str
+    units: int
+    created_at: datetime
+    updated_at: datetime
+    pay_by: datetime
+
+
+async def order_times(engine: AsyncEngine, product_prefix: str) -> dict[str, list[OrderTimes]]:
+    """Product → the orders with a line of it, for the products of ``product_prefix``."""
+    found: dict[str, list[OrderTimes]] = defaultdict(list)
+    async with engine.connect() as conn:
+        for r in await conn.execute(
+            text(
+                "SELECT i.product_id, o.order_id, o.status, i.quantity, o.created_at, "
+                "o.updated_at, o.pay_by FROM order_items i JOIN orders o "
+                "ON o.order_id = i.order_id WHERE i.product_id LIKE :p ESCAPE '!'"
+            ),
+            {"p": _like(product_prefix)},
+        ):
+            found[r.product_id].append(
+                OrderTimes(
+                    r.order_id,
+                    r.status,
+                    int(r.quantity),
+                    r.created_at,
+                    r.updated_at,
+                    r.pay_by,
+                )
+            )
+    return dict(found)
