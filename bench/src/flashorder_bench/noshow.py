@@ -3,10 +3,11 @@ than it has units, in which a share of the winners never pay.
 
 The buyers arrive evenly over four deadlines, so that those of the first sell-out who do not
 pay lose their units (the deadline, then the expirer's next beat) while later buyers still
-come to take them. The others pay through the signed webhook within half the deadline. The
-sale ends once the last no-shows' deadlines have passed and the expirer has had time to act:
-every unit is then paid for or back on the shelf, which the checks (``checks``) verify in the
-stores.
+come to take them; if by then no unit was sold twice (more units placed than the stock: an
+expirer running late), buyers keep coming at the same pace, for at most ``MAX_SECONDS``.
+The others pay through the signed webhook within half the deadline. The sale ends once the
+last no-shows' deadlines have passed and the expirer has had time to act: every unit is then
+paid for or back on the shelf, which the checks (``checks``) verify in the stores.
 """
 
 from __future__ import annotations
@@ -31,12 +32,16 @@ DEADLINES = 4.0
 #: After the last buyer: the expirer's beat (1 s by default) and some slack, beyond the
 #: deadline itself.
 EXPIRER_SLACK_S = 3.0
+#: The longest the buyers keep coming while waiting for a unit to be sold again.
+MAX_SECONDS = 60.0
 
 
 @dataclass
 class NoshowOutcome:
     placed: int = 0
+    units: int = 0
     refused: int = 0
+    buyers: int = 0
     paid: int = 0
     abandoned: int = 0
     #: Calls that failed: a 5xx, no answer, or a payment the service did not take.
@@ -45,7 +50,8 @@ class NoshowOutcome:
 
     def summary(self) -> str:
         return (
-            f"{self.placed:,} orders placed ({self.paid:,} paid, {self.abandoned:,} never paid), "
+            f"{self.buyers:,} buyers, {self.placed:,} orders placed ({self.paid:,} paid, "
+            f"{self.abandoned:,} never paid), "
             f"{self.refused:,} refused, {self.errors:,} errors, in {self.seconds:.1f}s"
         )
 
@@ -79,16 +85,7 @@ async def drive(
     product = scenarios.product_id(spec, 0)
     rng = random.Random(f"{spec.seed}:noshow:{spec.tag}")
     duration = DEADLINES * pay_within
-    buyers = [
-        _Buyer(
-            due=i * duration / max(1, spec.requests),
-            user=scenarios.user_id(spec, rng.randrange(max(1, spec.users))),
-            quantity=rng.choice((1, 2)),
-            pays=rng.random() >= unpaid_share,
-            pay_after=rng.uniform(0.0, pay_within / 2),
-        )
-        for i in range(spec.requests)
-    ]
+    every = duration / max(1, spec.requests)
     outcome = NoshowOutcome()
     gate = asyncio.Semaphore(concurrency)
     secret = webhook_secret()
@@ -107,6 +104,7 @@ async def drive(
                 outcome.errors += status >= 500
                 return
             outcome.placed += 1
+            outcome.units += buyer.quantity
             if not buyer.pays:
                 outcome.abandoned += 1
                 return
@@ -122,9 +120,25 @@ async def drive(
         except (aiohttp.ClientError, TimeoutError):
             outcome.errors += 1
 
+    def resold() -> bool:
+        return outcome.units > spec.stock
+
     async with asyncio.TaskGroup() as group:
-        for buyer in buyers:
+        i = 0
+        while i < spec.requests or (not resold() and i * every < MAX_SECONDS):
+            buyer = _Buyer(
+                due=i * every,
+                user=scenarios.user_id(spec, rng.randrange(max(1, spec.users))),
+                quantity=rng.choice((1, 2)),
+                pays=rng.random() >= unpaid_share,
+                pay_after=rng.uniform(0.0, pay_within / 2),
+            )
             group.create_task(buy(buyer))
+            i += 1
+            # Buyers are made as they are due, so that the pace past ``requests`` can see
+            # whether a unit was sold again yet.
+            await asyncio.sleep(max(0.0, start + buyer.due - loop.time()))
+        outcome.buyers = i
     # The last no-shows' deadlines, then the expirer's beat.
     await asyncio.sleep(pay_within + EXPIRER_SLACK_S)
     outcome.seconds = loop.time() - start
