@@ -84,3 +84,10 @@ def test_an_expiry_without_a_later_sale_fails() -> None:
 def test_lateness_is_from_the_deadline_to_the_expiry() -> None:
     times = [SOUND[1], _order("o4", "EXPIRED", 1, 1.0, 6.0)]
     assert expiry_lateness({"P1": times}) == [0.5, 2.0]
+
+
+def test_lateness_once_the_expirer_ran_leaves_out_the_earlier_deadlines() -> None:
+    # o2's deadline (3.1 s) passed before any expiry (first at 3.6 s); o5's came after.
+    times = [SOUND[1], _order("o5", "EXPIRED", 1, 2.0, 5.25)]
+    assert expiry_lateness({"P1": times}, running=True) == [0.25]
+    assert "once the expirer ran p50 0.25s" in expiry_seen_check({"P1": [*times, SOUND[2]]}).detail
