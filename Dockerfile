@@ -3,7 +3,13 @@
 # the same image with a different command (see docker-compose.yml).
 #
 #   docker build -t flashorder:local .
-#   docker run --rm -p 8000:8000 flashorder:local          # embedded mode
+#   docker run --rm -p 8000:8000 -e FLASHORDER_JWT_SECRET=$(openssl rand -hex 32) \
+#       flashorder:local                                    # embedded mode
+#
+# The image listens on 0.0.0.0, so it needs a secret of its own: with the documented
+# development secret (anyone could mint admin tokens) `flashorder serve` refuses to start
+# and says so. Or configure an identity provider (FLASHORDER_JWT_JWKS_URL and
+# FLASHORDER_JWT_ALGORITHMS without HS*).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -4,8 +4,11 @@ UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
-# The settings of the full stack on the local services (scripts/services.sh).
-STACK_ENV := FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0.0.1:3306/flashorder \
+# The settings of the full stack on the local services (scripts/services.sh). It listens on
+# 127.0.0.1 only, and `flashorder token` in another shell must mint tokens it accepts: the
+# development secret, allowed explicitly (the service refuses it with real stores otherwise).
+STACK_ENV := FLASHORDER_ALLOW_DEV_SECRET=1 \
+	FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0.0.1:3306/flashorder \
 	FLASHORDER_REDIS_URL=redis://127.0.0.1:6379/0 \
 	FLASHORDER_KAFKA_BOOTSTRAP=127.0.0.1:9092
 

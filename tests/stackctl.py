@@ -66,6 +66,8 @@ class Stack:
             "FLASHORDER_PROJECTOR_GROUP": f"{self.name}-projector",
             "FLASHORDER_DATA_DIR": str(logs),
             "FLASHORDER_LOG_LEVEL": "warning",
+            # Tests mint their tokens with the development secret, on 127.0.0.1.
+            "FLASHORDER_ALLOW_DEV_SECRET": "1",
             **(extra_env or {}),
         }
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}

@@ -6,15 +6,22 @@ twins of Redis and Kafka. Each URL that is set switches its part to the real ser
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The development secret: documented, hence public. Starting a deployment (a database URL is
-#: set) with it logs a loud warning.
+#: The development secret: documented, hence public. A service that accepts HS* tokens with it
+#: refuses to start when it listens beyond loopback or uses a real store (``dev_secret_problem``),
+#: unless ``FLASHORDER_ALLOW_DEV_SECRET`` says that this is development.
 DEV_JWT_SECRET = "flashorder-development-secret-change-me"
+
+#: The wire's bound on any amount of money (a price, a fee): see ``schemas.Amount``.
+LARGEST_AMOUNT = 10**12
+#: The largest value of the totals' columns (SQL BIGINT) and of SQLite's integers.
+_BIGINT_MAX = 2**63 - 1
 
 
 class Settings(BaseSettings):
@@ -56,8 +63,12 @@ class Settings(BaseSettings):
     #: A command that takes longer answers 503 (retry it with the same Idempotency-Key).
     request_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: All request headers together (a bearer token is one of them): more is answered 431
+    #: before any header is read.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     max_items_per_order: int = Field(default=50, ge=1, le=1000)
-    max_quantity_per_item: int = Field(default=1000, ge=1)
+    #: Bounded so that no order's totals can overflow a BIGINT (see ``_totals_fit``).
+    max_quantity_per_item: int = Field(default=1000, ge=1, le=1_000_000)
 
     #: Prepended to every topic name, so that deployments can share a broker.
     kafka_topic_prefix: str = Field(default="", max_length=100, pattern=r"^[A-Za-z0-9._\-]*$")
@@ -78,6 +89,9 @@ class Settings(BaseSettings):
     #: secret is public: anyone can mint tokens with it, so never deploy with it.
     #: At least 32 bytes: HS256 with a shorter key is guessable (PyJWT warns about it too).
     jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET), min_length=32)
+    #: Development only: serve with the documented secret although the service listens
+    #: beyond loopback or uses a real store. Anyone can then mint admin tokens.
+    allow_dev_secret: bool = False
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
     #: Accepted ``alg`` values. Unset: HS256, or RS256 and ES256 when a public key or a JWKS
@@ -94,7 +108,13 @@ class Settings(BaseSettings):
     #: withdrawn from the JWKS stops its tokens within this time. An entry is about 0.4 KB:
     #: 20,000 of them hold about 8 MiB per process.
     jwt_verified_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
-    jwt_verified_cache_size: int = Field(default=20_000, ge=1)
+    jwt_verified_cache_size: int = Field(default=20_000, ge=1, le=1_000_000)
+    #: Which claim makes a token an admin's, and the value it must hold: the claim is equal
+    #: to it, or a list containing it, or a space-separated string containing it (OAuth's
+    #: ``scope``). A dotted name (``realm_access.roles``) walks nested objects when no claim
+    #: has the whole name. ``true`` also matches a JSON ``true``.
+    jwt_admin_claim: str = Field(default="roles", min_length=1, max_length=200)
+    jwt_admin_value: str = Field(default="admin", min_length=1, max_length=200)
 
     #: Token buckets for placing and cancelling orders, per user and per client address.
     #: A rate of 0 turns that limit off. The defaults only stop floods: a flash sale's crowd
@@ -111,6 +131,18 @@ class Settings(BaseSettings):
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
     #: ceiling of the HTTP stack that ``flashorder bench`` compares the real routes with.
     bench_endpoints: bool = False
+
+    @model_validator(mode="after")
+    def _totals_fit(self) -> Self:
+        # An order's items amount is at most items x quantity x price: it must fit the
+        # totals' BIGINT columns, with room for the delivery fee, or an order could answer 500.
+        largest = self.max_items_per_order * self.max_quantity_per_item * LARGEST_AMOUNT
+        if largest + LARGEST_AMOUNT > _BIGINT_MAX:
+            raise ValueError(
+                "FLASHORDER_MAX_ITEMS_PER_ORDER x FLASHORDER_MAX_QUANTITY_PER_ITEM is too large: "
+                f"at prices up to {LARGEST_AMOUNT} an order's total could exceed {_BIGINT_MAX}"
+            )
+        return self
 
     @property
     def embedded(self) -> bool:
@@ -151,4 +183,46 @@ class Settings(BaseSettings):
                 "several workers need FLASHORDER_KAFKA_BOOTSTRAP: in-process event delivery "
                 "would run one relay per worker"
             )
+        if problem := self.dev_secret_problem():
+            found.append(problem)
         return found
+
+    def dev_secret_problem(self) -> str | None:
+        """Why serving with these settings would hand out admin rights to anyone, or None.
+
+        The documented secret is fine on a loopback address with embedded stores (``make
+        run``); anywhere else it needs the explicit development switch."""
+        hs = [alg for alg in self.effective_jwt_algorithms if alg.upper().startswith("HS")]
+        if not hs or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET or self.allow_dev_secret:
+            return None
+        exposed = []
+        if not _is_loopback(self.host):
+            exposed.append(f"listens on {self.host}")
+        exposed += [
+            f"{name} is set"
+            for name, value in (
+                ("FLASHORDER_DATABASE_URL", self.database_url),
+                ("FLASHORDER_REDIS_URL", self.redis_url),
+                ("FLASHORDER_KAFKA_BOOTSTRAP", self.kafka_bootstrap),
+            )
+            if value is not None
+        ]
+        if not exposed:
+            return None
+        return (
+            f"FLASHORDER_JWT_SECRET is the documented development secret and {'/'.join(hs)} "
+            f"tokens are accepted while the service {', '.join(exposed)}: anyone could mint "
+            "admin tokens. Set FLASHORDER_JWT_SECRET to a random secret of at least 32 bytes "
+            "(openssl rand -hex 32), or a public key / JWKS URL with FLASHORDER_JWT_ALGORITHMS "
+            "leaving out HS*; for development only, FLASHORDER_ALLOW_DEV_SECRET=1."
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        # A host name other than localhost may resolve anywhere.
+        return False

@@ -15,7 +15,7 @@ from flashorder.config import Settings
 from flashorder.entrypoints import logs
 from flashorder.entrypoints.api import bench_routes, catalogue, ops, orders, problems
 from flashorder.entrypoints.api.auth import Authenticator, secret_warning
-from flashorder.entrypoints.api.limits import BodyLimit
+from flashorder.entrypoints.api.limits import SizeLimits
 from flashorder.entrypoints.api.metrics import Metrics, MetricsMiddleware
 from flashorder.entrypoints.heap import freeze_startup_heap
 
@@ -58,6 +58,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        if problem := settings.dev_secret_problem():
+            # ``flashorder serve`` refuses these settings before it starts; this catches any
+            # other way of serving the app (another ASGI server, an import).
+            raise RuntimeError(problem)
         if warning := secret_warning(settings):
             log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
         authenticator = Authenticator(settings)
@@ -83,6 +87,10 @@ def create_app(
     if settings.bench_endpoints:
         app.include_router(bench_routes.router)
     problems.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        SizeLimits,
+        max_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
