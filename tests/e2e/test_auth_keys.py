@@ -33,7 +33,7 @@ def signed(
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "exp": now + 600,
-        "admin": admin,
+        "roles": ["admin"] if admin else [],
         **claims,
     }
     return jwt.encode(body, key, algorithm=alg, headers={"kid": kid} if kid else None)
