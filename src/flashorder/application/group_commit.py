@@ -115,7 +115,7 @@ class GroupCommit:
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.done.done():
-                pending.done.set_exception(errors.Unavailable("service", "shutting down"))
+                pending.done.set_exception(errors.Unavailable("service", "shutting down", public=True))
 
     async def _run(self) -> None:
         while True:
@@ -230,7 +230,7 @@ def _fresh(exc: BaseException) -> BaseException:
     """Each waiter gets its own exception: one instance raised in many tasks would gather
     their tracebacks into one another."""
     if isinstance(exc, errors.Unavailable):
-        return errors.Unavailable(exc.dependency, exc.detail)
+        return errors.Unavailable(exc.dependency, exc.reason, public=exc.public)
     if isinstance(exc, asyncio.CancelledError):
-        return errors.Unavailable("service", "shutting down")
+        return errors.Unavailable("service", "shutting down", public=True)
     return errors.Unavailable("database", f"batch failed: {type(exc).__name__}")

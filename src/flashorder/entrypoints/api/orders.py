@@ -53,6 +53,7 @@ async def deadline(seconds: float) -> AsyncIterator[None]:
             "service",
             f"no answer within {seconds:g}s; the outcome is unknown, retry with the same "
             "Idempotency-Key",
+            public=True,
         ) from None
 
 

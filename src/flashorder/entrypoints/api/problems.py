@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import uuid
 from typing import Any
 
 import orjson
@@ -30,6 +32,9 @@ log = logging.getLogger("flashorder.api")
 
 PROBLEM_BASE = "urn:flashorder:problem:"
 MEDIA_TYPE = "application/problem+json"
+#: Names the log line of a failure in the answer: a caller's own id is reused when it is sane.
+REQUEST_ID = "X-Request-Id"
+_SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 #: (status, type, title) per domain error; the most specific class wins.
 _CASES: list[tuple[type[errors.FlashOrderError], int, str, str]] = [
@@ -159,18 +164,50 @@ def common_responses() -> dict[int | str, dict[str, Any]]:
     }
 
 
+def request_id(request: Request) -> str:
+    """The caller's ``X-Request-Id`` when it is a sane token, else a fresh one."""
+    given = request.headers.get(REQUEST_ID)
+    if given is not None and _SANE_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.FlashOrderError)
     status, type_, title = classify(exc)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    if isinstance(exc, errors.Unavailable):
+        return _unavailable(request, exc)
     return problem(
         status,
         type_,
         title,
         exc.detail,
         instance=request.url.path,
-        headers=headers,
         **_extra(exc),
+    )
+
+
+def _unavailable(request: Request, exc: errors.Unavailable) -> Response:
+    # A driver's message names hosts, ports, users and addresses: it goes to the log, under
+    # an id that the answer names, and the client learns only which part is down.
+    rid = request_id(request)
+    log.warning(
+        "unavailable on %s %s [%s=%s]: %s",
+        request.method,
+        request.url.path,
+        REQUEST_ID,
+        rid,
+        exc.detail,
+    )
+    said = exc.detail if exc.public else f"{exc.dependency} is unavailable"
+    return problem(
+        503,
+        "unavailable",
+        "Service unavailable",
+        f"{said}; retry shortly (reference {rid})",
+        instance=request.url.path,
+        headers={"Retry-After": "1", REQUEST_ID: rid},
+        requestId=rid,
     )
 
 
@@ -230,8 +267,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug, by definition: log it whole, tell the client nothing about internals.
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(500, "internal", "Internal error", "an unexpected error occurred")
+    rid = request_id(request)
+    log.exception(
+        "unhandled error on %s %s [%s=%s]", request.method, request.url.path, REQUEST_ID, rid
+    )
+    return problem(
+        500,
+        "internal",
+        "Internal error",
+        f"an unexpected error occurred (reference {rid})",
+        headers={REQUEST_ID: rid},
+        requestId=rid,
+    )
 
 
 def install(app: FastAPI) -> None:
