@@ -115,7 +115,9 @@ class GroupCommit:
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.done.done():
-                pending.done.set_exception(errors.Unavailable("service", "shutting down", public=True))
+                pending.done.set_exception(
+                    errors.Unavailable("service", "shutting down", public=True)
+                )
 
     async def _run(self) -> None:
         while True:
