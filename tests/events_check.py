@@ -25,8 +25,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.event_codec import decode_event
-from flashorder.adapters.kafka_topics import topic_names
+from flashorder.adapters.events.codec import decode_event
+from flashorder.adapters.events.topics import topic_names
 from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event
 from tests.e2e.conftest import HttpApi
 

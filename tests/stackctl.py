@@ -20,7 +20,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from flashorder.adapters.sql_migrate import create_database_if_missing, drop_database
+from flashorder.adapters.sql.migrate import create_database_if_missing, drop_database
 
 EXE = str(Path(sys.executable).with_name("flashorder"))
 

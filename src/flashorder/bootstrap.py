@@ -20,20 +20,20 @@ from redis.backoff import ExponentialBackoff
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters import sql_projector_status
-from flashorder.adapters.memory_idempotency import MemoryIdempotencyCache
-from flashorder.adapters.memory_lock import MemoryLocks
-from flashorder.adapters.memory_rate_limit import MemoryRateLimiter
-from flashorder.adapters.memory_stock import MemoryStockGate
-from flashorder.adapters.redis_batch import ScriptBatcher
-from flashorder.adapters.redis_idempotency import RedisIdempotencyCache
-from flashorder.adapters.redis_lock import RedisLocks
-from flashorder.adapters.redis_rate_limit import RedisRateLimiter
-from flashorder.adapters.redis_stock import RedisStockGate
-from flashorder.adapters.sql_engine import READ_ONLY, make_engine
-from flashorder.adapters.sql_outbox import SqlOutboxRelayStore
-from flashorder.adapters.sql_read_model import SqlReadModel
-from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
+from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters.idempotency.memory import MemoryIdempotencyCache
+from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
+from flashorder.adapters.locks.memory import MemoryLocks
+from flashorder.adapters.locks.redis import RedisLocks
+from flashorder.adapters.rate_limit.memory import MemoryRateLimiter
+from flashorder.adapters.rate_limit.redis import RedisRateLimiter
+from flashorder.adapters.sql import projector_status
+from flashorder.adapters.sql.engine import READ_ONLY, make_engine
+from flashorder.adapters.sql.outbox import SqlOutboxRelayStore
+from flashorder.adapters.sql.read_model import SqlReadModel
+from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
+from flashorder.adapters.stock.memory import MemoryStockGate
+from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application.group_commit import GroupCommit
 from flashorder.application.handlers import Deps, commit_order
 from flashorder.application.ports import (
@@ -75,10 +75,10 @@ class Service:
         try:
             async with asyncio.timeout(2):
                 backlog = await self.outbox.backlog()
-                statuses = await sql_projector_status.read(self.engine)
+                statuses = await projector_status.read(self.engine)
         except Exception:
             return {"events": -1, "seconds": -1.0, "outbox": -1, "projectors": 0}
-        lag = sql_projector_status.current_lag(statuses, now=datetime.now(UTC))
+        lag = projector_status.current_lag(statuses, now=datetime.now(UTC))
         if lag is None:
             # Embedded, the relay applies events itself: the backlog is the whole lag. In the
             # full stack no projector reported lately, so how far behind it is is unknown.

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import uuid_utils
 
-from flashorder.adapters.sql_migrate import (
+from flashorder.adapters.sql.migrate import (
     create_database_if_missing,
     database_url,
     drop_database,

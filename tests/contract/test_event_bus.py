@@ -19,10 +19,10 @@ from uuid import UUID
 
 import pytest
 
-from flashorder.adapters.kafka_consumer import KafkaEventConsumer
-from flashorder.adapters.kafka_publisher import KafkaEventPublisher
-from flashorder.adapters.kafka_topics import ensure_topics
-from flashorder.adapters.memory_bus import MemoryEventBus
+from flashorder.adapters.events.kafka_consumer import KafkaEventConsumer
+from flashorder.adapters.events.kafka_publisher import KafkaEventPublisher
+from flashorder.adapters.events.memory import MemoryEventBus
+from flashorder.adapters.events.topics import ensure_topics
 from flashorder.application.ports import EventConsumer, EventPublisher
 from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, STOCK_CHANGED, Event
 

@@ -12,8 +12,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from flashorder.adapters.memory_idempotency import MemoryIdempotencyCache
-from flashorder.adapters.redis_idempotency import RedisIdempotencyCache
+from flashorder.adapters.idempotency.memory import MemoryIdempotencyCache
+from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
 from flashorder.application.ports import IdempotencyCache, StoredResponse
 from flashorder.domain import errors
 from flashorder.domain.model import UserId

@@ -14,8 +14,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from flashorder.adapters.memory_lock import MemoryLocks
-from flashorder.adapters.redis_lock import RedisLocks
+from flashorder.adapters.locks.memory import MemoryLocks
+from flashorder.adapters.locks.redis import RedisLocks
 from flashorder.application.ports import Locks
 from flashorder.domain import errors
 

@@ -14,9 +14,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql_engine import make_engine
-from flashorder.adapters.sql_outbox import SqlOutboxRelayStore
-from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.sql.outbox import SqlOutboxRelayStore
+from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.domain.events import ORDER_CREATED, Event
 from flashorder.domain.model import ProductId, UserId, stock_changed
 from tests.contract.sql_support import (

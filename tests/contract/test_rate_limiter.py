@@ -11,8 +11,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from flashorder.adapters.memory_rate_limit import MemoryRateLimiter
-from flashorder.adapters.redis_rate_limit import RedisRateLimiter
+from flashorder.adapters.rate_limit.memory import MemoryRateLimiter
+from flashorder.adapters.rate_limit.redis import RedisRateLimiter
 from flashorder.application.ports import Bucket, RateLimiter
 from flashorder.domain import errors
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql_engine import make_engine
-from flashorder.adapters.sql_errors import SerializationFailure
-from flashorder.adapters.sql_read_model import SqlReadModel
-from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.sql.errors import SerializationFailure
+from flashorder.adapters.sql.read_model import SqlReadModel
+from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.domain import errors
 from flashorder.domain.events import Event
 from flashorder.domain.model import Order, OrderId, ProductId, UserId, stock_changed

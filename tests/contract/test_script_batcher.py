@@ -12,7 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from flashorder.adapters.redis_batch import ScriptBatcher
+from flashorder.adapters._redis.batch import ScriptBatcher
 
 # Adds ARGV[1] to the counter KEYS[1]; fails (a Lua error) when ARGV[1] is "boom".
 _ADD = """

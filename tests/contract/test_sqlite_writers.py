@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql_engine import begin_writing, make_engine
-from flashorder.adapters.sql_migrate import migrate
-from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
+from flashorder.adapters.sql.engine import begin_writing, make_engine
+from flashorder.adapters.sql.migrate import migrate
+from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.bootstrap import build
 from flashorder.config import Settings
 from flashorder.domain.model import ProductId

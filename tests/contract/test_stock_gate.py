@@ -12,8 +12,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from flashorder.adapters.memory_stock import MemoryStockGate
-from flashorder.adapters.redis_stock import RedisStockGate
+from flashorder.adapters.stock.memory import MemoryStockGate
+from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application.ports import ReservationLine, StockGate, StockUnknown
 from flashorder.domain import errors
 from flashorder.domain.model import OrderId, ProductId, UserId

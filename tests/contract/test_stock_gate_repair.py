@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from flashorder.adapters.memory_stock import MemoryStockGate
-from flashorder.adapters.redis_stock import RedisStockGate
+from flashorder.adapters.stock.memory import MemoryStockGate
+from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application.ports import ReconcilableStockGate, ReservationLine
 from flashorder.domain import errors
 from flashorder.domain.model import OrderId, ProductId, UserId

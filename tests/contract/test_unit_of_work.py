@@ -16,12 +16,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder import adapters
-from flashorder.adapters.sql_engine import make_engine
-from flashorder.adapters.sql_migrate import migrate
-from flashorder.adapters.sql_outbox import row_event
-from flashorder.adapters.sql_tables import metadata, outbox
-from flashorder.adapters.sql_uow import SerializationFailure, SqlUnitOfWorkFactory
+from flashorder.adapters import sql
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.sql.migrate import migrate
+from flashorder.adapters.sql.outbox import row_event
+from flashorder.adapters.sql.tables import metadata, outbox
+from flashorder.adapters.sql.uow import SerializationFailure, SqlUnitOfWorkFactory
 from flashorder.application.ports import IdempotencyRecord, PurchaseTake, StoredResponse
 from flashorder.domain import errors
 from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event
@@ -87,10 +87,10 @@ async def stored_product(uow: SqlUnitOfWorkFactory, product_id: ProductId) -> tu
 async def test_migrations_create_exactly_the_schema_the_tables_describe(
     engine: AsyncEngine,
 ) -> None:
-    # Every adapter module that declares tables on the shared metadata, not only sql_tables.
-    for module in pkgutil.iter_modules(adapters.__path__, "flashorder.adapters."):
-        if module.name.split(".")[-1].startswith("sql_"):
-            importlib.import_module(module.name)
+    # Every module of the SQL adapter that declares tables on the shared metadata, not only
+    # sql.tables.
+    for module in pkgutil.iter_modules(sql.__path__, "flashorder.adapters.sql."):
+        importlib.import_module(module.name)
 
     def differences(conn: Connection) -> list[object]:
         context = MigrationContext.configure(conn, opts={"compare_type": True})

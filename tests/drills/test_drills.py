@@ -52,8 +52,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.redis_stock import RedisStockGate
-from flashorder.adapters.sql_engine import make_engine
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application.reconcile import reconcile
 from flashorder.bootstrap import build
 from flashorder.config import Settings

@@ -26,8 +26,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
 
-from flashorder.adapters.redis_stock import RedisStockGate
-from flashorder.adapters.sql_engine import make_engine
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application.ports import StockGate
 from flashorder.bootstrap import Service
 from flashorder.config import Settings
@@ -165,7 +165,7 @@ async def embedded(tmp_path: Path, **settings_: Any) -> AsyncIterator[InProcessA
     settings = Settings(
         database_url=None, redis_url=None, kafka_bootstrap=None, data_dir=tmp_path, **settings_
     )
-    from flashorder.adapters.sql_migrate import migrate
+    from flashorder.adapters.sql.migrate import migrate
 
     await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread(migrate, settings.effective_database_url)

@@ -22,7 +22,7 @@ from schemathesis.checks import (
 )
 from schemathesis.python.asgi import get_client, shutdown_lifespans
 
-from flashorder.adapters.sql_migrate import migrate
+from flashorder.adapters.sql.migrate import migrate
 from flashorder.config import Settings
 from flashorder.entrypoints.api import create_app
 from flashorder.entrypoints.api.auth import mint_token

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql_engine import make_engine
-from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.application.group_commit import GroupCommit, PendingOrder
 from flashorder.application.handlers import commit_order
 from flashorder.application.ports import ReservationLine, StoredResponse

@@ -21,9 +21,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import OutOfOrderSequenceNumber
 
-from flashorder.adapters.kafka_consumer import KafkaEventConsumer
-from flashorder.adapters.kafka_publisher import KafkaEventPublisher
-from flashorder.adapters.kafka_topics import TOPICS, ensure_topics
+from flashorder.adapters.events.kafka_consumer import KafkaEventConsumer
+from flashorder.adapters.events.kafka_publisher import KafkaEventPublisher
+from flashorder.adapters.events.topics import TOPICS, ensure_topics
 from flashorder.application.ports import JsonObject
 from flashorder.application.projector import ProjectorStats, run_projector
 from flashorder.domain import errors

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters import sql_projector_status as status
-from flashorder.adapters.sql_engine import make_engine
-from flashorder.adapters.sql_migrate import (
+from flashorder.adapters.sql import projector_status as status
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.sql.migrate import (
     create_database_if_missing,
     database_url,
     drop_database,

@@ -18,11 +18,11 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.redis_idempotency import RedisIdempotencyCache
-from flashorder.adapters.redis_lock import RedisLocks
-from flashorder.adapters.redis_stock import RedisStockGate
-from flashorder.adapters.sql_engine import make_engine
-from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
+from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
+from flashorder.adapters.locks.redis import RedisLocks
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
+from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application import handlers
 from flashorder.application.group_commit import GroupCommit
 from flashorder.application.handlers import Deps, commit_order

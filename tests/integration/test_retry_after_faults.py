@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from flashorder.adapters.redis_idempotency import RedisIdempotencyCache
-from flashorder.adapters.redis_lock import RedisLocks
-from flashorder.adapters.redis_stock import RedisStockGate
-from flashorder.adapters.sql_engine import make_engine
-from flashorder.adapters.sql_uow import SqlUnitOfWorkFactory
+from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
+from flashorder.adapters.locks.redis import RedisLocks
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
+from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application import handlers
 from flashorder.application.handlers import Deps
 from flashorder.domain import commands, errors

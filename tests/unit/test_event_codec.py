@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
-from flashorder.adapters.event_codec import MalformedEvent, decode_event, encode_event
+from flashorder.adapters.events.codec import MalformedEvent, decode_event, encode_event
 from flashorder.domain.events import ORDER_CREATED, Event
 
 SEOUL = timezone(timedelta(hours=9))

@@ -20,7 +20,7 @@ from jsonschema import Draft7Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from flashorder.adapters.event_codec import encode_event
+from flashorder.adapters.events.codec import encode_event
 from flashorder.domain.events import EVENT_TYPES, Event
 from flashorder.domain.model import (
     DiscountPolicyId,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from flashorder.adapters.memory_stock import MemoryStockGate
+from flashorder.adapters.stock.memory import MemoryStockGate
 from flashorder.application.sold_out import SoldOutCache
 from flashorder.domain import errors
 from flashorder.domain.model import ProductId

@@ -76,7 +76,7 @@ class Confirm(Protocol):
 
 
 class GroupCommit:
-    """One writer task per process; ``write`` queues an order and waits for its outcome.
+    """One writer task per process; ``submit`` queues an order, its future gives the outcome.
 
     The writer also confirms the reservations of the orders it committed, one gate call per
     batch, off the callers' path: a reservation left unconfirmed (Redis down, the process

@@ -1,8 +1,11 @@
 """Command handlers: one async function per command, keyword-only dependencies.
 
-The write path of an order (DESIGN.md): validate → idempotency → per-user lock → atomic
-stock reservation → one database transaction → reply. The database stays the source of
-truth; the stock gate only keeps doomed requests away from it.
+The write path of an order (docs/design.md), once the API has checked the request's shape:
+claim the idempotency key (a retry gets the first answer, even if prices changed since) →
+refuse products known to be sold out → price the order and check the client's figures →
+per-user lock → atomic stock reservation (the ``lock`` strategy: per-product locks instead)
+→ one database transaction → record the answer under the key → reply. The database stays
+the source of truth; the stock gate only keeps doomed requests away from it.
 """
 
 from __future__ import annotations

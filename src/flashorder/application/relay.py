@@ -11,6 +11,7 @@ batches, which the read model tolerates (it is guarded by aggregate version).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -43,7 +44,11 @@ async def relay_once(store: OutboxRelayStore, publisher: EventPublisher, *, batc
 
 
 class Relay:
-    """The relay loop. ``run(stop)`` until ``stop`` is set; ``wake()`` to skip the idle wait."""
+    """The relay loop. ``run(stop)`` until ``stop`` is set.
+
+    It polls: after a batch smaller than ``batch_size`` it waits ``idle_sleep`` seconds, so a
+    committed event reaches the broker within about that long.
+    """
 
     def __init__(
         self,
@@ -65,29 +70,20 @@ class Relay:
         self._purge_every = purge_every
         self._retention = retention
         self._clock = clock
-        self._wake = asyncio.Event()
         self.published_total = 0
         self.failures_total = 0
-
-    def wake(self) -> None:
-        """New events were committed: publish them now rather than after the idle wait."""
-        self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.0
         next_purge = time.monotonic()
         while not stop.is_set():
-            # Cleared before the claim: a wake() from a commit after this point is kept
-            # and ends the next idle wait at once, so no commit waits for the poll.
-            self._wake.clear()
             try:
                 n = await _relay_batch(self._store, self._publisher, self._batch_size)
             except Unavailable as exc:
                 self.failures_total += 1
                 backoff = min(self._max_backoff, max(2 * backoff, self._idle_sleep, 0.05))
                 log.warning("relay.unavailable", error=exc.detail, retry_in=backoff)
-                # Only stop ends a back-off: a wake() must not hammer a broker that is down.
-                await _wait_any((stop,), backoff)
+                await _wait(stop, backoff)
                 continue
             if backoff:
                 log.info("relay.recovered")
@@ -100,7 +96,7 @@ class Relay:
 
             # A full batch means more are probably waiting: go again without a pause.
             if n < self._batch_size:
-                await _wait_any((stop, self._wake), self._idle_sleep)
+                await _wait(stop, self._idle_sleep)
 
     async def _purge(self) -> None:
         try:
@@ -134,13 +130,10 @@ async def run_relay(
     await relay.run(stop)
 
 
-async def _wait_any(events: tuple[asyncio.Event, ...], timeout: float) -> None:
-    """Return when any of ``events`` is set or after ``timeout`` seconds."""
-    if any(e.is_set() for e in events):
+async def _wait(stop: asyncio.Event, timeout: float) -> None:
+    """Return when ``stop`` is set or after ``timeout`` seconds."""
+    if stop.is_set():
         return
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await stop.wait()

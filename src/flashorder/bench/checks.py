@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql_tables import (
+from flashorder.adapters.sql.tables import (
     idempotency_records,
     order_items,
     order_views,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from flashorder.adapters.sql_migrate import create_database_if_missing, drop_database, migrate
+from flashorder.adapters.sql.migrate import create_database_if_missing, drop_database, migrate
 from flashorder.application import handlers
 from flashorder.bench.options import BenchOptions
 from flashorder.bench.stack import redis_url_with_db, server_url, with_database

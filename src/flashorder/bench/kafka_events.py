@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from flashorder.adapters.kafka_topics import topic_for
+from flashorder.adapters.events.topics import topic_for
 from flashorder.domain.events import ORDER_CREATED
 
 

@@ -12,8 +12,8 @@ import aiohttp
 from redis.asyncio import Redis
 from rich.console import Console
 
-from flashorder.adapters.redis_stock import RedisStockGate
-from flashorder.adapters.sql_engine import make_engine
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.bench import checks, procs, wrk
 from flashorder.bench.answers import Answers
 from flashorder.bench.auth import bearer, minter

@@ -23,8 +23,8 @@ import aiohttp
 from redis.asyncio import Redis
 from sqlalchemy.engine import URL, make_url
 
-from flashorder.adapters.kafka_topics import ensure_topics
-from flashorder.adapters.sql_migrate import create_database_if_missing, drop_database, migrate
+from flashorder.adapters.events.topics import ensure_topics
+from flashorder.adapters.sql.migrate import create_database_if_missing, drop_database, migrate
 from flashorder.bench.options import Strategy
 from flashorder.config import Settings
 

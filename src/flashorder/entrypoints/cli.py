@@ -37,12 +37,12 @@ def _settings(**overrides: object) -> Settings:
 
 def _prepare(settings: Settings) -> None:
     """Everything a process needs before it serves: the data folder, the schema, topics."""
-    from flashorder.adapters.sql_migrate import migrate
+    from flashorder.adapters.sql.migrate import migrate
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.effective_database_url)
     if settings.kafka_bootstrap is not None:
-        from flashorder.adapters.kafka_topics import ensure_topics
+        from flashorder.adapters.events.topics import ensure_topics
 
         asyncio.run(
             ensure_topics(

@@ -14,12 +14,12 @@ import socket
 from datetime import timedelta
 from functools import partial
 
-from flashorder.adapters import sql_projector_status
-from flashorder.adapters.kafka_consumer import KafkaEventConsumer
-from flashorder.adapters.kafka_publisher import KafkaEventPublisher
-from flashorder.adapters.sql_engine import make_engine
-from flashorder.adapters.sql_outbox import SqlOutboxRelayStore
-from flashorder.adapters.sql_read_model import SqlReadModel
+from flashorder.adapters.events.kafka_consumer import KafkaEventConsumer
+from flashorder.adapters.events.kafka_publisher import KafkaEventPublisher
+from flashorder.adapters.sql import projector_status
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.sql.outbox import SqlOutboxRelayStore
+from flashorder.adapters.sql.read_model import SqlReadModel
 from flashorder.application.projector import ProjectorStats, run_projector
 from flashorder.application.relay import run_relay
 from flashorder.config import Settings
@@ -77,7 +77,7 @@ async def projector_main(settings: Settings) -> None:
                 stop=stop,
                 batch_size=settings.relay_batch_size,
                 stats=ProjectorStats(name=name),
-                report=partial(sql_projector_status.write, engine),
+                report=partial(projector_status.write, engine),
             )
     finally:
         await engine.dispose()

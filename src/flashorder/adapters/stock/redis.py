@@ -21,13 +21,13 @@ for scripts without the strict ``#!lua flags`` header.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from flashorder.adapters.redis_batch import ScriptBatcher
+from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters._redis.errors import text, translated
+from flashorder.adapters.stock.lines import merged_lines
 from flashorder.application.ports import (
     GateCorrection,
     GateView,
@@ -206,41 +206,6 @@ return {raw and 1 or 0, before, target, after, held, rebuilt}
 """
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except RedisError as exc:
-        raise errors.Unavailable("redis", str(exc) or type(exc).__name__) from exc
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _merged_lines(lines: Sequence[ReservationLine]) -> list[ReservationLine]:
-    """One line per product (quantities summed, tightest limit kept), in first-seen order.
-
-    Raises ValueError for an empty reservation or a quantity below one: callers validate
-    orders before they reach the gate, so this is a programming error, not a 4xx.
-    """
-    if not lines:
-        raise ValueError("a reservation needs at least one line")
-    merged: dict[ProductId, ReservationLine] = {}
-    for line in lines:
-        if line.quantity < 1:
-            raise ValueError(f"quantity of {line.product_id!r} must be positive")
-        seen = merged.get(line.product_id)
-        if seen is None:
-            merged[line.product_id] = line
-            continue
-        limits = [m for m in (seen.max_per_user, line.max_per_user) if m is not None]
-        merged[line.product_id] = ReservationLine(
-            line.product_id, seen.quantity + line.quantity, min(limits) if limits else None
-        )
-    return list(merged.values())
-
-
 class RedisStockGate:
     """``StockGate`` on Redis (standalone or Cluster). Scripts reload after SCRIPT FLUSH."""
 
@@ -257,7 +222,7 @@ class RedisStockGate:
         self._pending_key = f"{self._base}:pending"
         self._users_known_key = f"{self._base}:users-known"
         self._ttl_s = max(1, int(reservation_ttl))
-        # Every order's reservation rides in a shared pipeline (see redis_batch).
+        # Every order's reservation rides in a shared pipeline (see _redis.batch).
         self._reserve = (batcher or ScriptBatcher(client)).register(_RESERVE)
         self._release = client.register_script(_RELEASE)
         self._confirm = client.register_script(_CONFIRM)
@@ -278,19 +243,19 @@ class RedisStockGate:
     async def reserve(
         self, order_id: OrderId, user_id: UserId, lines: Sequence[ReservationLine]
     ) -> None:
-        merged = _merged_lines(lines)
+        merged = merged_lines(lines)
         keys = [self._res(order_id), self._pending_key]
         args: list[str | int] = [order_id, user_id, self._ttl_s]
         for line in merged:
             keys += [self._avail(line.product_id), self._bought(line.product_id)]
             limit = _NO_LIMIT if line.max_per_user is None else line.max_per_user
             args += [line.product_id, line.quantity, limit]
-        with _translated():
+        with translated():
             result = await self._reserve(keys=keys, args=args)
         code = int(result[0])
         if code == _OK:
             return
-        product_id = ProductId(_text(result[1]))
+        product_id = ProductId(text(result[1]))
         if code == _UNKNOWN:
             raise StockUnknown(product_id)
         if code == _SOLD_OUT:
@@ -301,7 +266,7 @@ class RedisStockGate:
         if not order_ids:
             return
         keys = [self._pending_key, *(self._res(order_id) for order_id in order_ids)]
-        with _translated():
+        with translated():
             await self._confirm(keys=keys, args=list(order_ids))
 
     async def release(self, order_id: OrderId) -> bool:
@@ -309,9 +274,9 @@ class RedisStockGate:
         # immutable, so reading them outside the script is safe; the state is re-checked
         # inside. A -1 can only follow a reservation rewritten in between: read again.
         for _ in range(3):
-            with _translated():
+            with translated():
                 stored = await self._client.hgetall(self._res(order_id))
-                products = [_text(field)[2:] for field in stored if _text(field).startswith("q:")]
+                products = [text(field)[2:] for field in stored if text(field).startswith("q:")]
                 keys = [self._res(order_id), self._pending_key]
                 for product_id in products:
                     keys += [self._avail(product_id), self._bought(product_id)]
@@ -321,15 +286,15 @@ class RedisStockGate:
         raise errors.Unavailable("redis", f"reservation {order_id!r} kept changing")
 
     async def prime(self, product_id: ProductId, available: int) -> bool:
-        with _translated():
+        with translated():
             return bool(await self._client.set(self._avail(product_id), available, nx=True))
 
     async def put(self, product_id: ProductId, available: int) -> None:
-        with _translated():
+        with translated():
             await self._client.set(self._avail(product_id), available)
 
     async def adjust(self, product_id: ProductId, delta: int) -> int:
-        with _translated():
+        with translated():
             result = await self._adjust(keys=[self._avail(product_id)], args=[delta])
         code = int(result[0])
         if code == _UNKNOWN:
@@ -340,18 +305,18 @@ class RedisStockGate:
         return int(result[1])
 
     async def available(self, product_id: ProductId) -> int | None:
-        with _translated():
+        with translated():
             value = await self._client.get(self._avail(product_id))
         return None if value is None else int(value)
 
     async def pending(self, older_than_seconds: float) -> list[OrderId]:
         age_ms = max(0, int(older_than_seconds * 1000))
-        with _translated():
+        with translated():
             members = await self._pending(keys=[self._pending_key], args=[age_ms])
-        return [OrderId(_text(member)) for member in members]
+        return [OrderId(text(member)) for member in members]
 
     async def set_user_count(self, product_id: ProductId, user_id: UserId, quantity: int) -> None:
-        with _translated():
+        with translated():
             if quantity > 0:
                 await self._client.hset(self._bought(product_id), user_id, quantity)
             else:
@@ -359,14 +324,12 @@ class RedisStockGate:
 
     async def view(self, product_id: ProductId) -> GateView:
         keys = [self._avail(product_id), self._pending_key, self._users_known_key]
-        with _translated():
+        with translated():
             result = await self._view(keys=keys, args=[self._res(""), product_id])
         pairs = result[3:]
         return GateView(
             available=int(result[1]) if int(result[0]) else None,
-            in_flight={
-                OrderId(_text(pairs[i])): int(pairs[i + 1]) for i in range(0, len(pairs), 2)
-            },
+            in_flight={OrderId(text(pairs[i])): int(pairs[i + 1]) for i in range(0, len(pairs), 2)},
             users_known=bool(int(result[2])),
         )
 
@@ -399,7 +362,7 @@ class RedisStockGate:
         ]
         for user_id, quantity in (user_counts or {}).items():
             args += [user_id, quantity]
-        with _translated():
+        with translated():
             result = await self._correct(keys=keys, args=args)
         had, before, target, after, held, rebuilt = (int(v) for v in result)
         return GateCorrection(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from flashorder.adapters.stock.lines import merged_lines
 from flashorder.application.ports import (
     GateCorrection,
     GateView,
@@ -26,26 +27,6 @@ class _Reservation:
     lines: dict[ProductId, int]
     released: bool
     expires_at: float
-
-
-def _merged_lines(lines: Sequence[ReservationLine]) -> list[ReservationLine]:
-    # Same rule as the Redis gate (the contract suite holds them together): one line per
-    # product, quantities summed, the tightest limit kept.
-    if not lines:
-        raise ValueError("a reservation needs at least one line")
-    merged: dict[ProductId, ReservationLine] = {}
-    for line in lines:
-        if line.quantity < 1:
-            raise ValueError(f"quantity of {line.product_id!r} must be positive")
-        seen = merged.get(line.product_id)
-        if seen is None:
-            merged[line.product_id] = line
-            continue
-        limits = [m for m in (seen.max_per_user, line.max_per_user) if m is not None]
-        merged[line.product_id] = ReservationLine(
-            line.product_id, seen.quantity + line.quantity, min(limits) if limits else None
-        )
-    return list(merged.values())
 
 
 class MemoryStockGate:
@@ -73,7 +54,7 @@ class MemoryStockGate:
     async def reserve(
         self, order_id: OrderId, user_id: UserId, lines: Sequence[ReservationLine]
     ) -> None:
-        merged = _merged_lines(lines)
+        merged = merged_lines(lines)
         if self._reservation(order_id) is not None:
             return
         # Check every line before taking anything: all or nothing.

@@ -1,6 +1,6 @@
 """The relational schema, as SQLAlchemy Core tables, portable between MariaDB 10.11 and SQLite.
 
-The migrations (``adapters/migrations``) create exactly these tables; a contract test compares
+The migrations (``adapters/sql/migrations``) create exactly these tables; a contract test compares
 the two. Conventions that hold for every table:
 
 - Times are ``DATETIME(6)`` holding naive UTC; ``UtcDateTime`` converts at the boundary, so

@@ -23,8 +23,8 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from flashorder.adapters.event_codec import encode_event
-from flashorder.adapters.kafka_topics import TOPICS, topic_for
+from flashorder.adapters.events.codec import encode_event
+from flashorder.adapters.events.topics import TOPICS, topic_for
 from flashorder.domain import errors
 from flashorder.domain.events import Event
 

@@ -5,7 +5,7 @@ Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
 Write the operations out (``op.create_table``, ``op.add_column``, …) and keep
-``flashorder.adapters.sql_tables`` in step: a contract test compares the two.
+``flashorder.adapters.sql.tables`` in step: a contract test compares the two.
 """
 
 from __future__ import annotations

@@ -29,10 +29,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from flashorder.adapters.sql_engine import READ_ONLY, begin_writing, is_sqlite
-from flashorder.adapters.sql_errors import is_duplicate_key, unavailable_on_failure
-from flashorder.adapters.sql_tables import order_views, processed_events, product_sales
-from flashorder.adapters.sql_upsert import mariadb_upsert
+from flashorder.adapters.sql.engine import READ_ONLY, begin_writing, is_sqlite
+from flashorder.adapters.sql.errors import is_duplicate_key, unavailable_on_failure
+from flashorder.adapters.sql.tables import order_views, processed_events, product_sales
+from flashorder.adapters.sql.upsert import mariadb_upsert
 from flashorder.application.ports import JsonObject
 from flashorder.domain import errors
 from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event

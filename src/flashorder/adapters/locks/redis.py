@@ -18,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from flashorder.adapters.redis_batch import ScriptBatcher
+from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters._redis.errors import text, translated
+from flashorder.adapters.locks.waiting import retry_until_taken, wait_for_signal
 from flashorder.domain import errors
 
 log = logging.getLogger(__name__)
@@ -51,27 +53,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-@contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except RedisError as exc:
-        raise errors.Unavailable("redis", str(exc) or type(exc).__name__) from exc
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
-    # arrives as the event is set, and the cancelled task would go on to take the lock.
-    if timeout > 0 and not event.is_set():
-        with suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await event.wait()
 
 
 @dataclass(slots=True)
@@ -160,7 +141,7 @@ class _ReleaseFeed:
                 failures += 1
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 log.log(level, "lock release feed interrupted: %s", exc)
-                self._asked = {_text(channel) for channel in self._pubsub.channels}
+                self._asked = {text(channel) for channel in self._pubsub.channels}
                 self._confirmed.clear()
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
 
@@ -192,7 +173,7 @@ class _ReleaseFeed:
     def _dispatch(self, message: dict[str, object] | None) -> None:
         if message is None or message.get("channel") is None:
             return
-        channel = _text(message["channel"])
+        channel = text(message["channel"])
         if message["type"] == "subscribe":
             self._confirmed.add(channel)
         state = self._channels.get(channel)
@@ -233,7 +214,7 @@ class RedisLocks:
         self._default_wait = default_wait
         self._default_lease = default_lease
         self._max_retry = max_retry_interval
-        # Taking and letting go ride in shared pipelines (see redis_batch); renewals are rare.
+        # Taking and letting go ride in shared pipelines (see _redis.batch); renewals are rare.
         batcher = batcher or ScriptBatcher(client)
         self._acquire_script = batcher.register(_ACQUIRE)
         self._renew_script = client.register_script(_RENEW)
@@ -286,7 +267,7 @@ class RedisLocks:
         """None when acquired, else the holder's remaining lease in ms (-1: no expiry)."""
         # Hazard: cancelled while this is in flight, Redis may grant the lock to a holder that
         # never learns it. Nothing releases it then but the lease, hence leases stay short.
-        with _translated():
+        with translated():
             result = await self._acquire_script(keys=[key], args=[token, lease_ms])
         return None if int(result[0]) == 1 else int(result[1])
 
@@ -303,20 +284,18 @@ class RedisLocks:
         try:
             # Retry only once subscribed: a release between our attempt and the subscription
             # would otherwise go unheard until the next poll.
-            await _wait(state.subscribed, min(deadline - loop.time(), self._max_retry))
-            while True:
-                signal.clear()
-                remaining_lease = await self._try(key, token, lease_ms)
-                if remaining_lease is None:
-                    acquired = True
-                    return
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise errors.DuplicateInFlight(f"lock {name!r}")
-                pause = min(left, self._max_retry)
-                if remaining_lease >= 0:
-                    pause = min(pause, (remaining_lease + 1) / 1000)
-                await _wait(signal, pause)
+            await wait_for_signal(state.subscribed, min(deadline - loop.time(), self._max_retry))
+
+            async def attempt() -> float | None:
+                remaining_lease_ms = await self._try(key, token, lease_ms)
+                if remaining_lease_ms is None or remaining_lease_ms < 0:
+                    return remaining_lease_ms
+                return (remaining_lease_ms + 1) / 1000
+
+            await retry_until_taken(
+                name, attempt, signal, deadline=deadline, max_retry_interval=self._max_retry
+            )
+            acquired = True
         finally:
             self._feed.leave(channel, signal, pass_on=not acquired and signal.is_set())
 
@@ -335,7 +314,7 @@ class RedisLocks:
                 if not held:
                     log.warning("lock %r was lost: its lease ran out before renewal", name)
                     return
-            await _wait(done, lease_ms / 3000)
+            await wait_for_signal(done, lease_ms / 3000)
 
     async def _let_go(self, name: str, key: str, token: str) -> None:
         # Failing here must not fail the body, whose work is done: the lease frees the lock.

@@ -1,4 +1,4 @@
-"""Alembic's environment, run by ``flashorder.adapters.sql_migrate.migrate``.
+"""Alembic's environment, run by ``flashorder.adapters.sql.migrate.migrate``.
 
 It calls ``asyncio.run``: run it from sync code only (the CLI, before a server's loop
 starts), never from inside a running event loop.
@@ -13,7 +13,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from flashorder.adapters.sql_tables import metadata
+from flashorder.adapters.sql.tables import metadata
 
 config = context.config
 
@@ -21,7 +21,7 @@ config = context.config
 def _database_url() -> str:
     url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError("no database url: use flashorder.adapters.sql_migrate.migrate(url)")
+        raise RuntimeError("no database url: use flashorder.adapters.sql.migrate.migrate(url)")
     return str(url)
 
 

@@ -1,7 +1,7 @@
 """The repositories of ``SqlUnitOfWork``: Core statements on the unit of work's connection.
 
 This module holds the shared connection handle (``Db``) and the catalogue (products,
-discount policies); ``sql_order_repositories`` holds what placing an order writes.
+discount policies); ``orders`` holds what placing an order writes.
 
 Statements are built once, here, with named bind parameters, so SQLAlchemy compiles each one
 once per dialect and serves it from its cache afterwards. Stock and per-user counts change
@@ -19,8 +19,8 @@ from sqlalchemy import CursorResult, Executable, Row, bindparam, insert, select,
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flashorder.adapters.sql_errors import is_duplicate_key, unavailable_on_failure
-from flashorder.adapters.sql_tables import discount_policies, order_items, orders, products
+from flashorder.adapters.sql.errors import is_duplicate_key, unavailable_on_failure
+from flashorder.adapters.sql.tables import discount_policies, order_items, orders, products
 from flashorder.domain import errors
 from flashorder.domain.model import (
     DiscountKind,

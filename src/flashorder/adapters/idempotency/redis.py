@@ -9,14 +9,11 @@ one is kept for the retention period. The database holds the durable record.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from flashorder.adapters.redis_batch import ScriptBatcher
+from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters._redis.errors import translated
 from flashorder.application.ports import StoredResponse
 from flashorder.domain import errors
 from flashorder.domain.model import UserId
@@ -47,14 +44,6 @@ return 0
 _CLAIMED, _IN_FLIGHT, _REUSED = 0, 1, 2
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except RedisError as exc:
-        raise errors.Unavailable("redis", str(exc) or type(exc).__name__) from exc
-
-
 class RedisIdempotencyCache:
     """``IdempotencyCache`` on Redis. One key per user and Idempotency-Key."""
 
@@ -80,7 +69,7 @@ class RedisIdempotencyCache:
 
     async def begin(self, user_id: UserId, key: str, fingerprint: str) -> StoredResponse | None:
         claim = orjson.dumps({"state": "inflight", "fp": fingerprint})
-        with _translated():
+        with translated():
             result = await self._begin(
                 keys=[self._key(user_id, key)], args=[fingerprint, claim, self._lease_ms]
             )
@@ -105,9 +94,9 @@ class RedisIdempotencyCache:
                 "body": response.body,
             }
         )
-        with _translated():
+        with translated():
             await self._client.set(self._key(user_id, key), entry, px=self._retention_ms)
 
     async def abandon(self, user_id: UserId, key: str) -> None:
-        with _translated():
+        with translated():
             await self._abandon(keys=[self._key(user_id, key)])

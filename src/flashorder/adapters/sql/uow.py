@@ -4,7 +4,7 @@
         await uow.orders.add(order)          # order, items and its events (outbox), one txn
         await uow.commit()
 
-Errors (see ``sql_errors``): database failures become ``errors.Unavailable("database")``;
+Errors (see ``sql.errors``): database failures become ``errors.Unavailable("database")``;
 deadlocks and lock wait timeouts the narrower ``SerializationFailure``, after which nothing
 of the work was committed and the whole unit of work may be run again. A duplicate key is
 ``errors.AlreadyExists`` where the port documents it.
@@ -21,15 +21,11 @@ from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql_engine import is_sqlite, wait_turn, writer_queue
-from flashorder.adapters.sql_errors import SerializationFailure, release, unavailable_on_failure
-from flashorder.adapters.sql_order_repositories import (
-    SqlIdempotencyRecords,
-    SqlOrders,
-    SqlOutbox,
-    SqlPurchaseLimits,
-)
-from flashorder.adapters.sql_repositories import Db, SqlDiscountPolicies, SqlProducts
+from flashorder.adapters.sql.catalogue import Db, SqlDiscountPolicies, SqlProducts
+from flashorder.adapters.sql.engine import is_sqlite, wait_turn, writer_queue
+from flashorder.adapters.sql.errors import SerializationFailure, release, unavailable_on_failure
+from flashorder.adapters.sql.orders import SqlIdempotencyRecords, SqlOrders, SqlPurchaseLimits
+from flashorder.adapters.sql.outbox import SqlOutbox
 from flashorder.application.ports import (
     DiscountPolicies,
     IdempotencyRecords,
@@ -123,7 +119,7 @@ class SqlUnitOfWorkFactory:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        # SQLite: this process's queue of writers (see ``sql_engine.writing``); None on MariaDB.
+        # SQLite: this process's queue of writers (see ``sql.engine.writing``); None on MariaDB.
         self._writers = writer_queue(engine)
 
     def __call__(self) -> SqlUnitOfWork:

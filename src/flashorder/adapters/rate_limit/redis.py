@@ -19,11 +19,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from flashorder.adapters.redis_batch import ScriptBatcher
+from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters._redis.errors import translated
 from flashorder.application.ports import Bucket
-from flashorder.domain import errors
 
 # KEYS[1]: the bucket. ARGV: rate (tokens a second), burst.
 # Returns 0 when a token was taken, else the milliseconds until one will be there.
@@ -65,8 +64,6 @@ class RedisRateLimiter:
         if not buckets:
             return 0.0
         calls = [([self._key(b)], [b.rate, b.burst]) for b in buckets]
-        try:
+        with translated():
             waits = await self._take.each(calls)
-        except RedisError as exc:
-            raise errors.Unavailable("redis", str(exc) or type(exc).__name__) from exc
         return max(int(wait) for wait in waits) / 1000

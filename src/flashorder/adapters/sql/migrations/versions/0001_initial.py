@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-05-10
 
-Written out in full (not imported from ``sql_tables``): a migration is a fixed record of one
+Written out in full (not imported from ``sql.tables``): a migration is a fixed record of one
 step, and must not change when the tables module moves on. Names are final (``op.f``), not
 run through the tables' naming convention again.
 """

@@ -1,4 +1,7 @@
-"""The in-process twin of the Kafka topics, for the embedded mode and fast tests.
+"""The in-process twin of the Kafka topics, for tests that need a broker without Kafka.
+
+The embedded mode does not use it: there the relay hands the outbox's events straight to
+the read model (``DirectProjection``), with no broker in between.
 
 One ordered log of encoded events (encoded so that a payload Kafka could not carry fails
 here too) and, per consumer group, the committed offset. The behaviours the application
@@ -18,7 +21,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
-from flashorder.adapters.event_codec import decode_event, encode_event
+from flashorder.adapters.events.codec import decode_event, encode_event
 from flashorder.domain import errors
 from flashorder.domain.events import EVENT_TYPES, Event
 

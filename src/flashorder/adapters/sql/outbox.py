@@ -1,5 +1,5 @@
-"""The transactional outbox: events are rows written in the transaction that made them, and
-a relay publishes the rows.
+"""The transactional outbox: events are rows written in the transaction that made them
+(``SqlOutbox``, inside a unit of work), and a relay publishes the rows (``SqlOutboxRelayStore``).
 
 On MariaDB several relays may run at once: ``claim`` locks its rows with
 ``FOR UPDATE SKIP LOCKED``, so relays take disjoint batches, and marks them published in the
@@ -20,9 +20,10 @@ import orjson
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql_engine import READ_ONLY, begin_writing, is_sqlite
-from flashorder.adapters.sql_errors import release, unavailable_on_failure
-from flashorder.adapters.sql_tables import outbox
+from flashorder.adapters.sql.catalogue import Db
+from flashorder.adapters.sql.engine import READ_ONLY, begin_writing, is_sqlite
+from flashorder.adapters.sql.errors import release, unavailable_on_failure
+from flashorder.adapters.sql.tables import outbox
 from flashorder.application.ports import OutboxBatch
 from flashorder.domain.events import Event
 
@@ -88,6 +89,17 @@ def row_event(row: Row[Any]) -> Event:
         payload=orjson.loads(row.payload),
         event_id=UUID(row.event_id),
     )
+
+
+class SqlOutbox:
+    """``Outbox``: adds events to the outbox in the unit of work's transaction."""
+
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    async def add(self, events: Sequence[Event]) -> None:
+        if events:
+            await self._db.run(INSERT_EVENTS, event_rows(events))
 
 
 class SqlOutboxRelayStore:

@@ -1,7 +1,7 @@
 """The repositories that placing and cancelling an order write through: orders with their
-lines, the outbox, per-user purchase counts and idempotency records.
+lines, per-user purchase counts and idempotency records. (The outbox is in ``outbox``.)
 
-The same rules as in ``sql_repositories`` hold: statements built once with bind parameters,
+The same rules as in ``catalogue`` hold: statements built once with bind parameters,
 counts changed only by guarded single-statement updates.
 """
 
@@ -15,12 +15,11 @@ import orjson
 from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.dialects import sqlite
 
-from flashorder.adapters.sql_outbox import INSERT_EVENTS, event_rows
-from flashorder.adapters.sql_repositories import Db
-from flashorder.adapters.sql_tables import idempotency_records, order_items, orders, user_purchases
-from flashorder.adapters.sql_upsert import mariadb_upsert
+from flashorder.adapters.sql.catalogue import Db
+from flashorder.adapters.sql.outbox import INSERT_EVENTS, event_rows
+from flashorder.adapters.sql.tables import idempotency_records, order_items, orders, user_purchases
+from flashorder.adapters.sql.upsert import mariadb_upsert
 from flashorder.application.ports import IdempotencyRecord, PurchaseTake, StoredResponse
-from flashorder.domain.events import Event
 from flashorder.domain.model import (
     DiscountPolicyId,
     Order,
@@ -154,15 +153,6 @@ async def _record(db: Db, order: Order) -> None:
     # Cleared only once written: if the insert failed, the transaction rolls back whole and
     # the events are still there for a retry of the unit of work.
     order.events.clear()
-
-
-class SqlOutbox:
-    def __init__(self, db: Db) -> None:
-        self._db = db
-
-    async def add(self, events: Sequence[Event]) -> None:
-        if events:
-            await self._db.run(INSERT_EVENTS, event_rows(events))
 
 
 # --- per-user purchase counts -------------------------------------------------------------------

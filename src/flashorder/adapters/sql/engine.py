@@ -32,7 +32,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, Pool
 
-from flashorder.adapters.sql_errors import SerializationFailure
+from flashorder.adapters.sql.errors import SerializationFailure
 
 #: Execution option: on SQLite, begin with a plain (deferred) ``BEGIN``, which takes no write
 #: lock. For connections that only read (queries, probes); ignored by MariaDB.

@@ -15,8 +15,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from flashorder.adapters.event_codec import MalformedEvent, decode_event
-from flashorder.adapters.kafka_topics import topic_names
+from flashorder.adapters.events.codec import MalformedEvent, decode_event
+from flashorder.adapters.events.topics import topic_names
 from flashorder.domain import errors
 from flashorder.domain.events import Event
 

@@ -12,9 +12,10 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from flashorder.adapters.locks.waiting import retry_until_taken
 from flashorder.domain import errors
 
 log = logging.getLogger(__name__)
@@ -24,15 +25,6 @@ log = logging.getLogger(__name__)
 class _Lease:
     token: str
     expires_at: float
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
-    # arrives as the event is set, and the cancelled task would go on to take the lock.
-    if timeout > 0 and not event.is_set():
-        with suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await event.wait()
 
 
 class MemoryLocks:
@@ -120,17 +112,15 @@ class MemoryLocks:
         waiters.append(signal)
         acquired = False
         try:
-            while True:
-                signal.clear()
-                remaining_lease = self._try(name, token, lease)
-                if remaining_lease is None:
-                    acquired = True
-                    return
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise errors.DuplicateInFlight(f"lock {name!r}")
-                # Woken by a release, or retry when the holder's lease ends.
-                await _wait(signal, min(left, self._max_retry, remaining_lease))
+
+            async def attempt() -> float | None:
+                # Nothing awaited inside: the check-and-set runs without interleaving.
+                return self._try(name, token, lease)
+
+            await retry_until_taken(
+                name, attempt, signal, deadline=deadline, max_retry_interval=self._max_retry
+            )
+            acquired = True
         finally:
             waiters.remove(signal)
             if not waiters:

@@ -16,9 +16,9 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
-from flashorder.adapters.sql_engine import READ_ONLY, begin_writing
-from flashorder.adapters.sql_errors import as_unavailable
-from flashorder.adapters.sql_tables import ID, MARIADB_TABLE_OPTIONS, UtcDateTime, metadata
+from flashorder.adapters.sql.engine import READ_ONLY, begin_writing
+from flashorder.adapters.sql.errors import as_unavailable
+from flashorder.adapters.sql.tables import ID, MARIADB_TABLE_OPTIONS, UtcDateTime, metadata
 from flashorder.application.projector import ProjectorStats
 
 projector_status = Table(

@@ -1,0 +1,1 @@
+"""The idempotency cache (``IdempotencyCache``): on Redis, and its in-memory twin."""

@@ -1,0 +1,1 @@
+"""Named locks (``Locks``): on Redis, and their in-memory twin."""

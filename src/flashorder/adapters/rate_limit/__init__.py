@@ -1,0 +1,1 @@
+"""Token-bucket rate limits (``RateLimiter``): on Redis, and their in-memory twin."""

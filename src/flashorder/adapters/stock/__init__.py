@@ -1,0 +1,1 @@
+"""The stock gate (``StockGate``): on Redis, and its in-memory twin."""
