@@ -199,7 +199,11 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
                 idempotency=idempotency,
                 strategy=settings.strategy,
                 writer=writer,
-                sold_out=SoldOutCache(stock, ttl=settings.sold_out_cache_seconds),
+                sold_out=SoldOutCache(
+                    stock,
+                    ttl=settings.sold_out_cache_seconds,
+                    max_size=settings.sold_out_cache_size,
+                ),
             ),
             read_model=read_model,
             engine=engine,

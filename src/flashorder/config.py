@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     #: of a sold-out product are refused without touching Redis or the database; an order
     #: that could succeed is refused for at most this long after stock comes back. 0: off.
     sold_out_cache_seconds: float = Field(default=0.1, ge=0, le=10)
+    #: At most this many products' readings per process (the oldest go first).
+    sold_out_cache_size: int = Field(default=10_000, ge=1, le=1_000_000)
 
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
     #: ceiling of the HTTP stack that ``flashorder bench`` compares the real routes with.

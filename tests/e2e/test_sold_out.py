@@ -158,3 +158,24 @@ async def test_every_api_process_sells_restocked_units_after_a_sell_out(api: Api
     assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
     figures = await check_stock(api.engine, api.gate, [pid])
     assert figures[pid] == {"stock": 5, "available": 0, "sold": 5}
+
+
+async def test_the_sold_out_cache_stays_bounded_under_a_flood_of_made_up_product_ids(
+    tmp_path: Path,
+) -> None:
+    limits_off = {"rate_user_per_second": 0, "rate_ip_per_second": 0}
+    async with embedded(tmp_path, sold_out_cache_size=100, **limits_off) as api:
+        sold_out, catalogue = api.service.deps.sold_out, api.service.deps.catalogue
+        assert sold_out is not None
+        sizes = []
+        for n in range(1_500):
+            pid = f"PRD_{240701120000001 + n}_{n % 9999:04d}_101"
+            reply = await place(api, rid("u"), (pid, 1, 10050))
+            assert reply.status == 422, reply.body
+            if n % 100 == 99:
+                sizes.append(len(sold_out))
+
+        # Flat: at most its size from the first hundred ids on, never growing with the flood.
+        assert max(sizes) <= 100, sizes
+        # Unknown products are never remembered by the catalogue cache.
+        assert len(catalogue) == 0

@@ -97,16 +97,18 @@ async def place_order(
         raise errors.InvalidOrder(
             f"quantity is at most {service.settings.max_quantity_per_item} per item"
         )
+    # Admitted first: whatever an order names costs its caller a token before it costs the
+    # service a read or a cache entry.
+    await admit(request, principal, service)
     if idempotency_key is None:
-        # Refused before the rate limits: an unkeyed order of a product this process knows
-        # to be sold out costs no round trip and changes nothing. (A keyed one may be the
-        # retry of an order that was placed: the handler answers it from the key's record.)
+        # An unkeyed order of a product this process knows to be sold out costs no further
+        # round trip and changes nothing. (A keyed one may be the retry of an order that was
+        # placed: the handler answers it from the key's record.)
         gone = await handlers.sold_out_among(
             [ProductId(item.product_id) for item in body.items], deps=service.deps
         )
         if gone is not None:
             raise errors.SoldOut(gone)
-    await admit(request, principal, service)
     cmd = commands.PlaceOrder(
         user_id=UserId(body.user_id),
         lines=tuple(
