@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     rate_user_burst: int = Field(default=60, ge=1)
     rate_ip_per_second: float = Field(default=5_000.0, ge=0)
     rate_ip_burst: int = Field(default=10_000, ge=1)
+    #: The proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed (uvicorn's
+    #: ``--forwarded-allow-ips``): comma-separated addresses or networks, or ``*``. The client
+    #: address of the per-address bucket is the connection's peer unless that peer is listed.
+    #: Behind a load balancer, list it, or every buyer shares its address's bucket.
+    forwarded_allow_ips: str = Field(default="127.0.0.1", min_length=1, max_length=2000)
     #: How old this process's knowledge that a product is sold out may be. Within it, orders
     #: of a sold-out product are refused without touching Redis or the database; an order
     #: that could succeed is refused for at most this long after stock comes back. 0: off.

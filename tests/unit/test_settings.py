@@ -63,3 +63,33 @@ async def test_the_app_refuses_to_start_with_the_development_secret_and_a_real_s
     with pytest.raises(RuntimeError, match="development secret"):
         async with app.router.lifespan_context(app):
             pass
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ([], None, "127.0.0.1"),
+        ([], "10.0.0.0/8", "10.0.0.0/8"),
+        (["--forwarded-allow-ips", "10.1.2.3,10.1.2.4"], None, "10.1.2.3,10.1.2.4"),
+    ],
+)
+def test_the_trusted_proxies_are_a_setting_passed_to_the_server(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], env: str | None, expected: str
+) -> None:
+    for name in ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP", "FORWARDED_ALLOW_IPS"):
+        monkeypatch.delenv(f"FLASHORDER_{name}", raising=False)
+    if env is not None:
+        monkeypatch.setenv("FLASHORDER_FORWARDED_ALLOW_IPS", env)
+    else:
+        # ``serve`` exports its options for its worker processes: undone after the test.
+        monkeypatch.setenv("FLASHORDER_FORWARDED_ALLOW_IPS", "127.0.0.1")
+    monkeypatch.setenv("FLASHORDER_HOST", "127.0.0.1")
+    monkeypatch.setattr("flashorder.entrypoints.cli._prepare", lambda settings: None)
+    served: list[dict[str, object]] = []
+    monkeypatch.setattr("flashorder.entrypoints.cli.uvicorn.run", lambda *a, **k: served.append(k))
+
+    result = CliRunner().invoke(cli, ["serve", *args])
+
+    assert result.exit_code == 0, result.output
+    assert served[0]["forwarded_allow_ips"] == expected
+    assert served[0]["proxy_headers"] is True
