@@ -7,7 +7,6 @@ the running event loop and closed on the way out; nothing lives at module level.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -49,8 +48,6 @@ from flashorder.application.reconcile import run_reconciler
 from flashorder.application.relay import run_relay
 from flashorder.application.sold_out import SoldOutCache
 from flashorder.config import Settings
-
-log = logging.getLogger("flashorder")
 
 
 @dataclass

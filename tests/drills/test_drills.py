@@ -59,7 +59,7 @@ from flashorder.bootstrap import build
 from flashorder.config import Settings
 from flashorder.domain.events import ORDER_CREATED
 from flashorder.domain.model import ProductId
-from flashorder.entrypoints.api.auth import mint_token
+from flashorder.entrypoints.tokens import mint_token
 from tests.invariants import check_stock
 from tests.stackctl import EXE, Stack
 

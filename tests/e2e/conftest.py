@@ -32,7 +32,7 @@ from flashorder.application.ports import StockGate
 from flashorder.bootstrap import Service
 from flashorder.config import Settings
 from flashorder.entrypoints.api import create_app
-from flashorder.entrypoints.api.auth import mint_token
+from flashorder.entrypoints.tokens import mint_token
 from tests.stackctl import Stack
 
 

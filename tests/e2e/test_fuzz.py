@@ -25,7 +25,7 @@ from schemathesis.python.asgi import get_client, shutdown_lifespans
 from flashorder.adapters.sql.migrate import migrate
 from flashorder.config import Settings
 from flashorder.entrypoints.api import create_app
-from flashorder.entrypoints.api.auth import mint_token
+from flashorder.entrypoints.tokens import mint_token
 
 CHECKS = [
     not_a_server_error,

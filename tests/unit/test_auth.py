@@ -10,8 +10,9 @@ import jwt
 import pytest
 
 from flashorder.config import DEV_JWT_SECRET, Settings
-from flashorder.entrypoints.api.auth import Authenticator, Principal, mint_token, secret_warning
+from flashorder.entrypoints.api.auth import Authenticator, Principal, secret_warning
 from flashorder.entrypoints.api.problems import Unauthorized
+from flashorder.entrypoints.tokens import mint_token
 
 SETTINGS = Settings(database_url=None, redis_url=None)
 

@@ -43,7 +43,7 @@ def test_serve_refuses_to_listen_beyond_loopback_with_the_development_secret(
     # ``serve`` exports its options for its worker processes: undone after the test.
     monkeypatch.setenv("FLASHORDER_HOST", "127.0.0.1")
     served: list[object] = []
-    monkeypatch.setattr("flashorder.entrypoints.cli.uvicorn.run", lambda *a, **k: served.append(a))
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: served.append(a))
 
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0"])
 
@@ -86,7 +86,7 @@ def test_the_trusted_proxies_are_a_setting_passed_to_the_server(
     monkeypatch.setenv("FLASHORDER_HOST", "127.0.0.1")
     monkeypatch.setattr("flashorder.entrypoints.cli._prepare", lambda settings: None)
     served: list[dict[str, object]] = []
-    monkeypatch.setattr("flashorder.entrypoints.cli.uvicorn.run", lambda *a, **k: served.append(k))
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: served.append(k))
 
     result = CliRunner().invoke(cli, ["serve", *args])
 

@@ -167,7 +167,7 @@ class GroupCommit:
             return
         except BaseException as exc:
             if not isinstance(exc, errors.Unavailable | asyncio.CancelledError):
-                log.exception("group commit failed")
+                log.exception("group_commit.failed")
             for pending in batch:
                 if not pending.done.done():
                     pending.done.set_exception(_fresh(exc))

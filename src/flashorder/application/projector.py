@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -23,7 +23,7 @@ from flashorder.application.ports import EventConsumer, ReadModel
 from flashorder.domain.errors import Unavailable
 from flashorder.domain.events import Event
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -156,7 +156,7 @@ async def _consume(
         try:
             batch = await consumer.fetch(batch_size, fetch_timeout)
         except Unavailable as exc:
-            log.warning("projector.fetch_failed", error=exc.detail)
+            log.warning("projector.fetch_failed", extra={"error": exc.detail})
             await _sleep_unless(stop, backoff.next())
             continue
         backoff.reset()
@@ -169,7 +169,9 @@ async def _consume(
                 await read_model.apply(batch)
                 break
             except Unavailable as exc:
-                log.warning("projector.apply_failed", error=exc.detail, events=len(batch))
+                log.warning(
+                    "projector.apply_failed", extra={"error": exc.detail, "events": len(batch)}
+                )
                 await _sleep_unless(stop, backoff.next())
                 if stop.is_set():
                     return  # uncommitted: the next member of the group applies it
@@ -180,7 +182,7 @@ async def _consume(
         except Unavailable as exc:
             # Applied but not committed: the group fetches these again and applying them
             # twice changes nothing.
-            log.warning("projector.commit_failed", error=exc.detail)
+            log.warning("projector.commit_failed", extra={"error": exc.detail})
 
 
 class _Reporter:
@@ -206,12 +208,12 @@ class _Reporter:
         try:
             self._stats.record_lag(await self._consumer.lag(), self._clock())
         except Unavailable as exc:
-            log.warning("projector.lag_unknown", error=exc.detail)
+            log.warning("projector.lag_unknown", extra={"error": exc.detail})
         if self._report is not None:
             try:
                 await self._report(self._stats)
             except Unavailable as exc:
-                log.warning("projector.report_failed", error=exc.detail)
+                log.warning("projector.report_failed", extra={"error": exc.detail})
 
 
 class _Backoff:

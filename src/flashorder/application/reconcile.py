@@ -39,11 +39,10 @@ Hazards, and why the repair is safe against them:
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from contextlib import suppress
 from dataclasses import dataclass, field
-
-import structlog
 
 from flashorder.application.ports import (
     GateCorrection,
@@ -54,7 +53,7 @@ from flashorder.application.ports import (
 from flashorder.domain import errors
 from flashorder.domain.model import OrderId, OrderStatus, ProductId
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 #: How long to wait before taking the second look that confirms a raise.
 SETTLE_SECONDS = 0.2
@@ -286,7 +285,7 @@ async def run_reconciler(
                 uow=uow, stock=stock, locks=locks, older_than=older_than, dry_run=False
             )
         except errors.Unavailable as exc:
-            log.warning("reconcile.unavailable", error=exc.detail)
+            log.warning("reconcile.unavailable", extra={"error": exc.detail})
             continue
         except Exception:
             # A bug: logged whole, and the next tick tries again rather than leaving the
@@ -294,4 +293,4 @@ async def run_reconciler(
             log.exception("reconcile.failed")
             continue
         if report.changed:
-            log.warning("reconcile.repaired", **report.as_dict())
+            log.warning("reconcile.repaired", extra=report.as_dict())

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import structlog
-
 from flashorder.application.ports import EventPublisher, OutboxRelayStore
 from flashorder.domain.errors import Unavailable
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 
 async def _relay_batch(store: OutboxRelayStore, publisher: EventPublisher, batch_size: int) -> int:
@@ -39,7 +38,7 @@ async def relay_once(store: OutboxRelayStore, publisher: EventPublisher, *, batc
     try:
         return await _relay_batch(store, publisher, batch_size)
     except Unavailable as exc:
-        log.warning("relay.unavailable", error=exc.detail)
+        log.warning("relay.unavailable", extra={"error": exc.detail})
         return 0
 
 
@@ -82,7 +81,7 @@ class Relay:
             except Unavailable as exc:
                 self.failures_total += 1
                 backoff = min(self._max_backoff, max(2 * backoff, self._idle_sleep, 0.05))
-                log.warning("relay.unavailable", error=exc.detail, retry_in=backoff)
+                log.warning("relay.unavailable", extra={"error": exc.detail, "retry_in": backoff})
                 await _wait(stop, backoff)
                 continue
             if backoff:
@@ -102,10 +101,10 @@ class Relay:
         try:
             purged = await self._store.purge(self._clock() - self._retention)
         except Unavailable as exc:
-            log.warning("relay.purge_failed", error=exc.detail)
+            log.warning("relay.purge_failed", extra={"error": exc.detail})
             return
         if purged:
-            log.info("relay.purged", rows=purged)
+            log.info("relay.purged", extra={"rows": purged})
 
 
 async def run_relay(

@@ -1,6 +1,6 @@
 """Bearer tokens for the bench's calls, minted the way the service verifies them.
 
-The API mints with ``flashorder.entrypoints.api.auth.mint_token(settings, user_id, admin)``
+The API mints with ``flashorder.entrypoints.tokens.mint_token(settings, user_id, admin)``
 from the settings the service runs with. Where that module is absent (a build without auth),
 the bench sends no ``Authorization`` header at all.
 """

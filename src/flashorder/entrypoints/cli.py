@@ -1,19 +1,19 @@
-"""The ``flashorder`` command."""
+"""The ``flashorder`` command.
+
+Each command imports what it uses when it runs: ``flashorder --help`` and ``flashorder token``
+load neither the web framework nor the database or broker clients (a test holds this).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-import uvloop
 
-from flashorder.config import Settings
-from flashorder.entrypoints import logs
+if TYPE_CHECKING:
+    from flashorder.config import Settings
 
 cli = typer.Typer(
     name="flashorder",
@@ -21,12 +21,17 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help and errors: rich's console would cost more to load than a command runs.
+    rich_markup_mode=None,
 )
 
 
 def _settings(**overrides: object) -> Settings:
     """Settings from the environment; a command-line value wins and is exported, so that
     worker processes started by uvicorn read the same settings."""
+    from flashorder.config import Settings
+    from flashorder.entrypoints import logs
+
     for name, value in overrides.items():
         if value is not None:
             os.environ[f"FLASHORDER_{name.upper()}"] = str(value)
@@ -37,6 +42,8 @@ def _settings(**overrides: object) -> Settings:
 
 def _prepare(settings: Settings) -> None:
     """Everything a process needs before it serves: the data folder, the schema, topics."""
+    import asyncio
+
     from flashorder.adapters.sql.migrate import migrate
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +72,10 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the API (embedded by default; see FLASHORDER_* settings for the full stack)."""
+    import shutil
+
+    import uvicorn
+
     settings = _settings(
         host=host, port=port, workers=workers, forwarded_allow_ips=forwarded_allow_ips
     )
@@ -114,6 +125,8 @@ def migrate() -> None:
 @cli.command()
 def relay() -> None:
     """Publish the outbox to Kafka (safe to run several at once)."""
+    import uvloop
+
     from flashorder.entrypoints.workers import relay_main
 
     settings = _settings()
@@ -128,6 +141,8 @@ def relay() -> None:
 @cli.command()
 def projector() -> None:
     """Build the read model from Kafka (a consumer group; run one or more)."""
+    import uvloop
+
     from flashorder.entrypoints.workers import projector_main
 
     settings = _settings()
@@ -154,6 +169,8 @@ def reconcile(
     ] = None,
 ) -> None:
     """Repair drift between the Redis stock gate and the database; print what changed."""
+    import asyncio
+
     import orjson
 
     from flashorder.application.reconcile import reconcile as run
@@ -227,7 +244,10 @@ def bench(
     ] = False,
 ) -> None:
     """The flash-sale benchmark on the full stack: throughput, latency, memory, promises."""
+    import asyncio
+
     from flashorder.bench.options import BenchOptions, parse_scenario, parse_strategies
+    from flashorder.config import Settings
 
     try:
         chosen, strategy_list = parse_scenario(scenario), parse_strategies(strategies)
@@ -277,7 +297,8 @@ def token(
     ttl: Annotated[int, typer.Option(help="Seconds the token is valid", min=1)] = 3600,
 ) -> None:
     """Print a bearer token signed with FLASHORDER_JWT_SECRET (development and tests)."""
-    from flashorder.entrypoints.api.auth import mint_token
+    from flashorder.config import Settings
+    from flashorder.entrypoints.tokens import mint_token
 
     typer.echo(mint_token(Settings(), user, admin=admin, ttl=ttl))
 

@@ -1,38 +1,40 @@
-"""Logging for every process: structlog over the standard library, JSON when asked."""
+"""Logging for every process: the standard library's loggers, rendered by structlog.
+
+The code logs one way: ``log = logging.getLogger(__name__)``, an event name as the message
+and its fields in ``extra`` (``log.warning("relay.unavailable", extra={"error": ...})``).
+``ExtraAdder`` copies those fields into the rendered line, so they reach the output as
+keys of the JSON object (or ``key=value`` pairs on a console); libraries' records pass
+through the same chain.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import TextIO
 
 import structlog
 
 
-def configure(level: str = "info", *, json: bool = False) -> None:
-    """Route structlog and stdlib logging to one stream with one format. Called once, by the
-    entrypoint of a process (never at import)."""
-    shared: list[structlog.types.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
+def configure(level: str = "info", *, json: bool = False, stream: TextIO | None = None) -> None:
+    """Send every record to one stream (stderr unless ``stream``) in one format. Called once,
+    by the entrypoint of a process (never at import)."""
+    pre_chain: list[structlog.types.Processor] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
-    handler = logging.StreamHandler()
+    rendering: list[structlog.types.Processor] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta
+    ]
+    if json:
+        # A traceback becomes one string field; the console renderer formats its own.
+        rendering += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        rendering.append(structlog.dev.ConsoleRenderer(colors=False))
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                renderer,
-            ],
-        )
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=pre_chain, processors=rendering)
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -7,7 +7,6 @@ everything on the way out (a stop never loses an event: what was not committed c
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import socket
@@ -24,8 +23,6 @@ from flashorder.application.projector import ProjectorStats, run_projector
 from flashorder.application.relay import run_relay
 from flashorder.config import Settings
 from flashorder.entrypoints.heap import freeze_startup_heap
-
-log = logging.getLogger("flashorder.workers")
 
 
 def _stop_on_signals() -> asyncio.Event:

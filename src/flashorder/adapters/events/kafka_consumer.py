@@ -8,10 +8,10 @@ automatically: a crash between fetch and commit means the group fetches them aga
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import TracebackType
 from typing import Literal, Self
 
-import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -20,7 +20,7 @@ from flashorder.adapters.events.topics import topic_names
 from flashorder.domain import errors
 from flashorder.domain.events import Event
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "flashorder-projector"
 
@@ -60,7 +60,9 @@ class KafkaEventConsumer:
         try:
             await self.start()
         except errors.Unavailable as exc:
-            log.warning("kafka.consumer_not_started", group=self.group_id, error=exc.detail)
+            log.warning(
+                "kafka.consumer_not_started", extra={"group": self.group_id, "error": exc.detail}
+            )
         return self
 
     async def __aexit__(
@@ -118,7 +120,7 @@ class KafkaEventConsumer:
             async with asyncio.timeout(self._timeout):
                 await client.stop()
         except (KafkaError, OSError, TimeoutError):
-            log.warning("kafka.consumer_stop_failed", group=self.group_id, exc_info=True)
+            log.warning("kafka.consumer_stop_failed", extra={"group": self.group_id}, exc_info=True)
 
     async def pin_start(self) -> None:
         """Commit the current start position of every partition assigned to this member.
@@ -159,9 +161,11 @@ class KafkaEventConsumer:
                     self.malformed += 1
                     log.error(
                         "kafka.malformed_event",
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
+                        extra={
+                            "topic": record.topic,
+                            "partition": record.partition,
+                            "offset": record.offset,
+                        },
                         exc_info=True,
                     )
         return events

@@ -9,11 +9,11 @@ but before its rows were marked sent): consumers dedupe on ``eventId``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     KafkaError,
@@ -28,7 +28,7 @@ from flashorder.adapters.events.topics import TOPICS, topic_for
 from flashorder.domain import errors
 from flashorder.domain.events import Event
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 # aiokafka issue #1017: after OutOfOrderSequenceNumber an idempotent producer can refuse every
 # later send until it is rebuilt (a new producer id resets the sequence numbers). The same
@@ -71,7 +71,7 @@ class KafkaEventPublisher:
         try:
             await self.start()
         except errors.Unavailable as exc:
-            log.warning("kafka.producer_not_started", error=exc.detail)
+            log.warning("kafka.producer_not_started", extra={"error": exc.detail})
         return self
 
     async def __aexit__(
@@ -162,7 +162,7 @@ class KafkaEventPublisher:
                 return
             self._producer = None
             self.rebuilds += 1
-        log.warning("kafka.producer_rebuilt", reason=reason)
+        log.warning("kafka.producer_rebuilt", extra={"reason": reason})
         await self._close(producer)
 
     async def _close(self, producer: AIOKafkaProducer) -> None:

@@ -8,15 +8,15 @@ to other partitions: pick it once, generously.
 from __future__ import annotations
 
 import asyncio
+import logging
 
-import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from flashorder.domain import errors
 from flashorder.domain.events import EVENT_TYPES
 
-log = structlog.get_logger(__name__)
+log = logging.getLogger(__name__)
 
 #: Topic names are the event types.
 TOPICS: tuple[str, ...] = EVENT_TYPES
@@ -74,7 +74,7 @@ async def ensure_topics(
             message = rest[0] if rest else ""
             raise errors.Unavailable("kafka", f"topic {topic}: {for_code(code).__name__} {message}")
     if created:
-        log.info("kafka.topics_created", topics=created, partitions=partitions)
+        log.info("kafka.topics_created", extra={"topics": created, "partitions": partitions})
     return created
 
 

@@ -59,7 +59,7 @@ class MemoryLocks:
         finally:
             renewal.cancel()
             if not self._let_go(name, token):
-                log.warning("lock %r had been lost before its holder let go", name)
+                log.warning("lock.lost_before_release", extra={"lock": name})
             await asyncio.wait([renewal])
 
     def take_without_owner(self, name: str, lease: float) -> bool:
@@ -134,6 +134,6 @@ class MemoryLocks:
             await asyncio.sleep(lease / 3)
             held = self._live(name)
             if held is None or held.token != token:
-                log.warning("lock %r was lost: its lease ran out before renewal", name)
+                log.warning("lock.lost_before_renewal", extra={"lock": name})
                 return
             held.expires_at = time.monotonic() + lease

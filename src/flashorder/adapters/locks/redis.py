@@ -140,7 +140,7 @@ class _ReleaseFeed:
                 # it knows. Waiters poll meanwhile.
                 failures += 1
                 level = logging.WARNING if failures == 1 else logging.DEBUG
-                log.log(level, "lock release feed interrupted: %s", exc)
+                log.log(level, "lock.feed_interrupted", extra={"error": repr(exc)})
                 self._asked = {text(channel) for channel in self._pubsub.channels}
                 self._confirmed.clear()
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
@@ -309,10 +309,10 @@ class RedisLocks:
                 held = int(await self._renew_script(keys=[key], args=[token, lease_ms]))
             except RedisError as exc:
                 # The lease may still hold; keep trying until the body ends.
-                log.warning("could not renew lock %r: %s", name, exc)
+                log.warning("lock.renew_failed", extra={"lock": name, "error": repr(exc)})
             else:
                 if not held:
-                    log.warning("lock %r was lost: its lease ran out before renewal", name)
+                    log.warning("lock.lost_before_renewal", extra={"lock": name})
                     return
             await wait_for_signal(done, lease_ms / 3000)
 
@@ -323,7 +323,7 @@ class RedisLocks:
                 await self._release_script(keys=[key], args=[token, self._channel(name)])
             )
         except RedisError as exc:
-            log.warning("could not release lock %r, its lease will: %s", name, exc)
+            log.warning("lock.release_failed", extra={"lock": name, "error": repr(exc)})
             return
         if not released:
-            log.warning("lock %r had been lost before its holder let go", name)
+            log.warning("lock.lost_before_release", extra={"lock": name})

@@ -39,7 +39,7 @@ from flashorder.domain.model import UserId
 from flashorder.entrypoints.api.jwks import RSA_ALGORITHMS, JwksKeys
 from flashorder.entrypoints.api.problems import Forbidden, Unauthorized, documented
 
-log = logging.getLogger("flashorder.auth")
+log = logging.getLogger(__name__)
 
 #: The answers of any route behind a token, for the OpenAPI document.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -63,22 +63,6 @@ class Principal:
 
     user_id: UserId
     admin: bool
-
-
-def mint_token(settings: Settings, user_id: str, *, admin: bool = False, ttl: int = 3600) -> str:
-    """A token for ``user_id``, valid ``ttl`` seconds, signed HS256 with the configured
-    secret. For development, tests and the benchmark: a deployment with an identity provider
-    checks that provider's tokens instead."""
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": user_id,
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": now,
-        "exp": now + ttl,
-        "roles": ["admin"] if admin else [],
-    }
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
 def secret_warning(settings: Settings) -> str | None:

@@ -192,12 +192,14 @@ def _unavailable(request: Request, exc: errors.Unavailable) -> Response:
     # an id that the answer names, and the client learns only which part is down.
     rid = request_id(request)
     log.warning(
-        "unavailable on %s %s [%s=%s]: %s",
-        request.method,
-        request.url.path,
-        REQUEST_ID,
-        rid,
-        exc.detail,
+        "api.unavailable",
+        extra={
+            "method": request.method,
+            "path": request.url.path,
+            "request_id": rid,
+            "dependency": exc.dependency,
+            "error": exc.detail,
+        },
     )
     said = exc.detail if exc.public else f"{exc.dependency} is unavailable"
     return problem(
@@ -269,7 +271,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug, by definition: log it whole, tell the client nothing about internals.
     rid = request_id(request)
     log.exception(
-        "unhandled error on %s %s [%s=%s]", request.method, request.url.path, REQUEST_ID, rid
+        "api.unhandled_error",
+        extra={"method": request.method, "path": request.url.path, "request_id": rid},
     )
     return problem(
         500,
