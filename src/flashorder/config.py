@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     #: ceiling of the HTTP stack that ``flashorder bench`` compares the real routes with.
     bench_endpoints: bool = False
 
+    #: ``/readyz`` and ``/metrics`` answer anyone; what they read of the database and Redis
+    #: is shared for this long per process, so a flood of them costs one reading a period.
+    probe_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+
     @model_validator(mode="after")
     def _totals_fit(self) -> Self:
         # An order's items amount is at most items x quantity x price: it must fit the

@@ -17,6 +17,7 @@ from flashorder.entrypoints.api import bench_routes, catalogue, ops, orders, pro
 from flashorder.entrypoints.api.auth import Authenticator, secret_warning
 from flashorder.entrypoints.api.limits import SizeLimits
 from flashorder.entrypoints.api.metrics import Metrics, MetricsMiddleware
+from flashorder.entrypoints.api.probes import Probes
 from flashorder.entrypoints.heap import freeze_startup_heap
 
 log = logging.getLogger("flashorder.api")
@@ -26,6 +27,7 @@ class State(TypedDict):
     service: Service
     metrics: Metrics
     authenticator: Authenticator
+    probes: Probes
 
 
 DESCRIPTION = """\
@@ -63,12 +65,17 @@ def create_app(
             # other way of serving the app (another ASGI server, an import).
             raise RuntimeError(problem)
         if warning := secret_warning(settings):
-            log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
+            log.warning("auth.development_secret", extra={"warning": warning})
         authenticator = Authenticator(settings)
         async with build(settings, background=background) as service:
             if freeze_heap:
                 freeze_startup_heap()
-            yield {"service": service, "metrics": metrics, "authenticator": authenticator}
+            yield {
+                "service": service,
+                "metrics": metrics,
+                "authenticator": authenticator,
+                "probes": Probes(service, ttl=settings.probe_cache_seconds),
+            }
 
     app = FastAPI(
         title="flashorder",

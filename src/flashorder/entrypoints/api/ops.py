@@ -1,12 +1,13 @@
-"""Liveness, readiness and metrics."""
+"""Liveness, readiness and metrics: open to anyone, so what they read of the dependencies
+is shared for ``FLASHORDER_PROBE_CACHE_SECONDS`` (see ``probes``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.metrics import Metrics
+from flashorder.entrypoints.api.probes import Probes
 
 router = APIRouter(tags=["operations"])
 
@@ -17,9 +18,10 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: every dependency answers; read-model lag in detail")
-async def readyz(service: ServiceDep) -> JSONResponse:
-    checks = await service.readiness()
-    lag = await service.lag()
+async def readyz(request: Request) -> JSONResponse:
+    probes: Probes = request.state.probes
+    checks = await probes.readiness()
+    lag = await probes.lag()
     ready = all(state == "ok" for state in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks, "lag": lag},
@@ -28,9 +30,10 @@ async def readyz(service: ServiceDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
-async def metrics(request: Request, service: ServiceDep) -> Response:
+async def metrics(request: Request) -> Response:
     registry: Metrics = request.state.metrics
-    lag = await service.lag()
+    probes: Probes = request.state.probes
+    lag = await probes.lag()
     registry.lag_events.set(lag.get("events", 0))
     registry.lag_seconds.set(lag.get("seconds", 0.0))
     body, content_type = registry.exposition()
