@@ -48,6 +48,7 @@ from flashorder.application.reconcile import run_reconciler
 from flashorder.application.relay import run_relay
 from flashorder.application.sold_out import SoldOutCache
 from flashorder.config import Settings
+from flashorder.domain.pricing import DeliveryRule
 
 
 @dataclass
@@ -196,6 +197,7 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
                 idempotency=idempotency,
                 strategy=settings.strategy,
                 writer=writer,
+                delivery=DeliveryRule(settings.delivery_fee, settings.delivery_free_from),
                 sold_out=SoldOutCache(
                     stock,
                     ttl=settings.sold_out_cache_seconds,

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     max_items_per_order: int = Field(default=50, ge=1, le=1000)
     #: Bounded so that no order's totals can overflow a BIGINT (see ``_totals_fit``).
     max_quantity_per_item: int = Field(default=1000, ge=1, le=1_000_000)
+    #: What delivery costs: a flat fee per order, free when the items amount after the
+    #: discount reaches ``delivery_free_from`` (unset: never free). An order's ``deliveryFee``
+    #: must equal it (422 otherwise, like a tampered price).
+    delivery_fee: int = Field(default=0, ge=0, le=LARGEST_AMOUNT)
+    delivery_free_from: int | None = Field(default=None, ge=0, le=LARGEST_AMOUNT)
 
     #: Prepended to every topic name, so that deployments can share a broker.
     kafka_topic_prefix: str = Field(default="", max_length=100, pattern=r"^[A-Za-z0-9._\-]*$")

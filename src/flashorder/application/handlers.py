@@ -44,7 +44,7 @@ from flashorder.domain.model import (
     UserId,
     stock_changed,
 )
-from flashorder.domain.pricing import check_quote
+from flashorder.domain.pricing import DeliveryRule, check_quote
 
 Clock = Callable[[], datetime]
 
@@ -80,6 +80,8 @@ class Deps:
     #: Refuses orders of sold-out products before any work (the reserve strategy only: the
     #: lock strategy is the original design, kept as it was).
     sold_out: SoldOutCache | None = None
+    #: What delivery costs (the shop's rule; the buyer's figure is checked against it).
+    delivery: DeliveryRule = field(default_factory=DeliveryRule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +204,7 @@ async def _priced_order(
         delivery_fee=cmd.delivery_fee,
         claimed_payment=cmd.payment_amount,
         at=now,
+        delivery=deps.delivery,
     )
     order = Order.place(
         order_id=new_order_id(),
