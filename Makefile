@@ -28,12 +28,12 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/flashorder serve
 
-## The whole test suite against real MariaDB, Redis and Kafka (started here). The fault
-## drills, which stop and start those services, run apart: make drills.
+## The whole test suite against real MariaDB, Redis and Kafka (started here), the fault
+## drills included: they stop and start a MariaDB and a Redis of their own (tests/drills).
 test: install services
-	$(BIN)/pytest -m "not drill"
+	$(BIN)/pytest
 
-## The fault drills: kill -9 of a worker, Redis restarted empty, MariaDB stopped mid-burst.
+## The fault drills alone: kill -9 of a worker, Redis restarted empty, MariaDB stopped.
 drills: install services
 	$(BIN)/pytest -m drill -s
 

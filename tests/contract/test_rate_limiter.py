@@ -50,31 +50,34 @@ async def test_a_fresh_bucket_gives_its_burst_at_once_then_refuses(limiter: Rate
 
 
 async def test_the_wait_is_how_long_until_the_next_token(limiter: RateLimiter) -> None:
-    b = bucket(rate=4.0, burst=1)
+    b = bucket(rate=0.5, burst=1)
     await limiter.take([b])
 
     wait = await limiter.take([b])
 
-    assert 0.15 <= wait <= 0.25
+    # Two seconds a token, less what refilled between the takes (generous for a slow machine).
+    assert 1.0 <= wait <= 2.0
 
 
 async def test_a_bucket_refills_at_its_rate(limiter: RateLimiter) -> None:
-    b = bucket(rate=5.0, burst=3)
+    b = bucket(rate=1.0, burst=3)
     for _ in range(3):
         await limiter.take([b])
     assert await limiter.take([b]) > 0
 
-    await asyncio.sleep(0.25)  # 1.25 tokens
+    # 1.2 tokens: one to take, and a second only if the next take came 0.8 s late.
+    await asyncio.sleep(1.2)
 
     assert await limiter.take([b]) == 0
     assert await limiter.take([b]) > 0
 
 
 async def test_a_bucket_never_holds_more_than_its_burst(limiter: RateLimiter) -> None:
-    b = bucket(rate=10.0, burst=2)
+    b = bucket(rate=2.0, burst=2)
     await limiter.take([b])
 
-    await asyncio.sleep(0.3)  # 3 tokens, were there room
+    # 3 tokens, were there room; the third take fails unless it came 0.5 s late.
+    await asyncio.sleep(1.5)
 
     assert [await limiter.take([b]) for _ in range(2)] == [0, 0]
     assert await limiter.take([b]) > 0
