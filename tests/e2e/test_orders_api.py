@@ -1,4 +1,4 @@
-"""The order contract of DESIGN.md, against the embedded default and the full stack."""
+"""The order contract of docs/design.md, against the embedded default and the full stack."""
 
 from __future__ import annotations
 

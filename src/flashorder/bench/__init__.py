@@ -8,7 +8,7 @@ The parts, each in its own module:
   merges their ``samples``); ``stats``: percentiles and throughput from raw samples.
 - ``stack``: the service as processes on the local MariaDB, Redis and Kafka; ``procs``: their
   memory; ``client``: seeding, sampling and draining over HTTP; ``auth``: tokens.
-- ``checks`` and ``kafka_events``: the promises of DESIGN.md, checked in the stores;
+- ``checks`` and ``kafka_events``: the promises of docs/design.md, checked in the stores;
   ``report``, ``chart`` and ``results``: what a run prints and writes.
 - ``run`` (one strategy), ``main`` (the whole run) and ``inprocess`` (the command pipeline
   without HTTP, for profiling).

@@ -1,4 +1,4 @@
-"""The promises of DESIGN.md, checked in the stores themselves once the events are drained.
+"""The promises of docs/design.md, checked in the stores themselves once the events are drained.
 
 Every query is limited to the run's products (and users) by their id prefix, so the checks
 hold on a shared database too (``--target``). Each check is one ``Check``: PASS, FAIL, or

@@ -133,7 +133,7 @@ def _mixed(
 
 
 def order_body(user: str, product: str, quantity: int, price: int) -> bytes:
-    """The original's order request (DESIGN.md), priced as the server prices it."""
+    """The original's order request (docs/design.md), priced as the server prices it."""
     return orjson.dumps(
         {
             "userId": user,
