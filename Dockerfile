@@ -36,9 +36,10 @@ COPY src ./src
 RUN pip install --no-deps . && rm -rf /app/src
 
 # Run unprivileged; the data dir holds SQLite in embedded mode and the
-# prometheus multiprocess folder with --workers > 1.
+# prometheus multiprocess folder with --workers > 1; /app/secrets the generated signing
+# secret under compose (a new named volume takes the folder's owner).
 RUN useradd --create-home --uid 10001 flashorder \
- && mkdir -p /app/.data && chown flashorder:flashorder /app/.data
+ && mkdir -p /app/.data /app/secrets && chown flashorder:flashorder /app/.data /app/secrets
 USER flashorder
 ENV FLASHORDER_DATA_DIR=/app/.data
 

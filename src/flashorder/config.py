@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     #: secret is public: anyone can mint tokens with it, so never deploy with it.
     #: At least 32 bytes: HS256 with a shorter key is guessable (PyJWT warns about it too).
     jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET), min_length=32)
+    #: A file whose content (trimmed) is the secret, used when ``jwt_secret`` is not given:
+    #: how compose hands every process the secret its init step generated.
+    jwt_secret_file: Path | None = None
     #: Development only: serve with the documented secret although the service listens
     #: beyond loopback or uses a real store. Anyone can then mint admin tokens.
     allow_dev_secret: bool = False
@@ -147,6 +150,16 @@ class Settings(BaseSettings):
     #: ``/readyz`` and ``/metrics`` answer anyone; what they read of the database and Redis
     #: is shared for this long per process, so a flood of them costs one reading a period.
     probe_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> Self:
+        if self.jwt_secret_file is None or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET:
+            return self
+        secret = self.jwt_secret_file.read_text().strip()
+        if len(secret) < 32:
+            raise ValueError(f"{self.jwt_secret_file} must hold a secret of at least 32 bytes")
+        self.jwt_secret = SecretStr(secret)
+        return self
 
     @model_validator(mode="after")
     def _totals_fit(self) -> Self:
