@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
+
+from aiohttp import web
 
 from tests.e2e.conftest import Api, Reply
 
@@ -82,3 +86,21 @@ async def product(api: Api, pid: str) -> dict[str, Any]:
     assert reply.status == 200, reply.body
     body: dict[str, Any] = reply.body
     return body
+
+
+@asynccontextmanager
+async def jwks_served(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """An identity provider's JWKS endpoint on a free local port: its URL."""
+    app = web.Application()
+    app.router.add_get("/jwks", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/jwks"
+    finally:
+        await runner.cleanup()

@@ -26,6 +26,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms
 
 from flashorder.config import Settings
 from tests.e2e.conftest import embedded
+from tests.e2e.helpers import jwks_served
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -121,18 +122,9 @@ class Provider:
 @pytest.fixture
 async def provider() -> AsyncIterator[Provider]:
     found = Provider()
-    app = web.Application()
-    app.router.add_get("/jwks", found.jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    found.url = f"http://{host}:{port}/jwks"
-    try:
+    async with jwks_served(found.jwks) as url:
+        found.url = url
         yield found
-    finally:
-        await runner.cleanup()
 
 
 def cases() -> list[dict[str, object]]:
