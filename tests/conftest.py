@@ -1,13 +1,20 @@
-"""Where the real services of the test run live. ``make test`` starts them.
+"""Where the real services of the test run live (``make test`` starts them), and the fixtures
+every suite shares.
 
-Tests that need them fail (never skip) when they are down: a skipped race proves nothing.
+Tests that need the services fail (never skip) when they are down: a skipped race proves
+nothing. Shared code that is not a fixture lives in ``tests/support``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flashorder.adapters.sql.engine import make_engine
+from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +33,17 @@ def redis_url() -> str:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     return os.environ.get("FLASHORDER_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+@pytest.fixture
+async def engine(database: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the suite's ``database`` (each suite's conftest says which), built in the
+    test's own event loop, with room for the races' concurrent transactions."""
+    built = make_engine(database, pool_size=20)
+    yield built
+    await built.dispose()
+
+
+@pytest.fixture
+def uow(engine: AsyncEngine) -> SqlUnitOfWorkFactory:
+    return SqlUnitOfWorkFactory(engine)

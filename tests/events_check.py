@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from flashorder.adapters.events.codec import decode_event
 from flashorder.adapters.events.topics import topic_names
 from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event
-from tests.e2e.conftest import HttpApi
+from tests.support.api import HttpApi
 
 # --- the topics ------------------------------------------------------------------------------
 

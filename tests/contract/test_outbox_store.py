@@ -8,41 +8,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql.engine import make_engine
 from flashorder.adapters.sql.outbox import SqlOutboxRelayStore
 from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.domain.events import ORDER_CREATED, Event
 from flashorder.domain.model import ProductId, UserId, stock_changed
-from tests.contract.sql_support import (
-    BACKENDS,
-    migrated_database,
+from tests.support.sql import (
     new_id,
     new_order,
     new_product,
     now,
 )
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mariadb_url: str
-) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("outbox")
-    with migrated_database(request.param, folder=folder, mariadb_url=mariadb_url) as url:
-        yield url
-
-
-@pytest.fixture
-async def engine(database: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database, pool_size=10)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
@@ -52,11 +32,6 @@ async def store(engine: AsyncEngine) -> SqlOutboxRelayStore:
         async with store.claim(1000) as batch:
             if not batch.events:
                 return store
-
-
-@pytest.fixture
-def uow(engine: AsyncEngine) -> SqlUnitOfWorkFactory:
-    return SqlUnitOfWorkFactory(engine)
 
 
 def is_mariadb(engine: AsyncEngine) -> bool:

@@ -4,42 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql.engine import make_engine
 from flashorder.adapters.sql.errors import SerializationFailure
 from flashorder.adapters.sql.read_model import SqlReadModel
 from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.domain import errors
 from flashorder.domain.events import Event
 from flashorder.domain.model import Order, OrderId, ProductId, UserId, stock_changed
-from tests.contract.sql_support import (
-    BACKENDS,
-    migrated_database,
+from tests.support.sql import (
     new_id,
     new_order,
     new_product,
     now,
 )
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mariadb_url: str
-) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("read_model")
-    with migrated_database(request.param, folder=folder, mariadb_url=mariadb_url) as url:
-        yield url
-
-
-@pytest.fixture
-async def engine(database: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database, pool_size=10)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

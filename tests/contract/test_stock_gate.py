@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -17,52 +17,7 @@ from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application.ports import ReservationLine, StockGate, StockUnknown
 from flashorder.domain import errors
 from flashorder.domain.model import OrderId, ProductId, UserId
-
-
-def _redis(url: str, *, decode: bool = False) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=32, timeout=10, socket_timeout=5, decode_responses=decode
-    )
-    return Redis.from_pool(pool)
-
-
-async def _drop(client: Redis, prefix: str) -> None:
-    keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
-    if keys:
-        await client.delete(*keys)
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def gate(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[StockGate]:
-    if request.param == "memory":
-        yield MemoryStockGate()
-        return
-    prefix = f"test-{uuid.uuid4().hex}"
-    client = _redis(redis_url)
-    try:
-        yield RedisStockGate(client, prefix=prefix)
-    finally:
-        await _drop(client, prefix)
-        await client.aclose()
-
-
-def product() -> ProductId:
-    return ProductId(f"PRD_{uuid.uuid4().hex}")
-
-
-def order() -> OrderId:
-    return OrderId(uuid.uuid4().hex)
-
-
-def user() -> UserId:
-    return UserId(f"user-{uuid.uuid4().hex[:8]}")
-
-
-def line(
-    product_id: ProductId, quantity: int = 1, max_per_user: int | None = None
-) -> ReservationLine:
-    return ReservationLine(product_id, quantity, max_per_user)
-
+from tests.support.stock import drop_keys, line, order, product, redis_client, user
 
 # --- reserving ----------------------------------------------------------------------------
 
@@ -479,7 +434,7 @@ async def test_a_storm_of_reserves_and_releases_keeps_the_count_exact(gate: Stoc
 
 async def test_the_redis_gate_works_on_a_client_that_decodes_responses(redis_url: str) -> None:
     prefix = f"test-{uuid.uuid4().hex}"
-    client = _redis(redis_url, decode=True)
+    client = redis_client(redis_url, decode=True)
     try:
         gate = RedisStockGate(client, prefix=prefix)
         p, o = product(), order()
@@ -491,7 +446,7 @@ async def test_the_redis_gate_works_on_a_client_that_decodes_responses(redis_url
         assert await gate.release(o) is True
         assert await gate.available(p) == 3
     finally:
-        await _drop(client, prefix)
+        await drop_keys(client, prefix)
         await client.aclose()
 
 

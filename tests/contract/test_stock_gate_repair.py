@@ -3,51 +3,14 @@ the Redis gate and its in-memory twin."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from flashorder.adapters.stock.memory import MemoryStockGate
 from flashorder.adapters.stock.redis import RedisStockGate
-from flashorder.application.ports import ReconcilableStockGate, ReservationLine
+from flashorder.application.ports import ReconcilableStockGate
 from flashorder.domain import errors
-from flashorder.domain.model import OrderId, ProductId, UserId
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def gate(
-    request: pytest.FixtureRequest, redis_url: str
-) -> AsyncIterator[ReconcilableStockGate]:
-    if request.param == "memory":
-        yield MemoryStockGate()
-        return
-    prefix = f"test-{uuid.uuid4().hex}"
-    client = Redis.from_pool(BlockingConnectionPool.from_url(redis_url, max_connections=8))
-    try:
-        yield RedisStockGate(client, prefix=prefix)
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-
-
-def product() -> ProductId:
-    return ProductId(f"PRD_{uuid.uuid4().hex}")
-
-
-def order() -> OrderId:
-    return OrderId(uuid.uuid4().hex)
-
-
-def user() -> UserId:
-    return UserId(f"user-{uuid.uuid4().hex[:8]}")
-
-
-def line(p: ProductId, quantity: int = 1, max_per_user: int | None = None) -> ReservationLine:
-    return ReservationLine(p, quantity, max_per_user)
+from flashorder.domain.model import ProductId
+from tests.support.stock import line, order, product, user
 
 
 async def test_view_shows_the_count_and_the_unconfirmed_reservations_of_the_product(

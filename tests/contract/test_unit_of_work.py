@@ -6,7 +6,6 @@ import asyncio
 import importlib
 import pkgutil
 import threading
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -35,35 +34,12 @@ from flashorder.domain.model import (
     UserId,
     stock_changed,
 )
-from tests.contract.sql_support import (
-    BACKENDS,
-    migrated_database,
+from tests.support.sql import (
     new_id,
     new_order,
     new_product,
     now,
 )
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def database(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mariadb_url: str
-) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("uow")
-    with migrated_database(request.param, folder=folder, mariadb_url=mariadb_url) as url:
-        yield url
-
-
-@pytest.fixture
-async def engine(database: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database, pool_size=20)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def uow(engine: AsyncEngine) -> SqlUnitOfWorkFactory:
-    return SqlUnitOfWorkFactory(engine)
 
 
 async def outbox_events(engine: AsyncEngine, aggregate_id: str) -> list[Event]:

@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from tests.e2e.conftest import Api, embedded
-from tests.e2e.helpers import new_product, order_body, place, post_order, product, rid
+from tests.support.api import Api, embedded
+from tests.support.calls import new_product, order_body, place, post_order, product, rid
 
 PROBLEM = "urn:flashorder:problem:"
 

@@ -9,8 +9,8 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.e2e.conftest import Api, Reply
-from tests.e2e.helpers import admin, new_product, order_body, place, product, rid
+from tests.support.api import Api, Reply
+from tests.support.calls import admin, new_product, order_body, place, product, rid
 
 PROBLEM = "urn:flashorder:problem:"
 OTHER_SECRET = "not-the-secret-the-service-checks-with"
@@ -30,7 +30,7 @@ def forged(api: Api, *, key: str | None = None, alg: str = "HS256", **changes: A
     claims.update(changes)
     claims = {name: value for name, value in claims.items() if value is not None}
     secret = key if key is not None else api.settings.jwt_secret.get_secret_value()
-    return jwt.encode(claims, secret if alg != "none" else None, algorithm=alg)
+    return jwt.encode(claims, secret if alg != "none" else "", algorithm=alg)
 
 
 def assert_unauthorized(reply: Reply) -> None:

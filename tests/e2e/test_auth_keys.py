@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import RSAAlgorithm
 
 from flashorder.config import Settings
-from tests.e2e.conftest import Api, embedded
-from tests.e2e.helpers import jwks_served
+from tests.support.api import Api, embedded
+from tests.support.calls import jwks_served
 
 PROBLEM = "urn:flashorder:problem:"
 PRODUCT = {"name": "x", "price": 1, "stock": 1}

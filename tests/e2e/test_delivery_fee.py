@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.conftest import embedded
-from tests.e2e.helpers import new_product, order_body, post_order, product, rid
+from tests.support.api import embedded
+from tests.support.calls import new_product, order_body, post_order, product, rid
 
 PROBLEM = "urn:flashorder:problem:"
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import fastapi.dependencies.utils
 import fastapi.routing
 import orjson
 import pytest
@@ -15,9 +16,8 @@ from fastapi import APIRouter, Query
 from flashorder.entrypoints.api import direct
 from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.direct import DirectRoute
-from tests.e2e.conftest import InProcessApi, embedded
-from tests.e2e.helpers import new_product, order_body, rid
-from tests.e2e.test_hostile_input import mutations
+from tests.support.api import InProcessApi, embedded
+from tests.support.calls import mutations, new_product, order_body, rid
 
 ECHO = "/api/v1/bench/echo-order"
 
@@ -32,7 +32,7 @@ async def api(tmp_path: Path) -> AsyncIterator[InProcessApi]:
 def solved(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The paths of the requests that went through FastAPI's dependency solving."""
     paths: list[str] = []
-    solve = fastapi.routing.solve_dependencies
+    solve = fastapi.dependencies.utils.solve_dependencies
 
     async def counted(**kwargs: Any) -> Any:
         paths.append(kwargs["request"].url.path)
@@ -165,7 +165,7 @@ async def test_product_reads_are_answered_as_fastapi_alone_answers_them(
     plain = await new_product(api, stock=5, max_per_user=2)
     named = await new_product(api, stock=0, price=1, name='한정판 "스니커즈" ✓')
     token = api.token("u1")
-    cases = [
+    cases: list[tuple[str, str, dict[str, Any]]] = [
         ("known", f"/api/v1/products/{plain}", {"token": token}),
         ("sold out, unicode name", f"/api/v1/products/{named}", {"token": token}),
         ("unknown", "/api/v1/products/NO_SUCH_PRODUCT", {"token": token}),

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from tests.e2e.conftest import Api
-from tests.e2e.helpers import admin, new_product, order_body, place, post_order, product, rid
 from tests.invariants import check_stock
+from tests.support.api import Api
+from tests.support.calls import admin, new_product, order_body, place, post_order, product, rid
 
 PROBLEM = "urn:flashorder:problem:"
 
 
 async def wait_for_view(
     api: Api, order_id: str, status: str, *, user: str, timeout: float = 30
-) -> dict:
+) -> dict[str, Any]:
     """The read model converges: poll until the order shows there with the given status, as
     its buyer sees it."""
     async with asyncio.timeout(timeout):

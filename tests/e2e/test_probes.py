@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from flashorder.bootstrap import Service
-from tests.e2e.conftest import embedded
+from tests.support.api import embedded
 
 
 def counting(

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from tests.e2e.conftest import Api
-from tests.e2e.helpers import new_product, place, product, rid
 from tests.invariants import check_stock
+from tests.support.api import Api
+from tests.support.calls import new_product, place, product, rid
 
 PROBLEM = "urn:flashorder:problem:"
 

@@ -9,16 +9,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flashorder.application import handlers
 from flashorder.application.ports import StockGate, UnitOfWork, UnitOfWorkFactory
 from flashorder.application.sold_out import SoldOutCache
 from flashorder.domain import commands
 from flashorder.domain.model import ProductId
-from tests.e2e.conftest import Api, InProcessApi, embedded
-from tests.e2e.helpers import admin, new_product, place, rid
 from tests.invariants import check_stock
+from tests.support.api import Api, InProcessApi, embedded
+from tests.support.calls import admin, new_product, place, rid
 
 PROBLEM = "urn:flashorder:problem:"
 
@@ -54,8 +54,10 @@ class CountingUow:
 
 def counted(api: InProcessApi, *, ttl: float) -> tuple[CountingGate, CountingUow]:
     gate, uow = CountingGate(api.service.deps.stock), CountingUow(api.service.deps.uow)
+    # It forwards every method of the gate it wraps, so it is one.
+    as_gate = cast("StockGate", gate)
     api.service.deps = replace(
-        api.service.deps, stock=gate, uow=uow, sold_out=SoldOutCache(gate, ttl=ttl)
+        api.service.deps, stock=as_gate, uow=uow, sold_out=SoldOutCache(as_gate, ttl=ttl)
     )
     return gate, uow
 

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm, get_default_algorithms
 
 from flashorder.config import Settings
-from tests.e2e.conftest import embedded
-from tests.e2e.helpers import jwks_served
+from tests.support.api import embedded
+from tests.support.calls import jwks_served
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())

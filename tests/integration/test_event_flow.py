@@ -44,9 +44,6 @@ from flashorder.domain import commands, errors
 from flashorder.domain.events import ORDER_CREATED, STOCK_CHANGED, Event
 from flashorder.domain.model import Order, OrderId, PaymentType, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
-from tests.contract.sql_support import migrated_database
-from tests.e2e.conftest import HttpApi, Reply
-from tests.e2e.helpers import new_product, place, rid
 from tests.events_check import (
     EventFigures,
     check_events,
@@ -57,6 +54,9 @@ from tests.events_check import (
 )
 from tests.invariants import check_stock
 from tests.stackctl import Stack
+from tests.support.api import HttpApi, Reply
+from tests.support.calls import new_product, place, rid
+from tests.support.sql import migrated_database
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -469,6 +469,9 @@ class _FailingOrders:
         self._inner = inner
 
     async def add(self, order: Order) -> None:
+        raise Injected()
+
+    async def add_many(self, orders: Sequence[Order]) -> None:
         raise Injected()
 
     async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None:

@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from functools import partial
-from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql.engine import make_engine
 from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.application.group_commit import GroupCommit, PendingOrder
 from flashorder.application.handlers import commit_order
 from flashorder.application.ports import ReservationLine, StoredResponse
 from flashorder.domain import errors
 from flashorder.domain.model import Product, UserId
-from tests.contract.sql_support import (
-    BACKENDS,
-    migrated_database,
+from tests.support.sql import (
     new_id,
     new_order,
     new_product,
     now,
 )
-
-
-@pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path, mariadb_url: str) -> Iterator[str]:
-    with migrated_database(request.param, folder=tmp_path, mariadb_url=mariadb_url) as url:
-        yield url
-
-
-@pytest.fixture
-async def engine(database: str) -> AsyncIterator[AsyncEngine]:
-    built = make_engine(database, pool_size=10)
-    yield built
-    await built.dispose()
 
 
 async def stored(engine: AsyncEngine, product: Product) -> Product:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,24 +19,15 @@ from flashorder.config import Settings
 from flashorder.domain import commands, errors
 from flashorder.domain.model import PaymentType, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
-from tests.contract.sql_support import migrated_database
 from tests.invariants import check_stock
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def lock_database(mariadb_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with migrated_database(
-        "mariadb", folder=tmp_path_factory.mktemp("lock"), mariadb_url=mariadb_url
-    ) as url:
-        yield url
-
-
 @pytest.fixture
-async def service(lock_database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Service]:
+async def service(mariadb_database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Service]:
     settings = Settings(
-        database_url=lock_database,
+        database_url=mariadb_database,
         redis_url=redis_url,
         kafka_bootstrap="unused:9092",
         strategy="lock",

@@ -2,50 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flashorder.adapters.sql import projector_status as status
-from flashorder.adapters.sql.engine import make_engine
-from flashorder.adapters.sql.migrate import (
-    create_database_if_missing,
-    database_url,
-    drop_database,
-    migrate,
-)
 from flashorder.application.projector import ProjectorStats
 
 NOW = datetime(2024, 7, 1, 12, 0, 0, 250000, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.services)])
-def url(request: pytest.FixtureRequest, tmp_path: Path, mariadb_url: str) -> Iterator[str]:
-    # Sync: the migrations run their own event loop.
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'status.db'}"
-        migrate(url)
-        yield url
-        return
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    create_database_if_missing(mariadb_url, name)
-    try:
-        url = database_url(mariadb_url, name)
-        migrate(url)
-        yield url
-    finally:
-        drop_database(mariadb_url, name)
-
-
-@pytest.fixture
-async def engine(url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(url, pool_size=2)
-    yield engine
-    await engine.dispose()
 
 
 def stats(name: str, *, lag: int, lag_seconds: float, at: datetime) -> ProjectorStats:

@@ -9,19 +9,13 @@ import dataclasses
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from functools import partial
-from pathlib import Path
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
-from flashorder.adapters.locks.redis import RedisLocks
-from flashorder.adapters.sql.engine import make_engine
-from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application import handlers
 from flashorder.application.group_commit import GroupCommit
@@ -34,23 +28,16 @@ from flashorder.application.reconcile import (
     run_reconciler,
 )
 from flashorder.domain import commands, errors
-from flashorder.domain.model import OrderId, PaymentType, ProductId, UserId
-from flashorder.domain.pricing import RequestedLine
-from tests.contract.sql_support import migrated_database
+from flashorder.domain.model import OrderId, ProductId, UserId
 from tests.invariants import check_stock
+from tests.support.command_side import CommandSide, command_side, order
 
 pytestmark = pytest.mark.services
 
-PRICE = 100
-
 
 @dataclasses.dataclass
-class World:
-    engine: AsyncEngine
-    redis: Redis
-    prefix: str
-    gate: RedisStockGate
-    deps: Deps
+class World(CommandSide):
+    """The command side, and reconciliation and SQL at hand."""
 
     async def run(self, *, older_than: float = 600.0, dry_run: bool = False) -> ReconcileReport:
         return await reconcile(
@@ -61,74 +48,21 @@ class World:
             dry_run=dry_run,
         )
 
-    async def lose_redis_data(self) -> None:
-        """What a Redis restart without persistence does, to this gate's keys only."""
-        keys = [key async for key in self.redis.scan_iter(match=f"{self.prefix}:*", count=1000)]
-        if keys:
-            await self.redis.delete(*keys)
-
     async def sql(self, statement: str, **params: object) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(text(statement), params)
 
 
-@pytest.fixture(scope="module")
-def database(mariadb_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with migrated_database(
-        "mariadb", folder=tmp_path_factory.mktemp("reconcile"), mariadb_url=mariadb_url
-    ) as url:
-        yield url
-
-
 @pytest.fixture
-async def world(database: str, redis_url: str, tmp_path: Path) -> AsyncIterator[World]:
+async def world(mariadb_database: str, redis_url: str) -> AsyncIterator[World]:
     # Room for every one of a race's 300 orders: a pool timeout would be the test's, not a finding.
-    engine = make_engine(database, pool_size=200)
-    redis = Redis.from_pool(
-        BlockingConnectionPool.from_url(redis_url, max_connections=200, timeout=10)
-    )
     prefix = f"rc-{secrets.token_hex(6)}"
-    gate = RedisStockGate(redis, prefix=prefix)
-    locks = RedisLocks(redis, prefix=prefix)
-    deps = Deps(
-        uow=SqlUnitOfWorkFactory(engine),
-        stock=gate,
-        locks=locks,
-        idempotency=RedisIdempotencyCache(redis, prefix=prefix),
-    )
-    built = World(engine, redis, prefix, gate, deps)
-    try:
-        yield built
-    finally:
-        await built.lose_redis_data()
-        await locks.close()
-        await redis.aclose()
-        await engine.dispose()
+    async with command_side(mariadb_database, redis_url, prefix=prefix, connections=200) as side:
+        yield World(side.engine, side.redis, side.prefix, side.gate, side.deps)
 
 
 def rid(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(6)}"
-
-
-async def new_product(world: World, *, stock: int, max_per_user: int | None = None) -> ProductId:
-    pid = ProductId(rid("PRD"))
-    await handlers.create_product(
-        commands.CreateProduct(pid, "item", PRICE, stock=stock, max_per_user=max_per_user),
-        deps=world.deps,
-    )
-    return pid
-
-
-def order(user: str, pid: ProductId, quantity: int = 1) -> commands.PlaceOrder:
-    return commands.PlaceOrder(
-        user_id=UserId(user),
-        lines=(RequestedLine(pid, quantity, PRICE),),
-        discount_policy_id=None,
-        discount_amount=None,
-        delivery_fee=0,
-        payment_amount=PRICE * quantity,
-        payment_type=PaymentType.CREDIT,
-    )
 
 
 async def place(
@@ -157,7 +91,7 @@ def fixed(report: ReconcileReport, pid: ProductId) -> tuple[int | None, int]:
 async def test_after_redis_lost_its_data_the_counts_are_rebuilt_from_the_database(
     world: World,
 ) -> None:
-    pid = await new_product(world, stock=10, max_per_user=2)
+    pid = await world.new_product(stock=10, max_per_user=2)
     buyer = rid("u")
     for who in (buyer, buyer, rid("u")):
         await place(world, who, pid)
@@ -176,7 +110,7 @@ async def test_after_redis_lost_its_data_the_counts_are_rebuilt_from_the_databas
 async def test_a_reservation_whose_worker_died_before_the_commit_is_released(
     world: World,
 ) -> None:
-    pid = await new_product(world, stock=10)
+    pid = await world.new_product(stock=10)
     await place(world, rid("u"), pid)
     # A worker reserved, then was killed before its transaction: no order in the database.
     orphan = OrderId(rid("o"))
@@ -197,7 +131,7 @@ async def test_a_reservation_whose_worker_died_before_the_commit_is_released(
 async def test_a_reservation_whose_worker_died_after_the_commit_is_confirmed(
     world: World,
 ) -> None:
-    pid = await new_product(world, stock=10)
+    pid = await world.new_product(stock=10)
     # The worker committed the order, then died before it could confirm the reservation.
     forgetful = dataclasses.replace(
         world.deps, stock=ForgetsToConfirm(world.redis, prefix=world.prefix)
@@ -214,7 +148,7 @@ async def test_a_reservation_whose_worker_died_after_the_commit_is_confirmed(
 
 
 async def test_the_gate_follows_stock_changed_by_hand_in_the_database(world: World) -> None:
-    pid = await new_product(world, stock=10)
+    pid = await world.new_product(stock=10)
     await place(world, rid("u"), pid)
 
     await world.sql(
@@ -235,7 +169,7 @@ async def test_the_gate_follows_stock_changed_by_hand_in_the_database(world: Wor
 
 
 async def test_a_dry_run_reports_the_repairs_and_makes_none(world: World) -> None:
-    pid = await new_product(world, stock=10)
+    pid = await world.new_product(stock=10)
     orphan = OrderId(rid("o"))
     await world.gate.reserve(orphan, UserId(rid("u")), [ReservationLine(pid, 1, None)])
     await world.sql("UPDATE products SET available = 4, stock = 4 WHERE product_id = :p", p=pid)
@@ -253,7 +187,7 @@ async def test_a_dry_run_reports_the_repairs_and_makes_none(world: World) -> Non
 async def test_a_cancellation_between_its_commit_and_its_release_is_not_given_back_twice(
     world: World,
 ) -> None:
-    pid = await new_product(world, stock=10)
+    pid = await world.new_product(stock=10)
     order_id = OrderId(await place(world, rid("u"), pid, 2))
     # The cancellation has committed (the database has the 2 units back) but its release in
     # the gate is held up: reconciliation sees the gate 2 short, a transient that vanishes.
@@ -284,7 +218,7 @@ async def test_a_cancellation_between_its_commit_and_its_release_is_not_given_ba
 async def test_the_periodic_reconciler_repairs_drift_survives_a_failed_run_and_stops_when_told(
     world: World,
 ) -> None:
-    pid = await new_product(world, stock=10)
+    pid = await world.new_product(stock=10)
     await world.lose_redis_data()
     flaky = FailsOnce(world.redis, prefix=world.prefix)
     stop = asyncio.Event()
@@ -332,7 +266,7 @@ async def reconcile_until(world: World, done: asyncio.Event) -> list[ReconcileRe
 async def test_reconciling_during_a_burst_of_orders_never_oversells_and_changes_nothing(
     world: World, writes: str
 ) -> None:
-    pid = await new_product(world, stock=100)
+    pid = await world.new_product(stock=100)
     deps = world.deps
     if writes == "group commit":
         writer = GroupCommit(
@@ -368,7 +302,7 @@ async def test_reconciling_during_a_burst_of_orders_never_oversells_and_changes_
 async def test_reconciling_while_redis_loses_its_data_mid_burst_never_oversells(
     world: World,
 ) -> None:
-    pid = await new_product(world, stock=100, max_per_user=1)
+    pid = await world.new_product(stock=100, max_per_user=1)
     done = asyncio.Event()
     loop = asyncio.create_task(reconcile_until(world, done))
 
@@ -397,7 +331,7 @@ async def test_reconciling_while_redis_loses_its_data_mid_burst_never_oversells(
 class ForgetsToConfirm(RedisStockGate):
     """``confirm`` never happens: the worker died right after its commit."""
 
-    async def confirm(self, order_id: OrderId) -> None:
+    async def confirm(self, *order_ids: OrderId) -> None:
         return None
 
 

@@ -10,6 +10,7 @@ import jwt
 import pytest
 
 from flashorder.config import DEV_JWT_SECRET, Settings
+from flashorder.domain.model import UserId
 from flashorder.entrypoints.api.auth import Authenticator, Principal, secret_warning
 from flashorder.entrypoints.api.problems import Unauthorized
 from flashorder.entrypoints.tokens import mint_token
@@ -27,9 +28,11 @@ def token(**claims: Any) -> str:
 async def test_a_minted_token_names_its_user_and_role() -> None:
     authenticator = Authenticator(SETTINGS)
 
-    assert await authenticator.principal(mint_token(SETTINGS, "bob")) == Principal("bob", False)
+    assert await authenticator.principal(mint_token(SETTINGS, "bob")) == Principal(
+        UserId("bob"), False
+    )
     assert await authenticator.principal(mint_token(SETTINGS, "root", admin=True)) == Principal(
-        "root", True
+        UserId("root"), True
     )
 
 
@@ -185,8 +188,8 @@ async def test_a_verified_token_is_checked_once_then_remembered(decode: Counting
     alice, bob = token(), token(sub="bob")
 
     for _ in range(3):
-        assert await authenticator.principal(alice) == Principal("alice", False)
-        assert await authenticator.principal(bob) == Principal("bob", False)
+        assert await authenticator.principal(alice) == Principal(UserId("alice"), False)
+        assert await authenticator.principal(bob) == Principal(UserId("bob"), False)
 
     assert decode.calls == 2
 
@@ -231,7 +234,7 @@ async def test_a_refused_token_is_never_remembered(decode: CountingDecode) -> No
 async def test_a_remembered_token_is_refused_once_it_expires() -> None:
     authenticator = Authenticator(SETTINGS.model_copy(update={"jwt_leeway_seconds": 0}))
     short = token(exp=int(time.time()) + 1)
-    assert await authenticator.principal(short) == Principal("alice", False)
+    assert await authenticator.principal(short) == Principal(UserId("alice"), False)
 
     await asyncio.sleep(max(0.0, int(time.time()) + 1.05 - time.time()))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import jwt
 
 from flashorder.config import Settings
+from flashorder.domain.model import UserId
 from flashorder.entrypoints.api.auth import Authenticator, Principal
 from flashorder.entrypoints.tokens import mint_token
 
@@ -71,6 +72,6 @@ async def test_a_minted_token_passes_the_api_s_check() -> None:
 
     principal = await Authenticator(settings).principal(mint_token(settings, "bob", ttl=60))
 
-    assert principal == Principal("bob", False)
+    assert principal == Principal(UserId("bob"), False)
     header = jwt.get_unverified_header(mint_token(settings, "bob"))
     assert header == {"alg": "HS256", "typ": "JWT"}

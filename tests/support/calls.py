@@ -1,4 +1,4 @@
-"""Small builders for API tests: random ids, tokens, products, order bodies."""
+"""The API calls tests make: random ids, tokens, products, order bodies, hostile bodies."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.e2e.conftest import Api, Reply
+from tests.support.api import Api, Reply
 
 
 def rid(prefix: str) -> str:
@@ -86,6 +86,44 @@ async def product(api: Api, pid: str) -> dict[str, Any]:
     assert reply.status == 200, reply.body
     body: dict[str, Any] = reply.body
     return body
+
+
+def mutations(pid: str) -> list[tuple[str, dict[str, Any] | list[Any] | str | None]]:
+    """Order bodies for product ``pid``, each wrong in one way, with a label."""
+    good = order_body("u1", (pid, 1, 10050))
+    bad: list[tuple[str, Any]] = []
+    for field, value in [
+        ("userId", ""),
+        ("userId", "x" * 65),
+        ("userId", "robert'); DROP TABLE orders;--"),
+        ("userId", None),
+        ("items", []),
+        ("items", None),
+        ("items", [{"productId": pid, "quantity": -1, "productPrice": 10050}]),
+        ("items", [{"productId": pid, "quantity": 0, "productPrice": 10050}]),
+        ("items", [{"productId": pid, "quantity": 10**30, "productPrice": 10050}]),
+        ("items", [{"productId": pid, "quantity": 1.5, "productPrice": 10050}]),
+        ("items", [{"productId": pid, "quantity": "1", "productPrice": "10050"}]),
+        ("items", [{"productId": pid, "quantity": 1, "productPrice": -10050}]),
+        ("items", [{"productId": pid, "quantity": 1}]),
+        ("items", [{"productId": pid, "quantity": 1, "productPrice": 10050, "extra": 1}]),
+        ("paymentAmount", -1),
+        ("paymentAmount", "10050"),
+        ("paymentType", "BITCOIN"),
+        ("deliveryFee", -5),
+        ("discountAmount", -5),
+        ("discountPolicyId", "NO_SUCH_POLICY"),
+        ("surprise", True),
+    ]:
+        body = dict(good)
+        body[field] = value
+        bad.append((f"{field}={value!r}"[:40], body))
+    bad.append(("not an object", [1, 2, 3]))
+    bad.append(("a string", "hello"))
+    bad.append(("null", None))
+    bad.append(("unknown product", order_body("u1", ("NO_SUCH_PRODUCT", 1, 10050))))
+    bad.append(("duplicate lines", order_body("u1", (pid, 1, 10050), (pid, 1, 10050))))
+    return bad
 
 
 @asynccontextmanager
