@@ -13,12 +13,12 @@ STACK_ENV := FLASHORDER_ALLOW_DEV_SECRET=1 \
 	FLASHORDER_KAFKA_BOOTSTRAP=127.0.0.1:9092
 
 
-.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean
+.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean openapi chromium asyncapi-tools
 
 $(UV):
 	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 
-$(VENV)/.installed: uv.lock pyproject.toml | $(UV)
+$(VENV)/.installed: uv.lock pyproject.toml bench/pyproject.toml | $(UV)
 	$(UV) sync --frozen --python python3.11
 	touch $@
 
@@ -30,7 +30,7 @@ run: install
 
 ## The whole test suite against real MariaDB, Redis and Kafka (started here), the fault
 ## drills included: they stop and start a MariaDB and a Redis of their own (tests/drills).
-test: install services
+test: install services chromium asyncapi-tools
 	$(BIN)/pytest
 
 ## The fault drills alone: kill -9 of a worker, Redis restarted empty, MariaDB stopped.
@@ -38,8 +38,24 @@ drills: install services
 	$(BIN)/pytest -m drill -s
 
 ## Unit tests and the embedded API tests only: no services.
-test-fast: install
+test-fast: install chromium asyncapi-tools
 	$(BIN)/pytest tests/unit tests/e2e -m "not services"
+
+## Headless Chromium from Debian's packages, for the browser tests (idempotent).
+chromium:
+	scripts/chromium.sh
+
+## The AsyncAPI validator (npm, pinned by tools/asyncapi/package-lock.json), for its test.
+asyncapi-tools: tools/asyncapi/node_modules/.installed
+
+tools/asyncapi/node_modules/.installed: tools/asyncapi/package-lock.json
+	cd tools/asyncapi && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+## Rewrite docs/openapi.json from what the service serves (default settings).
+openapi: install
+	env -u FLASHORDER_MAX_ITEMS_PER_ORDER -u FLASHORDER_MAX_QUANTITY_PER_ITEM \
+		-u FLASHORDER_MAX_BODY_BYTES $(BIN)/flashorder openapi > docs/openapi.json
 
 services:
 	scripts/services.sh up
@@ -51,19 +67,20 @@ services-down:
 stack: install services
 	$(STACK_ENV) scripts/stack.sh
 
-## The flash-sale benchmark (both strategies, one run) on the full stack; flags in BENCH_ARGS.
+## The flash-sale benchmark (both strategies, one run) on the full stack; flags in BENCH_ARGS
+## (`flashorder-bench --help`; the bench is the workspace member bench/).
 bench: install services
-	$(STACK_ENV) $(BIN)/flashorder bench $(BENCH_ARGS)
+	$(STACK_ENV) $(BIN)/flashorder-bench $(BENCH_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src bench tests
+	$(BIN)/ruff format --check src bench tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 fmt: install
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src bench tests
+	$(BIN)/ruff check --fix src bench tests
 
 clean:
 	rm -rf $(VENV) .data .mypy_cache .ruff_cache .pytest_cache

@@ -1,7 +1,8 @@
-"""Promise 3 and 5 of DESIGN.md, checked against a full stack's own topics and tables.
+"""Promise 3 and 5 of docs/design.md, checked against a full stack's own topics and tables.
 
 - ``published``: every event in a stack's topics, read from the beginning by a fresh consumer
-  group (so no projector's progress hides anything), duplicates included.
+  group (so no projector's progress hides anything), duplicates included; each record's
+  value is checked against the published schema of its type (docs/schemas, by ``$id``).
 - ``check_events``: exactly one ``order.created`` per committed order and one
   ``order.cancelled`` per cancelled one, nothing for an order the database does not hold,
   and every outbox row on the broker. Copies of one event id are at-least-once delivery and
@@ -19,8 +20,8 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from flashorder.adapters.events.codec import decode_event
 from flashorder.adapters.events.topics import topic_names
 from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event
+from flashorder_bench import checks, stores
+from flashorder_bench.stores import WriteModel
+from tests.event_schemas import event_errors
 from tests.support.api import HttpApi
 
 # --- the topics ------------------------------------------------------------------------------
@@ -43,6 +47,7 @@ async def published(bootstrap: str, prefix: str, *, timeout: float = 60.0) -> li
         enable_auto_commit=False,
     )
     events: list[Event] = []
+    invalid: list[str] = []
     try:
         async with asyncio.timeout(timeout):
             # Returns once this sole member of the new group has every partition.
@@ -53,8 +58,14 @@ async def published(bootstrap: str, prefix: str, *, timeout: float = 60.0) -> li
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     # A record that is not an envelope fails the check: only the stack writes here.
                     events.extend(decode_event(r.value) for r in records)
+                    invalid.extend(
+                        f"{r.topic}@{r.offset}: {problem}"
+                        for r in records
+                        for problem in event_errors(orjson.loads(r.value))
+                    )
     finally:
         await consumer.stop()
+    assert not invalid, f"{len(invalid)} schema violations, e.g. {invalid[:5]}"
     return events
 
 
@@ -68,48 +79,9 @@ async def _at_ends(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int
 # --- the write model -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WriteModel:
-    """What the stack's database committed: orders by id, their items, the outbox."""
-
-    orders: dict[str, dict[str, Any]]
-    items: dict[str, list[tuple[str, int]]]
-    outbox: dict[str, tuple[str, str]]  # event id -> (type, aggregate id)
-
-    @property
-    def cancelled(self) -> set[str]:
-        return {oid for oid, o in self.orders.items() if o["status"] == "CANCELLED"}
-
-    def sales(self) -> dict[str, tuple[int, int]]:
-        """Per product: units and lines of live orders (what ``product_sales`` counts)."""
-        sold: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for oid, lines in self.items.items():
-            if self.orders[oid]["status"] != "CREATED":
-                continue
-            for pid, quantity in lines:
-                sold[pid][0] += quantity
-                sold[pid][1] += 1
-        return {pid: (s[0], s[1]) for pid, s in sold.items()}
-
-
 async def write_model(engine: AsyncEngine) -> WriteModel:
-    async with engine.connect() as conn:
-        orders = {
-            r.order_id: {"user_id": r.user_id, "status": r.status, "version": r.version}
-            for r in await conn.execute(
-                text("SELECT order_id, user_id, status, version FROM orders")
-            )
-        }
-        items: dict[str, list[tuple[str, int]]] = defaultdict(list)
-        for r in await conn.execute(
-            text("SELECT order_id, product_id, quantity FROM order_items ORDER BY line_no")
-        ):
-            items[r.order_id].append((r.product_id, int(r.quantity)))
-        outbox = {
-            r.event_id: (r.type, r.aggregate_id)
-            for r in await conn.execute(text("SELECT event_id, type, aggregate_id FROM outbox"))
-        }
-    return WriteModel(orders, dict(items), outbox)
+    """Every order, its lines and the outbox, as the bench's checks read them."""
+    return await stores.load_write_model(engine, with_outbox=True)
 
 
 # --- the events ------------------------------------------------------------------------------
@@ -178,35 +150,7 @@ def check_events(
 
 async def read_model_differences(engine: AsyncEngine, written: WriteModel) -> list[str]:
     """How ``order_views`` and ``product_sales`` differ from the write model; [] if equal."""
-    async with engine.connect() as conn:
-        views = {
-            r.order_id: {"user_id": r.user_id, "status": r.status, "version": r.version}
-            for r in await conn.execute(
-                text("SELECT order_id, user_id, status, version FROM order_views")
-            )
-        }
-        projected = {
-            r.product_id: (int(r.sold), int(r.orders))
-            for r in await conn.execute(text("SELECT product_id, sold, orders FROM product_sales"))
-        }
-    found: list[str] = []
-    if missing := written.orders.keys() - views.keys():
-        found.append(f"{len(missing)} orders have no view")
-    if extra := views.keys() - written.orders.keys():
-        found.append(f"{len(extra)} views of orders that do not exist")
-    stale = [
-        oid for oid in written.orders.keys() & views.keys() if views[oid] != written.orders[oid]
-    ]
-    if stale:
-        found.append(
-            f"{len(stale)} views differ, e.g. {views[stale[0]]} != {written.orders[stale[0]]}"
-        )
-    sales = written.sales()
-    for pid in sorted(sales.keys() | projected.keys()):
-        # A product whose every order was cancelled may have a row of zeros, or none.
-        if projected.get(pid, (0, 0)) != sales.get(pid, (0, 0)):
-            found.append(f"sales of {pid}: read {projected.get(pid)} != write {sales.get(pid)}")
-    return found
+    return checks.read_model_differences(written, await stores.load_read_model(engine))
 
 
 async def wait_converged(api: HttpApi, *, timeout: float = 90.0) -> WriteModel:

@@ -1,14 +1,16 @@
-"""The promises of DESIGN.md, checked against the stores themselves after every race."""
+"""The stock promises, checked against the stores themselves after every race: the same
+reading (``flashorder_bench.stores``) and the same judgment (``flashorder_bench.checks``) as
+the benchmark's, asserted."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flashorder.application.ports import StockGate
 from flashorder.domain.model import ProductId
+from flashorder_bench import checks, stores
 
 
 async def check_stock(
@@ -21,29 +23,14 @@ async def check_stock(
     the database's ``available``.
     """
     figures: dict[str, dict[str, int]] = {}
-    async with engine.connect() as conn:
-        for pid in product_ids:
-            row = (
-                await conn.execute(
-                    text("SELECT stock, available FROM products WHERE product_id = :p"),
-                    {"p": pid},
-                )
-            ).one()
-            sold = (
-                await conn.execute(
-                    text(
-                        "SELECT COALESCE(SUM(i.quantity), 0) FROM order_items i "
-                        "JOIN orders o ON o.order_id = i.order_id "
-                        "WHERE i.product_id = :p AND o.status = 'CREATED'"
-                    ),
-                    {"p": pid},
-                )
-            ).scalar_one()
-            stock, available = int(row.stock), int(row.available)
-            gate_count = await gate.available(ProductId(pid)) if gate is not None else available
-            assert available >= 0, f"{pid}: negative available {available}"
-            assert int(sold) <= stock, f"{pid}: oversold {sold} > {stock}"
-            assert stock == available + int(sold), f"{pid}: {stock} != {available} + {sold}"
-            assert gate_count == available, f"{pid}: gate {gate_count} != database {available}"
-            figures[pid] = {"stock": stock, "available": available, "sold": int(sold)}
+    for pid in product_ids:
+        model = (await stores.load_write_model(engine, pid)).only([pid])
+        assert pid in model.products, f"{pid}: not in the database"
+        assert not (problems := checks.balance_problems(model)), problems
+        row = model.products[pid]
+        if gate is not None:
+            gate_check = checks.gate_check(model, {pid: await gate.available(ProductId(pid))})
+            assert gate_check.verdict == "PASS", gate_check.detail
+        sold = model.sales().get(pid, (0, 0))[0]
+        figures[pid] = {"stock": row.stock, "available": row.available, "sold": sold}
     return figures

@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     sold_out_cache_size: int = Field(default=10_000, ge=1, le=1_000_000)
 
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
-    #: ceiling of the HTTP stack that ``flashorder bench`` compares the real routes with.
+    #: ceiling of the HTTP stack that ``flashorder-bench`` compares the real routes with.
     bench_endpoints: bool = False
 
     #: ``/readyz`` and ``/metrics`` answer anyone; what they read of the database and Redis

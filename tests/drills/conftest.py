@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from flashorder_bench.stack import free_port
 from tests.drills.own_services import DrillServices
-from tests.stackctl import free_port
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,10 @@ from redis.asyncio import Redis
 
 from flashorder.adapters.sql.engine import make_engine
 from flashorder.adapters.stock.redis import RedisStockGate
-from tests.stackctl import Stack
+from flashorder_bench.stack import Stack
 from tests.support.api import Api, HttpApi, InProcessApi, embedded
+from tests.support.served import Served
+from tests.support.served import served as serve
 
 
 @pytest.fixture
@@ -64,3 +66,10 @@ def api(request: pytest.FixtureRequest) -> Api:
     """Each API test runs against the embedded default and the full stack."""
     fixture: Api = request.getfixturevalue(f"{request.param}_api")
     return fixture
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """``flashorder serve`` over real HTTP, once per session (tests/support/served.py)."""
+    with serve(tmp_path_factory.mktemp("served")) as running:
+        yield running

@@ -44,6 +44,7 @@ from flashorder.domain import commands, errors
 from flashorder.domain.events import ORDER_CREATED, STOCK_CHANGED, Event
 from flashorder.domain.model import Order, OrderId, PaymentType, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
+from flashorder_bench.stack import Stack
 from tests.events_check import (
     EventFigures,
     check_events,
@@ -53,7 +54,6 @@ from tests.events_check import (
     wait_converged,
 )
 from tests.invariants import check_stock
-from tests.stackctl import Stack
 from tests.support.api import HttpApi, Reply
 from tests.support.calls import new_product, place, rid
 from tests.support.sql import migrated_database
@@ -306,7 +306,7 @@ async def settle(
     await check_stock(shop.engine, shop.api.gate, products)
     written = await wait_converged(shop.api, timeout=timeout)
     converged = time.monotonic() - started
-    unseen = {oid: o["user_id"] for oid, o in written.orders.items() if oid not in got.answered_at}
+    unseen = {oid: o.user_id for oid, o in written.orders.items() if oid not in got.answered_at}
     assert not unseen, "orders the client was never told of: " + ", ".join(
         f"{oid} after {got.attempts.get(user)}" for oid, user in list(unseen.items())[:5]
     )

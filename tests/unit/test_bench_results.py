@@ -6,12 +6,12 @@ import math
 
 import orjson
 
-from flashorder.bench.procs import leak_report, parse_status
-from flashorder.bench.report import Check, failed, format_checks, format_table, number, ratio
-from flashorder.bench.results import dumps
-from flashorder.bench.samples import ORDER, Samples, merge
-from flashorder.bench.stats import Latency
-from flashorder.bench.wrk import lua_script, parse_rate
+from flashorder_bench.procs import leak_report, parse_status
+from flashorder_bench.report import Check, failed, format_checks, format_table, number, ratio
+from flashorder_bench.results import dumps
+from flashorder_bench.samples import ORDER, Samples, merge
+from flashorder_bench.stats import Latency
+from flashorder_bench.wrk import lua_script, parse_rate
 
 
 def _part(jobs: list[int], order_ids: dict[int, str], rss: int) -> Samples:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from flashorder.bench.options import BenchOptions, parse_scenario, parse_strategies
-from flashorder.bench.samples import ECHO, GET_ORDER, GET_PRODUCT, ORDER
-from flashorder.bench.scenarios import ECHO_PATH, ScenarioSpec, jobs, products
+from flashorder_bench.options import BenchOptions, parse_scenario, parse_strategies
+from flashorder_bench.samples import ECHO, GET_ORDER, GET_PRODUCT, ORDER
+from flashorder_bench.scenarios import ECHO_PATH, ScenarioSpec, jobs, products
 
 
 def _spec(name: str = "hot", **changes: object) -> ScenarioSpec:
@@ -89,6 +89,8 @@ def test_issue_defaults_and_scaled_down_flags() -> None:
     assert (spec.requests, spec.stock, spec.users, spec.max_per_user) == (50_000, 5_000, 20_000, 4)
     small = BenchOptions(requests=200, stock=20, users=50).spec("x")
     assert (small.requests, small.stock, small.users) == (200, 20, 50)
+    # Fewer requests and no stock given: the stock keeps its share, a tenth.
+    assert BenchOptions(requests=3_000).spec("x").stock == 300
 
 
 def test_an_open_loop_step_keeps_the_share_of_stock_to_requests() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flashorder.bench.schedule import (
+from flashorder_bench.schedule import (
     Step,
     best_rate,
     due_offsets,

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from flashorder.bench.phase import PhaseRecord
-from flashorder.bench.run import StrategyResult
-from flashorder.bench.samples import ECHO, GET_PRODUCT, ORDER, TRANSPORT_ERROR, Samples
-from flashorder.bench.stats import Latency, percentile, phase_stats, series
-from flashorder.bench.summary import open_table
+from flashorder_bench.phase import PhaseRecord
+from flashorder_bench.run import StrategyResult
+from flashorder_bench.samples import ECHO, GET_PRODUCT, ORDER, TRANSPORT_ERROR, Samples
+from flashorder_bench.stats import Latency, percentile, phase_stats, series
+from flashorder_bench.summary import open_table
 
 
 def test_percentile_is_the_nearest_rank() -> None:

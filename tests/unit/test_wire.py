@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import uvloop
 
-from flashorder.bench.wire import WireClient
+from flashorder_bench.wire import WireClient
 
 
 class Server:
@@ -178,7 +178,7 @@ async def test_a_connection_idle_too_long_or_closed_by_the_server_is_not_reused(
     raw = client.encode("POST", "/ok", {}, b"abcd")
     assert await client.call(raw) == (201, b"abcd")
 
-    monkeypatch.setattr("flashorder.bench.wire.MAX_IDLE_SECONDS", 0.0)
+    monkeypatch.setattr("flashorder_bench.wire.MAX_IDLE_SECONDS", 0.0)
     assert await client.call(raw) == (201, b"abcd")  # the idle one was too old: a new one
     monkeypatch.undo()
     assert server.connections == 2

@@ -208,89 +208,6 @@ def reconcile(
 
 
 @cli.command()
-def bench(
-    scenario: Annotated[
-        str, typer.Option(help="hot | many | retry | mixed (see docs/benchmarks.md)")
-    ] = "hot",
-    strategies: Annotated[str, typer.Option(help="Comma-separated: reserve,lock")] = "reserve,lock",
-    requests: Annotated[int | None, typer.Option(help="Order requests per run")] = None,
-    stock: Annotated[int | None, typer.Option(help="Stock of the hot product")] = None,
-    users: Annotated[int | None, typer.Option(help="Distinct buyers")] = None,
-    max_per_user: Annotated[int | None, typer.Option(help="Per-user limit (hot, retry)")] = None,
-    products: Annotated[int | None, typer.Option(help="Products (many, mixed)")] = None,
-    workers: Annotated[int, typer.Option(help="API worker processes")] = 2,
-    concurrency: Annotated[int, typer.Option(help="Closed loop: virtual users")] = 64,
-    generators: Annotated[int, typer.Option(help="Load generator processes")] = 1,
-    pin: Annotated[bool, typer.Option(help="Pin the generators to the last CPUs")] = False,
-    repeat: Annotated[int, typer.Option(help="Closed-loop runs on the same processes")] = 1,
-    warmup: Annotated[
-        int, typer.Option(help="Warm-up requests first (at most a tenth of a run; 0: none)")
-    ] = 2_000,
-    open_loop: Annotated[bool, typer.Option(help="Step open-loop rates after the runs")] = True,
-    rates: Annotated[str, typer.Option(help="Open-loop rates, e.g. 500,1000 (default: auto)")] = "",
-    step_seconds: Annotated[float, typer.Option(help="Seconds per open-loop step")] = 5.0,
-    p99_ms: Annotated[float, typer.Option(help="Open loop: the p99 a rate must hold")] = 100.0,
-    ceiling: Annotated[bool, typer.Option(help="Measure the echo route (HTTP ceiling)")] = True,
-    wrk: Annotated[bool, typer.Option(help="Also drive the echo route with wrk")] = False,
-    target: Annotated[
-        str | None, typer.Option(help="Drive a running stack at this URL (no reset)")
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Folder of the results")] = Path("bench-results"),
-    redis_db: Annotated[int, typer.Option(help="Redis database index of the bench")] = 9,
-    keep: Annotated[bool, typer.Option(help="Keep the databases and logs")] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the requests")] = 1,
-    in_process: Annotated[
-        bool, typer.Option("--in-process", help="The command pipeline without HTTP")
-    ] = False,
-) -> None:
-    """The flash-sale benchmark on the full stack: throughput, latency, memory, promises."""
-    import asyncio
-
-    from flashorder.bench.options import BenchOptions, parse_scenario, parse_strategies
-    from flashorder.config import Settings
-
-    try:
-        chosen, strategy_list = parse_scenario(scenario), parse_strategies(strategies)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    options = BenchOptions(
-        scenario=chosen,
-        strategies=strategy_list,
-        requests=requests,
-        stock=stock,
-        users=users,
-        max_per_user=max_per_user,
-        products=products,
-        workers=workers,
-        concurrency=concurrency,
-        generators=generators,
-        pin=pin,
-        repeat=repeat,
-        warmup=warmup,
-        open_loop=open_loop,
-        rates=tuple(float(r) for r in rates.split(",") if r.strip()),
-        step_seconds=step_seconds,
-        p99_limit_ms=p99_ms,
-        ceiling=ceiling,
-        wrk=wrk,
-        target=target,
-        out=out,
-        redis_db=redis_db,
-        keep=keep,
-        seed=seed,
-    )
-    if in_process:
-        from flashorder.bench.inprocess import print_in_process
-
-        print_in_process(options, Settings())
-        return
-    from flashorder.bench.main import run_bench
-
-    raise typer.Exit(asyncio.run(run_bench(options)))
-
-
-@cli.command()
 def token(
     user: Annotated[str, typer.Option(help="The user id (the token's subject)")],
     admin: Annotated[bool, typer.Option(help="Give the token the admin role")] = False,
@@ -301,6 +218,19 @@ def token(
     from flashorder.entrypoints.tokens import mint_token
 
     typer.echo(mint_token(Settings(), user, admin=admin, ttl=ttl))
+
+
+@cli.command()
+def openapi() -> None:
+    """Print the OpenAPI description that the API serves at /openapi.json with these settings
+    (``make openapi`` writes the default one to docs/openapi.json)."""
+    import json
+
+    from flashorder.config import Settings
+    from flashorder.entrypoints.api.app import create_app
+
+    document = create_app(Settings(), background=False).openapi()
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 def main() -> None:

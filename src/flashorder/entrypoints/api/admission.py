@@ -17,12 +17,13 @@ from flashorder.application.ports import Bucket
 from flashorder.bootstrap import Service
 from flashorder.entrypoints.api.auth import Principal, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
-from flashorder.entrypoints.api.problems import TooManyRequests, documented
+from flashorder.entrypoints.api.problems import ProblemType, TooManyRequests, documented
 
 #: The answer of a route behind the limits, for the OpenAPI document.
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {
     429: documented(
         "Rate limited: come back after `Retry-After` seconds; nothing was written",
+        ProblemType.TOO_MANY_REQUESTS,
         headers={"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
     )
 }

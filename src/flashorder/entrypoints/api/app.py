@@ -13,7 +13,15 @@ from flashorder import __version__
 from flashorder.bootstrap import Service, build
 from flashorder.config import Settings
 from flashorder.entrypoints import logs
-from flashorder.entrypoints.api import bench_routes, catalogue, ops, orders, problems
+from flashorder.entrypoints.api import (
+    bench_routes,
+    catalogue,
+    docs_ui,
+    openapi,
+    ops,
+    orders,
+    problems,
+)
 from flashorder.entrypoints.api.auth import Authenticator, secret_warning
 from flashorder.entrypoints.api.limits import SizeLimits
 from flashorder.entrypoints.api.metrics import Metrics, MetricsMiddleware
@@ -28,17 +36,6 @@ class State(TypedDict):
     metrics: Metrics
     authenticator: Authenticator
     probes: Probes
-
-
-DESCRIPTION = """\
-A flash-sale order service: it takes every order it can, never oversells, never charges a
-retry twice and never loses an order event.
-
-Errors are RFC 9457 problems (`application/problem+json`) with a stable `type` per case.
-
-Every `/api/v1` call needs a bearer JWT (`Authorize` above). For development,
-`flashorder token --user U [--admin]` mints one with the configured secret.
-"""
 
 
 def serving_app() -> FastAPI:
@@ -80,10 +77,11 @@ def create_app(
     app = FastAPI(
         title="flashorder",
         version=__version__,
-        description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        # Served by ``docs_ui`` from the package: no CDN. No ReDoc.
+        docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
         # The service exports its own Prometheus metrics. FastAPI's OpenTelemetry hooks
         # would look up the global tracer provider (an environment read) on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -94,6 +92,8 @@ def create_app(
     if settings.bench_endpoints:
         app.include_router(bench_routes.router)
     problems.install(app)
+    openapi.install(app, settings)
+    docs_ui.install(app)
     app.add_middleware(
         SizeLimits,
         max_bytes=settings.max_body_bytes,

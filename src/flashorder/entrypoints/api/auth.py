@@ -37,7 +37,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from flashorder.config import Settings
 from flashorder.domain.model import UserId
 from flashorder.entrypoints.api.jwks import RSA_ALGORITHMS, JwksKeys
-from flashorder.entrypoints.api.problems import Forbidden, Unauthorized, documented
+from flashorder.entrypoints.api.problems import Forbidden, ProblemType, Unauthorized, documented
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,10 @@ log = logging.getLogger(__name__)
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: documented(
         "No bearer token, or a bad, expired or foreign one",
+        ProblemType.UNAUTHORIZED,
         headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
     ),
-    403: documented("The token may not do this"),
+    403: documented("The token may not do this", ProblemType.FORBIDDEN),
 }
 
 # The wire format's identifier rule: a subject outside it could never match an order's user.
@@ -233,6 +234,7 @@ def _shown(value: object) -> str:
 
 _bearer = HTTPBearer(
     auto_error=False,
+    bearerFormat="JWT",
     description="A JWT. For development: `flashorder token --user U [--admin]` mints one.",
 )
 

@@ -2,7 +2,7 @@
 
 ``POST /api/v1/bench/echo-order`` takes the same body and headers as ``POST /api/v1/orders``,
 validates them the same way (token, schema, Idempotency-Key, the per-order limits) and answers the
-validated order back, with no I/O at all. ``flashorder bench`` drives it with the same load
+validated order back, with no I/O at all. ``flashorder-bench`` drives it with the same load
 generator and workers as the real route: what the real route reaches of this ceiling is what
 the order pipeline costs. Served only when ``bench_endpoints`` is on.
 """

@@ -11,7 +11,7 @@ from flashorder.domain.model import DiscountPolicy, DiscountPolicyId, Product, P
 from flashorder.entrypoints.api.auth import AUTH_RESPONSES, AdminDep, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.direct import direct_route
-from flashorder.entrypoints.api.problems import documented
+from flashorder.entrypoints.api.problems import ProblemType, documented
 from flashorder.entrypoints.api.schemas import (
     DiscountPolicyIn,
     DiscountPolicyOut,
@@ -52,7 +52,10 @@ def _policy_out(policy: DiscountPolicy) -> DiscountPolicyOut:
     "/products",
     status_code=201,
     summary="Create a product (admin)",
-    responses={409: documented("A product with this id exists")},
+    responses={
+        409: documented("A product with this id exists", ProblemType.ALREADY_EXISTS),
+        422: documented("Negative price or stock", ProblemType.INVALID_REQUEST),
+    },
 )
 async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> ProductOut:
     product = await handlers.create_product(
@@ -75,7 +78,7 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
     "/products/{product_id}",
     response_model=ProductOut,
     summary="Read a product with its available and sold stock",
-    responses={404: documented("No such product")},
+    responses={404: documented("No such product", ProblemType.NOT_FOUND)},
 )
 async def get_product(product_id: Ident, service: ServiceDep, _: UserDep) -> Response:
     product = await handlers.product_view(ProductId(product_id), deps=service.deps)
@@ -90,8 +93,12 @@ async def get_product(product_id: Ident, service: ServiceDep, _: UserDep) -> Res
     "/products/{product_id}/stock",
     summary="Add to or set the stock mid-sale (admin)",
     responses={
-        404: documented("No such product"),
-        409: documented("The stock would go below what is ordered or reserved"),
+        404: documented("No such product", ProblemType.NOT_FOUND),
+        409: documented(
+            "The stock would go below what is ordered or reserved",
+            ProblemType.STOCK_BELOW_COMMITTED,
+        ),
+        422: documented("Not exactly one of add and set", ProblemType.INVALID_REQUEST),
     },
 )
 async def change_stock(
@@ -110,7 +117,10 @@ async def change_stock(
     "/discount-policies",
     status_code=201,
     summary="Create a discount policy (admin)",
-    responses={409: documented("A policy with this id exists")},
+    responses={
+        409: documented("A policy with this id exists", ProblemType.ALREADY_EXISTS),
+        422: documented("validUntil not after validFrom", ProblemType.INVALID_REQUEST),
+    },
 )
 async def create_discount_policy(
     body: DiscountPolicyIn, service: ServiceDep, _: AdminDep
@@ -135,7 +145,7 @@ async def create_discount_policy(
 @router.get(
     "/discount-policies/{policy_id}",
     summary="Read a discount policy",
-    responses={404: documented("No such policy")},
+    responses={404: documented("No such policy", ProblemType.NOT_FOUND)},
 )
 async def get_discount_policy(
     policy_id: Ident, service: ServiceDep, _: UserDep

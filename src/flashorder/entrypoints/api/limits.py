@@ -6,7 +6,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flashorder.entrypoints.api.problems import MEDIA_TYPE, PROBLEM_BASE
+from flashorder.entrypoints.api.problems import CASES, MEDIA_TYPE, ProblemType, problem_body
 
 
 class SizeLimits:
@@ -31,16 +31,12 @@ class SizeLimits:
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value)
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await _refuse(
-                    send, 413, "payload-too-large", "Payload too large", self._body_detail
-                )
+                await _refuse(send, ProblemType.PAYLOAD_TOO_LARGE, self._body_detail)
                 return
         if header_bytes > self.max_header_bytes:
             await _refuse(
                 send,
-                431,
-                "request-header-fields-too-large",
-                "Request header fields too large",
+                ProblemType.REQUEST_HEADER_FIELDS_TOO_LARGE,
                 f"the headers are limited to {self.max_header_bytes} bytes in all",
             )
             return
@@ -64,14 +60,12 @@ class SizeLimits:
         return f"the body is limited to {self.max_bytes} bytes"
 
 
-async def _refuse(send: Send, status: int, type_: str, title: str, detail: str) -> None:
-    body = orjson.dumps(
-        {"type": PROBLEM_BASE + type_, "title": title, "status": status, "detail": detail}
-    )
+async def _refuse(send: Send, type_: ProblemType, detail: str) -> None:
+    body = orjson.dumps(problem_body(type_, detail))
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": CASES[type_][0],
             "headers": [
                 (b"content-type", MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),

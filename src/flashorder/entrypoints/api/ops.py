@@ -8,16 +8,22 @@ from starlette.responses import JSONResponse, Response
 
 from flashorder.entrypoints.api.metrics import Metrics
 from flashorder.entrypoints.api.probes import Probes
+from flashorder.entrypoints.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", summary="Readiness: every dependency answers; read-model lag in detail")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is down: not ready"}},
+    summary="Readiness: every dependency answers; read-model lag in detail",
+)
 async def readyz(request: Request) -> JSONResponse:
     probes: Probes = request.state.probes
     checks = await probes.readiness()

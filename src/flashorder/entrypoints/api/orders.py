@@ -19,12 +19,13 @@ from flashorder.entrypoints.api.admission import RATE_LIMITED, AdmittedDep, admi
 from flashorder.entrypoints.api.auth import AUTH_RESPONSES, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.direct import direct_route
-from flashorder.entrypoints.api.problems import MEDIA_TYPE, Forbidden
-from flashorder.entrypoints.api.schemas import Ident, OrderOut, OrderPage, PlaceOrderIn, Problem
+from flashorder.entrypoints.api.problems import Forbidden, ProblemType, documented
+from flashorder.entrypoints.api.schemas import Ident, OrderOut, OrderPage, PlaceOrderIn
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"], responses=AUTH_RESPONSES)
 
-_PROBLEMS = {"content": {MEDIA_TYPE: {"schema": Problem.model_json_schema()}}}
+#: Set on a replayed answer only, which is otherwise the first answer as it was (status 201).
+REPLAYED = "Idempotent-Replayed"
 
 IdempotencyKey = Annotated[
     str | None,
@@ -70,10 +71,31 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
     status_code=201,
     response_model=OrderOut,
     responses={
-        200: {"model": OrderOut, "description": "A retry: the first answer, replayed."},
-        409: {"description": "Sold out, limit reached, or a duplicate in flight", **_PROBLEMS},
-        422: {"description": "Invalid, tampered or inconsistent", **_PROBLEMS},
-        503: {"description": "A dependency is down; nothing was written", **_PROBLEMS},
+        201: {
+            "description": "The order, created; or, for a retry with the same "
+            "`Idempotency-Key` and body, the first answer again (status 201 too), marked "
+            "`Idempotent-Replayed: true`.",
+            "headers": {
+                REPLAYED: {
+                    "description": "Present, and `true`, only on a replayed answer.",
+                    "schema": {"type": "boolean"},
+                }
+            },
+        },
+        409: documented(
+            "Sold out, limit reached, or the same key's request still in flight",
+            ProblemType.SOLD_OUT,
+            ProblemType.LIMIT_REACHED,
+            ProblemType.DUPLICATE_IN_FLIGHT,
+        ),
+        422: documented(
+            "Invalid, tampered or inconsistent; nothing was written",
+            ProblemType.INVALID_REQUEST,
+            ProblemType.PRICE_MISMATCH,
+            ProblemType.DISCOUNT_NOT_APPLICABLE,
+            ProblemType.IDEMPOTENCY_KEY_REUSED,
+            ProblemType.UNKNOWN_REFERENCE,
+        ),
         **RATE_LIMITED,
     },
     summary="Place an order",
@@ -126,7 +148,7 @@ async def place_order(
     async with deadline(service.settings.request_timeout_seconds):
         placed = await handlers.place_order(cmd, deps=service.deps)
     if placed.replayed:
-        return _json(placed.body, placed.status_code, {"Idempotent-Replayed": "true"})
+        return _json(placed.body, placed.status_code, {REPLAYED: "true"})
     return _json(placed.body, placed.status_code)
 
 
@@ -135,7 +157,7 @@ async def place_order(
     "GET",
     "/{order_id}",
     response_model=OrderOut,
-    responses={404: {"description": "No such order (yet), or not yours", **_PROBLEMS}},
+    responses={404: documented("No such order (yet), or not yours", ProblemType.NOT_FOUND)},
     summary="Read an order (query side)",
 )
 async def get_order(order_id: Ident, service: ServiceDep, principal: UserDep) -> Response:
@@ -149,6 +171,7 @@ async def get_order(order_id: Ident, service: ServiceDep, principal: UserDep) ->
 @router.get(
     "",
     response_model=OrderPage,
+    responses={422: documented("A cursor this service did not give", ProblemType.INVALID_REQUEST)},
     summary="List a user's orders, newest first",
     description="Your own orders (403 for anyone else's), or anyone's with an admin token.",
 )
@@ -170,7 +193,11 @@ async def list_orders(
 @router.post(
     "/{order_id}/cancel",
     response_model=OrderOut,
-    responses={404: {"description": "No such order, or not yours", **_PROBLEMS}, **RATE_LIMITED},
+    responses={
+        404: documented("No such order, or not yours", ProblemType.NOT_FOUND),
+        409: documented("A cancel of this order is in flight", ProblemType.DUPLICATE_IN_FLIGHT),
+        **RATE_LIMITED,
+    },
     summary="Cancel an order (idempotent: the stock comes back once)",
     description="The buyer cancels their own order; an admin any order.",
 )

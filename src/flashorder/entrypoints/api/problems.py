@@ -1,6 +1,11 @@
 """Every error becomes an RFC 9457 problem, here and nowhere else.
 
-Each case has a stable ``type`` that clients can switch on; ``detail`` is for people.
+Each case has a stable ``type`` that clients can switch on (``ProblemType``: the closed set of
+this version of the API; a new case is a new member, announced in the changelog); ``detail``
+is for people. Some types carry extension members (``productId``, ``limit``; ``field``,
+``expected``, ``given``; ``errors``; ``requestId`` on a 500 or 503, also in the
+``X-Request-Id`` header, naming the log line that holds the details), all declared in the
+``Problem`` schema (``openapi``).
 
 Besides the domain's errors, requests can be refused at the HTTP edge, before any handler
 runs::
@@ -17,6 +22,7 @@ import logging
 import math
 import re
 import uuid
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -26,57 +32,142 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from flashorder.domain import errors
-from flashorder.entrypoints.api.schemas import Problem
 
 log = logging.getLogger("flashorder.api")
 
 PROBLEM_BASE = "urn:flashorder:problem:"
 MEDIA_TYPE = "application/problem+json"
+#: Where every error response of the OpenAPI document points.
+PROBLEM_REF = "#/components/schemas/Problem"
 #: Names the log line of a failure in the answer: a caller's own id is reused when it is sane.
 REQUEST_ID = "X-Request-Id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
-#: (status, type, title) per domain error; the most specific class wins.
-_CASES: list[tuple[type[errors.FlashOrderError], int, str, str]] = [
-    (errors.SoldOut, 409, "sold-out", "Sold out"),
-    (errors.LimitReached, 409, "limit-reached", "Per-user limit reached"),
-    (errors.DuplicateInFlight, 409, "duplicate-in-flight", "Duplicate request in flight"),
-    (errors.AlreadyExists, 409, "already-exists", "Already exists"),
-    (errors.StockBelowCommitted, 409, "stock-below-committed", "Stock below what is sold"),
-    (errors.NotFound, 404, "not-found", "Not found"),
-    (errors.PriceMismatch, 422, "price-mismatch", "Price mismatch"),
-    (errors.DiscountNotApplicable, 422, "discount-not-applicable", "Discount not applicable"),
-    (errors.IdempotencyKeyReused, 422, "idempotency-key-reused", "Idempotency key reused"),
-    (errors.UnknownReference, 422, "unknown-reference", "Unknown reference"),
-    (errors.Invalid, 422, "invalid-request", "Invalid request"),
-    (errors.Unavailable, 503, "unavailable", "Service unavailable"),
+
+class ProblemType(StrEnum):
+    """The ``type`` of every problem the service answers, as sent on the wire."""
+
+    BAD_REQUEST = PROBLEM_BASE + "bad-request"
+    UNAUTHORIZED = PROBLEM_BASE + "unauthorized"
+    FORBIDDEN = PROBLEM_BASE + "forbidden"
+    NOT_FOUND = PROBLEM_BASE + "not-found"
+    METHOD_NOT_ALLOWED = PROBLEM_BASE + "method-not-allowed"
+    ALREADY_EXISTS = PROBLEM_BASE + "already-exists"
+    SOLD_OUT = PROBLEM_BASE + "sold-out"
+    LIMIT_REACHED = PROBLEM_BASE + "limit-reached"
+    DUPLICATE_IN_FLIGHT = PROBLEM_BASE + "duplicate-in-flight"
+    STOCK_BELOW_COMMITTED = PROBLEM_BASE + "stock-below-committed"
+    LENGTH_REQUIRED = PROBLEM_BASE + "length-required"
+    PAYLOAD_TOO_LARGE = PROBLEM_BASE + "payload-too-large"
+    UNSUPPORTED_MEDIA_TYPE = PROBLEM_BASE + "unsupported-media-type"
+    REQUEST_HEADER_FIELDS_TOO_LARGE = PROBLEM_BASE + "request-header-fields-too-large"
+    VALIDATION_ERROR = PROBLEM_BASE + "validation-error"
+    INVALID_REQUEST = PROBLEM_BASE + "invalid-request"
+    PRICE_MISMATCH = PROBLEM_BASE + "price-mismatch"
+    DISCOUNT_NOT_APPLICABLE = PROBLEM_BASE + "discount-not-applicable"
+    IDEMPOTENCY_KEY_REUSED = PROBLEM_BASE + "idempotency-key-reused"
+    UNKNOWN_REFERENCE = PROBLEM_BASE + "unknown-reference"
+    TOO_MANY_REQUESTS = PROBLEM_BASE + "too-many-requests"
+    INTERNAL = PROBLEM_BASE + "internal"
+    UNAVAILABLE = PROBLEM_BASE + "unavailable"
+    #: Any other refusal of the HTTP layer; its status says what it is.
+    HTTP_ERROR = PROBLEM_BASE + "http-error"
+
+    @property
+    def case(self) -> str:
+        """The last segment: ``sold-out``."""
+        return self.value.removeprefix(PROBLEM_BASE)
+
+
+#: The status and title of each type (HTTP_ERROR takes the status it is given).
+CASES: dict[ProblemType, tuple[int, str]] = {
+    ProblemType.BAD_REQUEST: (400, "Bad request"),
+    ProblemType.UNAUTHORIZED: (401, "Unauthorized"),
+    ProblemType.FORBIDDEN: (403, "Forbidden"),
+    ProblemType.NOT_FOUND: (404, "Not found"),
+    ProblemType.METHOD_NOT_ALLOWED: (405, "Method not allowed"),
+    ProblemType.ALREADY_EXISTS: (409, "Already exists"),
+    ProblemType.SOLD_OUT: (409, "Sold out"),
+    ProblemType.LIMIT_REACHED: (409, "Per-user limit reached"),
+    ProblemType.DUPLICATE_IN_FLIGHT: (409, "Duplicate request in flight"),
+    ProblemType.STOCK_BELOW_COMMITTED: (409, "Stock below what is sold"),
+    ProblemType.LENGTH_REQUIRED: (411, "Length required"),
+    ProblemType.PAYLOAD_TOO_LARGE: (413, "Payload too large"),
+    ProblemType.UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported media type"),
+    ProblemType.REQUEST_HEADER_FIELDS_TOO_LARGE: (431, "Request header fields too large"),
+    ProblemType.VALIDATION_ERROR: (422, "Validation error"),
+    ProblemType.INVALID_REQUEST: (422, "Invalid request"),
+    ProblemType.PRICE_MISMATCH: (422, "Price mismatch"),
+    ProblemType.DISCOUNT_NOT_APPLICABLE: (422, "Discount not applicable"),
+    ProblemType.IDEMPOTENCY_KEY_REUSED: (422, "Idempotency key reused"),
+    ProblemType.UNKNOWN_REFERENCE: (422, "Unknown reference"),
+    ProblemType.TOO_MANY_REQUESTS: (429, "Too many requests"),
+    ProblemType.INTERNAL: (500, "Internal error"),
+    ProblemType.UNAVAILABLE: (503, "Service unavailable"),
+    ProblemType.HTTP_ERROR: (400, "HTTP error"),
+}
+
+#: The type of each domain error; the most specific class wins.
+_DOMAIN: list[tuple[type[errors.FlashOrderError], ProblemType]] = [
+    (errors.SoldOut, ProblemType.SOLD_OUT),
+    (errors.LimitReached, ProblemType.LIMIT_REACHED),
+    (errors.DuplicateInFlight, ProblemType.DUPLICATE_IN_FLIGHT),
+    (errors.AlreadyExists, ProblemType.ALREADY_EXISTS),
+    (errors.StockBelowCommitted, ProblemType.STOCK_BELOW_COMMITTED),
+    (errors.NotFound, ProblemType.NOT_FOUND),
+    (errors.PriceMismatch, ProblemType.PRICE_MISMATCH),
+    (errors.DiscountNotApplicable, ProblemType.DISCOUNT_NOT_APPLICABLE),
+    (errors.IdempotencyKeyReused, ProblemType.IDEMPOTENCY_KEY_REUSED),
+    (errors.UnknownReference, ProblemType.UNKNOWN_REFERENCE),
+    (errors.Invalid, ProblemType.INVALID_REQUEST),
+    (errors.Unavailable, ProblemType.UNAVAILABLE),
 ]
 
+#: The type of a refusal by the HTTP layer itself (Starlette's HTTPException), by status.
 _HTTP_TYPES = {
-    400: "bad-request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not-found",
-    405: "method-not-allowed",
-    411: "length-required",
-    413: "payload-too-large",
-    415: "unsupported-media-type",
-    429: "too-many-requests",
+    CASES[t][0]: t
+    for t in (
+        ProblemType.BAD_REQUEST,
+        ProblemType.UNAUTHORIZED,
+        ProblemType.FORBIDDEN,
+        ProblemType.NOT_FOUND,
+        ProblemType.METHOD_NOT_ALLOWED,
+        ProblemType.LENGTH_REQUIRED,
+        ProblemType.PAYLOAD_TOO_LARGE,
+        ProblemType.UNSUPPORTED_MEDIA_TYPE,
+        ProblemType.TOO_MANY_REQUESTS,
+    )
 }
 
 
-def documented(description: str, **extra: Any) -> dict[str, Any]:
-    """An OpenAPI response entry whose body is a problem."""
-    schema = Problem.model_json_schema()
-    return {"description": description, "content": {MEDIA_TYPE: {"schema": schema}}, **extra}
+#: The types that a response of this status may carry on any API route, besides its own.
+_ALWAYS: dict[int, tuple[ProblemType, ...]] = {
+    413: (ProblemType.PAYLOAD_TOO_LARGE,),
+    422: (ProblemType.VALIDATION_ERROR,),
+    503: (ProblemType.UNAVAILABLE,),
+}
+
+
+def documented(description: str, *types: ProblemType, **extra: Any) -> dict[str, Any]:
+    """An OpenAPI response entry: a ``Problem`` whose ``type`` is one of ``types`` (all of
+    one status), or of the types any route may answer with that status."""
+    statuses = {CASES[t][0] for t in types}
+    assert len(statuses) == 1, f"one response, one status: {types}"
+    (status,) = statuses
+    listed = [*_ALWAYS.get(status, ()), *(t for t in types if t not in _ALWAYS.get(status, ()))]
+    return {
+        "description": description,
+        "content": {MEDIA_TYPE: {"schema": {"$ref": PROBLEM_REF}}},
+        # Read by ``openapi``, which lists the types and gives an example of each.
+        "x-problem-types": [t.value for t in listed],
+        **extra,
+    }
 
 
 class Refused(Exception):
     """A request refused at the HTTP edge (authentication, authorization, admission)."""
 
-    status = 400
-    type_ = "bad-request"
-    title = "Bad request"
+    type_ = ProblemType.BAD_REQUEST
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -87,7 +178,7 @@ class Refused(Exception):
 
 
 class Unauthorized(Refused):
-    status, type_, title = 401, "unauthorized", "Unauthorized"
+    type_ = ProblemType.UNAUTHORIZED
 
     def __init__(self, detail: str, *, token_given: bool = True) -> None:
         super().__init__(detail)
@@ -102,11 +193,11 @@ class Unauthorized(Refused):
 
 
 class Forbidden(Refused):
-    status, type_, title = 403, "forbidden", "Forbidden"
+    type_ = ProblemType.FORBIDDEN
 
 
 class TooManyRequests(Refused):
-    status, type_, title = 429, "too-many-requests", "Too many requests"
+    type_ = ProblemType.TOO_MANY_REQUESTS
 
     def __init__(self, detail: str, *, retry_after: float) -> None:
         super().__init__(detail)
@@ -118,31 +209,45 @@ class TooManyRequests(Refused):
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
+def problem_body(
+    type_: ProblemType, detail: str, *, status: int | None = None, title: str | None = None
+) -> dict[str, Any]:
+    """The members every problem has; ``status`` and ``title`` default to the type's."""
+    case_status, case_title = CASES[type_]
+    return {
+        "type": type_.value,
+        "title": title or case_title,
+        "status": status or case_status,
+        "detail": detail,
+    }
+
+
 def problem(
-    status: int,
-    type_: str,
-    title: str,
+    type_: ProblemType,
     detail: str,
     *,
+    status: int | None = None,
+    title: str | None = None,
     instance: str | None = None,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> Response:
-    body = {"type": PROBLEM_BASE + type_, "title": title, "status": status, "detail": detail}
+    body = problem_body(type_, detail, status=status, title=title)
     if instance is not None:
         body["instance"] = instance
     body.update(extra)
-    return Response(orjson.dumps(body), status, headers=headers, media_type=MEDIA_TYPE)
+    return Response(orjson.dumps(body), body["status"], headers=headers, media_type=MEDIA_TYPE)
 
 
-def classify(exc: errors.FlashOrderError) -> tuple[int, str, str]:
-    for cls, status, type_, title in _CASES:
+def classify(exc: errors.FlashOrderError) -> ProblemType:
+    for cls, type_ in _DOMAIN:
         if isinstance(exc, cls):
-            return status, type_, title
-    return 500, "internal", "Internal error"
+            return type_
+    return ProblemType.INTERNAL
 
 
 def _extra(exc: errors.FlashOrderError) -> dict[str, Any]:
+    # Every member here is declared in the Problem schema (``openapi``).
     if isinstance(exc, errors.PriceMismatch):
         return {"field": exc.field, "expected": exc.expected, "given": exc.given}
     if isinstance(exc, errors.LimitReached):
@@ -158,9 +263,26 @@ def common_responses() -> dict[int | str, dict[str, Any]]:
     Declaring 422 here also replaces FastAPI's default, which documents a JSON body of a
     different shape than the problem these routes send."""
     return {
-        413: documented("The body is over the size limit; nothing was read"),
-        422: documented("The request does not match the schema, or contradicts itself"),
-        503: documented("A dependency is down or slow; nothing was written"),
+        413: documented(
+            "The body is over the size limit; nothing was read", ProblemType.PAYLOAD_TOO_LARGE
+        ),
+        422: documented("The request does not match the schema", ProblemType.VALIDATION_ERROR),
+        431: documented(
+            "The headers are over the size limit; none was read",
+            ProblemType.REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ),
+        503: documented(
+            "A dependency is down or slow; nothing was written",
+            ProblemType.UNAVAILABLE,
+            headers={
+                "Retry-After": {"schema": {"type": "integer", "minimum": 1}},
+                REQUEST_ID: {
+                    "description": "The reference of the log line that holds the details "
+                    "(the caller's own when it sent a sane one)",
+                    "schema": {"type": "string"},
+                },
+            },
+        ),
     }
 
 
@@ -174,17 +296,9 @@ def request_id(request: Request) -> str:
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.FlashOrderError)
-    status, type_, title = classify(exc)
     if isinstance(exc, errors.Unavailable):
         return _unavailable(request, exc)
-    return problem(
-        status,
-        type_,
-        title,
-        exc.detail,
-        instance=request.url.path,
-        **_extra(exc),
-    )
+    return problem(classify(exc), exc.detail, instance=request.url.path, **_extra(exc))
 
 
 def _unavailable(request: Request, exc: errors.Unavailable) -> Response:
@@ -203,9 +317,7 @@ def _unavailable(request: Request, exc: errors.Unavailable) -> Response:
     )
     said = exc.detail if exc.public else f"{exc.dependency} is unavailable"
     return problem(
-        503,
-        "unavailable",
-        "Service unavailable",
+        ProblemType.UNAVAILABLE,
         f"{said}; retry shortly (reference {rid})",
         instance=request.url.path,
         headers={"Retry-After": "1", REQUEST_ID: rid},
@@ -215,13 +327,15 @@ def _unavailable(request: Request, exc: errors.Unavailable) -> Response:
 
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
+    return problem(exc.type_, exc.detail, instance=request.url.path, headers=exc.headers())
+
+
+def _validation_problem(request: Request, issues: list[dict[str, Any]]) -> Response:
     return problem(
-        exc.status,
-        exc.type_,
-        exc.title,
-        exc.detail,
+        ProblemType.VALIDATION_ERROR,
+        "the request does not match the schema",
         instance=request.url.path,
-        headers=exc.headers(),
+        errors=issues,
     )
 
 
@@ -234,14 +348,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         }
         for err in exc.errors()
     ]
-    return problem(
-        422,
-        "validation-error",
-        "Validation error",
-        "the request does not match the schema",
-        instance=request.url.path,
-        errors=issues,
-    )
+    return _validation_problem(request, issues)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -249,19 +356,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
         # FastAPI answers a JSON body that is not UTF-8 with a bare 400, while any other body
         # that is not JSON gets the 422 validation problem: one case, one answer.
-        return problem(
-            422,
-            "validation-error",
-            "Validation error",
-            "the request does not match the schema",
-            instance=request.url.path,
-            errors=[{"location": ["body"], "message": "the body is not UTF-8 encoded JSON"}],
-        )
+        issue = {"location": ["body"], "message": "the body is not UTF-8 encoded JSON"}
+        return _validation_problem(request, [issue])
+    type_ = _HTTP_TYPES.get(exc.status_code, ProblemType.HTTP_ERROR)
     return problem(
-        exc.status_code,
-        _HTTP_TYPES.get(exc.status_code, "http-error"),
-        str(exc.detail) if exc.status_code != 404 else "Not found",
+        type_,
         str(exc.detail),
+        status=exc.status_code,
+        title=str(exc.detail) if type_ is ProblemType.HTTP_ERROR else None,
         instance=request.url.path,
         headers=dict(exc.headers) if exc.headers else None,
     )
@@ -275,9 +377,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
         extra={"method": request.method, "path": request.url.path, "request_id": rid},
     )
     return problem(
-        500,
-        "internal",
-        "Internal error",
+        ProblemType.INTERNAL,
         f"an unexpected error occurred (reference {rid})",
         headers={REQUEST_ID: rid},
         requestId=rid,

@@ -1,9 +1,15 @@
-"""Wire models: camelCase JSON, bounded so that no value can hurt the service."""
+"""Wire models: camelCase JSON, bounded so that no value can hurt the service.
+
+Requests (``…In``) refuse unknown members: a misspelt optional field must not pass unseen.
+Responses (``…Out`` and the rest) do not declare themselves closed: a member added to a
+response is a compatible change (docs/api.md), which a client generated from today's
+description must be able to read.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -23,6 +29,8 @@ Instant = Annotated[AwareDatetime, Field(strict=False)]
 
 
 class Wire(BaseModel):
+    """A request body."""
+
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
@@ -30,6 +38,12 @@ class Wire(BaseModel):
         frozen=True,
         strict=True,
     )
+
+
+class WireOut(BaseModel):
+    """A response body."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
 class OrderItemIn(Wire):
@@ -74,14 +88,14 @@ class PlaceOrderIn(Wire):
     payment_type: Payment
 
 
-class OrderItemOut(Wire):
+class OrderItemOut(WireOut):
     product_id: str
     quantity: int
     product_price: int
     amount: int
 
 
-class OrderOut(Wire):
+class OrderOut(WireOut):
     order_id: str
     user_id: str
     status: OrderStatus
@@ -97,7 +111,7 @@ class OrderOut(Wire):
     updated_at: datetime
 
 
-class OrderPage(Wire):
+class OrderPage(WireOut):
     items: list[OrderOut]
     next_cursor: str | None
 
@@ -110,7 +124,7 @@ class ProductIn(Wire):
     max_per_user: Annotated[int, Field(ge=1, le=10**6)] | None = None
 
 
-class ProductOut(Wire):
+class ProductOut(WireOut):
     product_id: str
     name: str
     price: int
@@ -139,15 +153,34 @@ class DiscountPolicyIn(Wire):
     valid_until: Instant | None = None
 
 
-class DiscountPolicyOut(DiscountPolicyIn):
-    pass
+class DiscountPolicyOut(WireOut):
+    """Every member is always present; the optional ones of the request are null here."""
+
+    policy_id: str
+    kind: DiscountKind
+    value: int
+    min_order_amount: int
+    max_discount: int | None
+    valid_from: datetime | None
+    valid_until: datetime | None
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem details."""
+class Health(WireOut):
+    status: Literal["ok"]
 
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
+
+class ReadModelLag(WireOut):
+    """How far the read model trails the write model; -1 where a dependency is down."""
+
+    events: int = Field(description="Events not yet applied: outbox backlog + broker lag")
+    seconds: float = Field(description="Age of the oldest event not yet applied")
+    outbox: int = Field(description="Outbox rows not yet published")
+    projectors: int = Field(description="Projectors that reported lately (0 when embedded)")
+
+
+class Readiness(WireOut):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(
+        description="Each dependency's state: `ok`, or what is wrong (`down: …`, `stopped`)"
+    )
+    lag: ReadModelLag

@@ -1,0 +1,321 @@
+"""One strategy's run: the stack up, the closed-loop sale (``repeat`` times on the same
+processes), the ceiling, the open-loop ladder, the drain, the checks, the memory and the CPU
+of every process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+from rich.console import Console
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from flashorder_bench import checks, procs, scenarios, stores, wrk
+from flashorder_bench.answers import Answers
+from flashorder_bench.auth import bearer, minter
+from flashorder_bench.client import BenchClient, Drain
+from flashorder_bench.drive import generator_cpus
+from flashorder_bench.kafka_events import created_events
+from flashorder_bench.options import BenchOptions
+from flashorder_bench.phase import PhaseContext, PhaseRecord, run_phase
+from flashorder_bench.report import Check
+from flashorder_bench.scenarios import ScenarioSpec, order_body
+from flashorder_bench.schedule import Step, best_rate, next_rate, rate_ladder
+from flashorder_bench.settings import StackSettings, Strategy, local_store
+from flashorder_bench.stack import Stack, bench_env, server_url
+
+#: Calls of the ceiling phase at most.
+ECHO_CALLS_MAX = 20_000
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class StrategyResult:
+    strategy: str
+    base_url: str
+    #: The warm-up before the measured runs (not measured: kept for the record).
+    warmup: PhaseRecord | None = None
+    closed: list[PhaseRecord] = field(default_factory=list)
+    ceiling: PhaseRecord | None = None
+    wrk_echo_per_s: float | None = None
+    open_steps: list[PhaseRecord] = field(default_factory=list)
+    best_open_rate: float | None = None
+    drain: Drain | None = None
+    checks: list[Check] = field(default_factory=list)
+    #: Each process's VmRSS (kB) after each closed-loop run: the leak check.
+    rss_after_runs: list[dict[str, int]] = field(default_factory=list)
+    #: Each process's peak RSS (VmHWM, kB) over the whole run.
+    rss_peak: dict[str, int] = field(default_factory=dict)
+    #: The processes whose CPU was measured, by label.
+    processes: dict[str, int] = field(default_factory=dict)
+    #: The machine's 1-minute load average before and after the measured phases: on a
+    #: shared machine, a busy neighbour shows here before it shows in the figures.
+    load_before: float = 0.0
+    load_after: float = 0.0
+
+
+@dataclass
+class _Expected:
+    """What the run's phases must show beyond the promises: each phase's floor of accepted
+    orders, and the hot products that must sell out."""
+
+    floors: list[checks.Floor] = field(default_factory=list)
+    hot: list[str] = field(default_factory=list)
+
+    def phase(self, spec: ScenarioSpec, record: PhaseRecord, *, measured: bool) -> None:
+        st = record.stats
+        selling = spec.name in ("hot", "retry") and measured
+        if selling:
+            self.floors.append(checks.sale_floor(record.name, st.accepted, spec.stock))
+            self.hot += [p.product_id for p in scenarios.products(spec)]
+        else:
+            self.floors.append(checks.ample_floor(record.name, st.accepted, st.order_calls))
+
+
+async def run_strategy(
+    opts: BenchOptions, strategy: Strategy, runtag: str, *, console: Console, logs: Path
+) -> StrategyResult:
+    """Everything for one strategy; ``runtag`` is shared by the strategies of one run, so
+    they meet the same products, users and requests."""
+    stack: Stack | None = None
+    if opts.target is None:
+        stack = Stack(
+            mariadb_url=server_url(local_store("FLASHORDER_DATABASE_URL")),
+            redis_url=local_store("FLASHORDER_REDIS_URL"),
+            kafka_bootstrap=local_store("FLASHORDER_KAFKA_BOOTSTRAP"),
+            redis_db=opts.redis_db,
+            api_workers=opts.workers,
+            logs=logs / strategy,
+            name_prefix=f"flashorder_bench_{strategy}",
+            extra_env={"FLASHORDER_STRATEGY": strategy, **bench_env()},
+        )
+        settings, base_url = stack.settings, stack.base
+    else:
+        settings, base_url = StackSettings.from_env(), opts.target.rstrip("/")
+    try:
+        if stack is not None:
+            console.log(f"[bold]{strategy}[/]: starting the stack ({stack.name}, logs {logs})")
+            await asyncio.to_thread(stack.up, timeout=300)
+        return await _measure(opts, strategy, runtag, settings, base_url, stack, console)
+    finally:
+        if stack is not None:
+            await asyncio.to_thread(stack.down, drop=not opts.keep)
+
+
+class StackDied(RuntimeError):
+    pass
+
+
+def _alive(stack: Stack) -> None:
+    if dead := stack.dead():
+        raise StackDied(
+            f"stack processes exited during the run: {dead} (a negative status is the signal "
+            f"that ended it; -9 is a kill from outside, the OOM killer or a drill); "
+            f"logs in {stack.logs}"
+        )
+
+
+def _local_port(url: str | None, default: int) -> int | None:
+    """The port of a store or service on this machine (None: elsewhere, or not set)."""
+    if url is None:
+        return None
+    parts = urlsplit(url if "//" in url else f"//{url.split(',')[0]}")
+    return (parts.port or default) if parts.hostname in LOCAL_HOSTS else None
+
+
+def _services(opts: BenchOptions, settings: StackSettings) -> dict[str, int]:
+    database = settings.database_url
+    ports = {
+        "mariadb": make_url(database).port or 3306 if database is not None else None,
+        "redis": _local_port(settings.redis_url, 6379),
+        "kafka": _local_port(settings.kafka_bootstrap, 9092),
+    }
+    if database is not None and make_url(database).host not in LOCAL_HOSTS:
+        ports["mariadb"] = None
+    return procs.service_pids(ports, opts.services_dir)
+
+
+async def _measure(
+    opts: BenchOptions,
+    strategy: Strategy,
+    runtag: str,
+    settings: StackSettings,
+    base_url: str,
+    stack: Stack | None,
+    console: Console,
+) -> StrategyResult:
+    result = StrategyResult(strategy, base_url, load_before=os.getloadavg()[0])
+    answers = Answers()
+    expected = _Expected()
+    generator_peak = 0
+    services = await asyncio.to_thread(_services, opts, settings)
+    port = stack.port if stack is not None else _local_port(base_url, 80)
+    # A running stack's API, if it listens here (its relay and projector stay unknown).
+    target_api = None if stack is not None or port is None else procs.listener(port)
+
+    def processes() -> dict[str, int]:
+        if stack is not None:
+            found = procs.labelled(stack.pids())
+        else:
+            found = procs.labelled({"api": target_api}) if target_api is not None else {}
+        found.update(services)
+        found["bench"] = os.getpid()
+        result.processes.update(found)
+        return found
+
+    async with aiohttp.ClientSession() as session:
+        ctx = PhaseContext(
+            opts,
+            BenchClient(session, base_url, minter(settings)),
+            settings,
+            console,
+            processes=processes,
+            port=port,
+        )
+        if stack is not None:
+            ctx.alive = partial(_alive, stack)
+        if (warmup := opts.warmup_spec(f"{runtag}w")) is not None:
+            # Fresh processes warm up (connection pools, statement caches, the relay's and
+            # the projector's first batches) before anything is measured; its orders are
+            # checked with the rest.
+            run = await run_phase(ctx, warmup, name=f"{strategy} warm-up", mode="closed")
+            answers.add(run.jobs, run.samples)
+            expected.phase(warmup, run.record, measured=False)
+            result.warmup = run.record
+        for rep in range(opts.repeat):
+            name = f"{strategy} closed loop, run {rep + 1}/{opts.repeat}"
+            spec = opts.spec(f"{runtag}r{rep}")
+            run = await run_phase(ctx, spec, name=name, mode="closed")
+            answers.add(run.jobs, run.samples)
+            expected.phase(spec, run.record, measured=True)
+            result.closed.append(run.record)
+            generator_peak = max(generator_peak, *run.samples.generator_rss_kb)
+            if stack is not None:
+                result.rss_after_runs.append(procs.snapshot(procs.labelled(stack.pids())))
+        if opts.ceiling and await ctx.client.has_echo():
+            # The echo route needs no sell-out to be seen whole: a steady stretch will do.
+            echo_calls = min(opts.spec(runtag).requests, ECHO_CALLS_MAX)
+            spec = opts.spec(f"{runtag}e", requests=echo_calls, echo=True)
+            run = await run_phase(ctx, spec, name=f"{strategy} ceiling (echo)", mode="closed")
+            result.ceiling = run.record
+            answers.server_errors += run.record.stats.server_errors
+            if opts.wrk:
+                result.wrk_echo_per_s = await wrk.echo_rate(
+                    base_url,
+                    order_body("u-wrk", "P-wrk", 1, spec.price),
+                    bearer(ctx.client.mint, "u-wrk"),
+                    connections=opts.concurrency,
+                    cpu=generator_cpus(1, opts.pin)[0],
+                )
+        if opts.open_loop and result.closed:
+            peak = result.closed[0].stats.order_calls_per_s
+            planned = opts.rates or tuple(rate_ladder(peak))
+            steps: list[Step] = []
+            while (rate := next_rate(planned, steps, opts.p99_limit_ms)) is not None:
+                requests = max(1, round(rate * opts.step_seconds))
+                spec = opts.spec(f"{runtag}o{len(steps)}", requests=requests)
+                name = f"{strategy} open loop {rate:,.0f}/s"
+                run = await run_phase(ctx, spec, name=name, mode="open", rate=rate)
+                answers.add(run.jobs, run.samples, deadline_s=settings.request_timeout_seconds)
+                result.open_steps.append(run.record)
+                st = run.record.stats
+                steps.append(Step(rate, st.latency.p99, st.server_errors + st.transport_errors))
+            result.best_open_rate = best_rate(steps, opts.p99_limit_ms)
+        result.load_after = os.getloadavg()[0]
+        console.log(f"[bold]{strategy}[/]: waiting for the events to drain (/readyz lag)")
+        result.drain = await ctx.client.drained(need_projector=settings.kafka_bootstrap is not None)
+    if stack is not None:
+        pids = procs.labelled(stack.pids())
+        result.rss_peak = procs.snapshot(pids, "VmHWM")
+    result.rss_peak["load-generator"] = generator_peak
+    result.checks = await _checks(opts, strategy, runtag, settings, answers, expected, result)
+    return result
+
+
+async def _checks(
+    opts: BenchOptions,
+    strategy: Strategy,
+    runtag: str,
+    settings: StackSettings,
+    answers: Answers,
+    expected: _Expected,
+    result: StrategyResult,
+) -> list[Check]:
+    product_prefix, user_prefix = f"P{runtag}", f"u{runtag}"
+    skip = opts.skip_checks
+    found: list[Check] = []
+    if result.drain is not None:
+        found.append(
+            checks.drained_check(
+                result.drain.drained,
+                result.drain.seconds,
+                result.drain.projectors,
+                needed=settings.kafka_bootstrap is not None,
+            )
+        )
+    found.append(checks.floor_check(expected.floors))
+    if settings.database_url is None:
+        found.append(
+            checks.unavailable(
+                "the promises in the database",
+                "FLASHORDER_DATABASE_URL is not set",
+                skip,
+                "database",
+            )
+        )
+        model = stores.WriteModel({}, {}, {})
+    else:
+        engine = create_async_engine(settings.database_url, poolclass=NullPool)
+        try:
+            model = await stores.load_write_model(engine, product_prefix)
+            found += checks.stock_checks(model, answers)
+            if opts.scenario in ("hot", "retry"):
+                found.append(checks.sold_out_check(model, answers, expected.hot))
+            if opts.scenario == "retry":
+                recorded = await stores.idempotency_orders(engine, user_prefix)
+                found.append(checks.idempotency_check(model, answers, recorded))
+            else:
+                found.append(Check.skipped("one order per Idempotency-Key", "retry scenario only"))
+            found.append(checks.limit_check(model))
+            read = await stores.load_read_model(engine, product_prefix)
+            found.append(checks.read_model_check(model, read))
+        finally:
+            await engine.dispose()
+    gate = "Redis gate count == database available"
+    if strategy != "reserve":
+        found.append(Check.skipped(gate, "reserve only"))
+    elif settings.redis_url is None:
+        found.append(checks.unavailable(gate, "FLASHORDER_REDIS_URL is not set", skip, "gate"))
+    elif settings.database_url is not None:
+        counts = await stores.gate_counts(settings.redis_url, model.products)
+        found.append(checks.gate_check(model, counts))
+    events = "exactly one order.created per committed order (Kafka)"
+    if settings.kafka_bootstrap is None:
+        found.append(
+            checks.unavailable(events, "FLASHORDER_KAFKA_BOOTSTRAP is not set", skip, "events")
+        )
+    elif settings.database_url is not None:
+        created = await created_events(
+            settings.kafka_bootstrap,
+            topic_prefix=settings.kafka_topic_prefix,
+            product_prefix=product_prefix,
+        )
+        found.append(checks.events_check(model, created))
+    found += checks.answer_checks(answers, open_loop=bool(result.open_steps))
+    if len(result.rss_after_runs) > 1:
+        steady, grown = procs.leak_report(result.rss_after_runs)
+        found.append(
+            Check.of(
+                "RSS after each run within 10% of after the first",
+                steady,
+                "; ".join(grown[:3]) or f"{len(result.rss_after_runs[0])} processes steady",
+            )
+        )
+    return found

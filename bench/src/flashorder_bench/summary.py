@@ -1,0 +1,204 @@
+"""The figures that count, from the strategies' results: ratios within one run, and the
+tables printed at the end and pasted into ``docs/benchmarks.md``."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from flashorder_bench.cpu import APART
+from flashorder_bench.phase import PhaseRecord
+from flashorder_bench.report import format_table, number, ratio
+from flashorder_bench.run import StrategyResult
+
+
+@dataclass(frozen=True, slots=True)
+class Headline:
+    """``accepted_ratio``: default ÷ lock accepted orders/s (median of the runs);
+    ``ceiling_share``: default order calls/s ÷ echo calls/s on the same workers."""
+
+    accepted_ratio: float | None
+    ceiling_share: float | None
+    generator_ok: bool | None
+    best_open_rate: dict[str, float | None]
+    #: CPU of the whole stack per accepted order, ms (median of the closed-loop runs).
+    cpu_ms_per_order: dict[str, float | None]
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def accepted_per_s(result: StrategyResult) -> float | None:
+    return _median([p.stats.accepted_per_s for p in result.closed])
+
+
+def headline(results: Sequence[StrategyResult]) -> Headline:
+    by = {r.strategy: r for r in results}
+    default = by.get("reserve") or (results[0] if results else None)
+    lock = by.get("lock")
+    accepted = ratio(
+        accepted_per_s(default) if default else None, accepted_per_s(lock) if lock else None
+    )
+    share: float | None = None
+    generator_ok: bool | None = None
+    if default is not None and default.ceiling is not None and default.closed:
+        calls = _median([p.stats.order_calls_per_s for p in default.closed])
+        echo = default.ceiling.stats.answers_per_s
+        share = ratio(calls, echo)
+        generator_ok = calls is not None and echo > calls
+    return Headline(
+        accepted_ratio=accepted,
+        ceiling_share=share,
+        generator_ok=generator_ok,
+        best_open_rate={r.strategy: r.best_open_rate for r in results},
+        cpu_ms_per_order={r.strategy: stack_ms_per_order(r) for r in results},
+    )
+
+
+def stack_ms_per_order(result: StrategyResult) -> float | None:
+    per = [p.cpu.ms_per_order().get("stack") for p in result.closed if p.cpu is not None]
+    return _median([v for v in per if v is not None])
+
+
+def _process_order(label: str) -> tuple[int, str]:
+    """The stack's processes first (API, relay, projector, then the stores), the sum, then
+    the processes apart (the bench, the load generator)."""
+    if label == "stack":
+        return 1, ""
+    return (2 if label in APART else 0), label
+
+
+def cpu_table(results: Sequence[StrategyResult]) -> str:
+    """CPU per accepted order of every process over the first closed-loop run's selling
+    window (first send to last acceptance), and over the whole run."""
+    headers = ["strategy", "process", "CPU s selling", "ms per accepted order", "CPU s run"]
+    rows = []
+    for r in results:
+        cpu = r.closed[0].cpu if r.closed else None
+        if cpu is None or not cpu.accepted:
+            continue
+        per = cpu.ms_per_order()
+        for label in sorted(per, key=_process_order):
+            selling = cpu.stack_selling_s() if label == "stack" else cpu.selling_s.get(label)
+            whole = (
+                sum(s for k, s in cpu.phase_s.items() if k not in APART)
+                if label == "stack"
+                else cpu.phase_s.get(label)
+            )
+            name = "stack (sum, not the two below)" if label == "stack" else label
+            rows.append(
+                [r.strategy, name, number(selling, 2), number(per[label], 3), number(whole, 2)]
+            )
+    return format_table(headers, rows) if rows else "(no CPU figures)"
+
+
+def connection_lines(results: Sequence[StrategyResult]) -> list[str]:
+    """How the closed loop's connections spread over the API workers (most seen at once)."""
+    lines = []
+    for r in results:
+        for phase in r.closed[:1]:
+            seen = phase.cpu.connections if phase.cpu is not None else {}
+            if seen:
+                split = ", ".join(f"{label} {n}" for label, n in sorted(seen.items()))
+                lines.append(f"{r.strategy}: connections per API worker ({phase.name}): {split}")
+    return lines
+
+
+def _row(strategy: str, phase: PhaseRecord, *, echo: bool = False) -> list[str]:
+    st = phase.stats
+    lat = st.latency if echo else st.order_latency
+    return [
+        strategy,
+        phase.name.split(", ")[-1] if not echo else "ceiling (echo)",
+        number(st.calls),
+        number(st.busy_s, 1),
+        number(st.answers_per_s),
+        "-" if echo else number(st.accepted),
+        "-" if echo else number(st.accepted_per_s),
+        number(lat.p50, 1),
+        number(lat.p90, 1),
+        number(lat.p99, 1),
+        number(lat.p999, 1),
+        number(lat.max, 1),
+        number(st.server_errors + st.transport_errors),
+    ]
+
+
+def closed_table(results: Sequence[StrategyResult]) -> str:
+    headers = [
+        "strategy", "phase", "calls", "s", "calls/s", "accepted", "accepted/s",
+        "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "errors",
+    ]  # fmt: skip
+    rows = []
+    for r in results:
+        rows += [_row(r.strategy, p) for p in r.closed]
+        if r.ceiling is not None:
+            rows.append(_row(r.strategy, r.ceiling, echo=True))
+    return format_table(headers, rows) if rows else "(no closed-loop phase)"
+
+
+def open_table(results: Sequence[StrategyResult], p99_limit_ms: float) -> str:
+    # The accepted orders apart: on a hot product they are the step's first calls (its
+    # stock sells within a fraction of a second), and the refusals after them are fast.
+    headers = ["strategy", "offered/s", "answered/s", "p50 ms", "p99 ms", "max ms",
+               "accepted", "accepted p50 ms", "accepted p99 ms",
+               "send lag p99 ms", "errors", f"p99 <= {p99_limit_ms:g} ms"]  # fmt: skip
+    rows = []
+    for r in results:
+        for step in r.open_steps:
+            st = step.stats
+            errors = st.server_errors + st.transport_errors
+            holds = errors == 0 and st.latency.p99 <= p99_limit_ms
+            took = st.accepted_latency
+            rows.append([
+                r.strategy, number(step.rate), number(st.answers_per_s),
+                number(st.latency.p50, 1), number(st.latency.p99, 1), number(st.latency.max, 1),
+                number(st.accepted), number(took.p50, 1), number(took.p99, 1),
+                number(st.send_lag.p99, 1), number(errors), "yes" if holds else "no",
+            ])  # fmt: skip
+    return format_table(headers, rows) if rows else "(no open-loop step)"
+
+
+def memory_table(results: Sequence[StrategyResult]) -> str:
+    headers = ["strategy", "process", "peak RSS MiB", "RSS after each run MiB"]
+    rows = []
+    for r in results:
+        for label, peak in sorted(r.rss_peak.items()):
+            after = " / ".join(
+                number(run[label] / 1024, 1) for run in r.rss_after_runs if label in run
+            )
+            rows.append([r.strategy, label, number(peak / 1024, 1), after or "-"])
+    return format_table(headers, rows) if rows else "(no memory figures)"
+
+
+def headline_lines(h: Headline, results: Sequence[StrategyResult]) -> list[str]:
+    lines = []
+    if h.accepted_ratio is not None:
+        lines.append(f"accepted orders/s, default ÷ lock: {h.accepted_ratio:.1f}x")
+    if h.ceiling_share is not None:
+        lines.append(f"default order calls/s ÷ echo ceiling: {h.ceiling_share:.0%}")
+    if h.generator_ok is not None:
+        verdict = "yes" if h.generator_ok else "NO: the figures may be the generator's"
+        lines.append(f"generator drives the echo route faster than the orders: {verdict}")
+    for r in results:
+        if r.wrk_echo_per_s is not None and r.ceiling is not None:
+            ours = r.ceiling.stats.answers_per_s
+            lines.append(
+                f"{r.strategy}: echo route, wrk {r.wrk_echo_per_s:,.0f}/s vs ours {ours:,.0f}/s"
+            )
+    for r in results:
+        lines.append(
+            f"{r.strategy}: load average {r.load_before:.1f} before, {r.load_after:.1f} after "
+            f"the load phases (nproc {os.cpu_count()}; higher than the stack's own means "
+            "a neighbour shared the CPUs)"
+        )
+    stepped = {r.strategy for r in results if r.open_steps}
+    for strategy, rate in h.best_open_rate.items():
+        if strategy not in stepped:
+            continue
+        shown = f"{rate:,.0f}/s" if rate is not None else "none of the rates tried"
+        lines.append(f"{strategy}: highest open-loop rate with p99 within limit: {shown}")
+    return lines
