@@ -13,7 +13,8 @@ STACK_ENV := FLASHORDER_ALLOW_DEV_SECRET=1 \
 	FLASHORDER_KAFKA_BOOTSTRAP=127.0.0.1:9092
 
 
-.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean openapi chromium asyncapi-tools
+.PHONY: run test drills test-fast services services-down stack bench lint fmt install clean openapi \
+	chromium asyncapi-tools cluster cluster-down cluster-status cluster-drills promtool
 
 $(UV):
 	python3 -m pip install --quiet --user "uv==$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -30,12 +31,18 @@ run: install
 
 ## The whole test suite against real MariaDB, Redis and Kafka (started here), the fault
 ## drills included: they stop and start a MariaDB and a Redis of their own (tests/drills).
-test: install services chromium asyncapi-tools
-	$(BIN)/pytest
+## The drills of the full cluster topology run apart: make cluster-drills.
+test: install services chromium asyncapi-tools promtool
+	$(BIN)/pytest -m "not cluster_drill"
+
+## promtool (Debian's prometheus package), which checks and unit-tests the alert rules in
+## deploy/prometheus. Idempotent.
+promtool:
+	scripts/promtool.sh
 
 ## The fault drills alone: kill -9 of a worker, Redis restarted empty, MariaDB stopped.
 drills: install services
-	$(BIN)/pytest -m drill -s
+	$(BIN)/pytest -m "drill and not cluster_drill" -s
 
 ## Unit tests and the embedded API tests only: no services.
 test-fast: install chromium asyncapi-tools
@@ -66,6 +73,23 @@ services-down:
 ## The full stack on the local services: API workers, relay and projector.
 stack: install services
 	$(STACK_ENV) scripts/stack.sh
+
+## The service over several hosts on this machine: Redis Cluster (3 masters, 3 replicas),
+## three Kafka brokers, API hosts in network namespaces behind HAProxy on 127.0.0.1:$(CLUSTER_LB_PORT)
+## (docs/scaling.md). Needs root (namespaces); uses the MariaDB on 127.0.0.1:3306, started if none.
+CLUSTER_LB_PORT ?= 8000
+cluster: install
+	CLUSTER_LB_PORT=$(CLUSTER_LB_PORT) scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
+cluster-status:
+	scripts/cluster.sh status
+
+## The fault drills on the cluster (a Redis master, a broker, an API host's link, a whole host).
+cluster-drills: install
+	$(BIN)/pytest -m cluster_drill -s
 
 ## The flash-sale benchmark (both strategies, one run) on the full stack; flags in BENCH_ARGS
 ## (`flashorder-bench --help`; the bench is the workspace member bench/).

@@ -773,4 +773,7 @@ main() {
   esac
 }
 
-main "$@"
+# Sourced (scripts/cluster.sh reuses the helpers above), it only defines them.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  main "$@"
+fi

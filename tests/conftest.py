@@ -8,13 +8,14 @@ nothing. Shared code that is not a fixture lives in ``tests/support``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flashorder.adapters.sql.engine import make_engine
 from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
+from tests.redis_cluster import RedisCluster
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +48,15 @@ async def engine(database: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def uow(engine: AsyncEngine) -> SqlUnitOfWorkFactory:
     return SqlUnitOfWorkFactory(engine)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster of three masters of this test run's own, on free ports (a few seconds
+    to start, once): the contract suites run the Redis adapters on it too."""
+    cluster = RedisCluster()
+    cluster.start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()

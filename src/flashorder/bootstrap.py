@@ -11,15 +11,15 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import partial
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters._redis.batch import Client, ScriptBatcher
 from flashorder.adapters.idempotency.memory import MemoryIdempotencyCache
 from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
 from flashorder.adapters.locks.memory import MemoryLocks
@@ -30,11 +30,14 @@ from flashorder.adapters.sql import projector_status
 from flashorder.adapters.sql.engine import READ_ONLY, make_engine
 from flashorder.adapters.sql.outbox import SqlOutboxRelayStore
 from flashorder.adapters.sql.read_model import SqlReadModel
+from flashorder.adapters.sql.sales import SqlSaleFigures
 from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.adapters.stock.memory import MemoryStockGate
 from flashorder.adapters.stock.redis import RedisStockGate
+from flashorder.adapters.stock.redis_cluster import ShardedStockGate
 from flashorder.application.group_commit import GroupCommit
-from flashorder.application.handlers import Deps, commit_order
+from flashorder.application.handlers import Deps
+from flashorder.application.placement import LockPlacement, Placement, ReservePlacement
 from flashorder.application.ports import (
     IdempotencyCache,
     Locks,
@@ -42,11 +45,13 @@ from flashorder.application.ports import (
     RateLimiter,
     ReadModel,
     ReconcilableStockGate,
+    SaleFigures,
 )
 from flashorder.application.projector import DirectProjection
 from flashorder.application.reconcile import run_reconciler
 from flashorder.application.relay import run_relay
 from flashorder.application.sold_out import SoldOutCache
+from flashorder.application.tracing import NO_TRACER, Tracer
 from flashorder.config import Settings
 from flashorder.domain.pricing import DeliveryRule
 
@@ -60,7 +65,9 @@ class Service:
     read_model: ReadModel
     engine: AsyncEngine
     outbox: OutboxRelayStore
-    redis: Redis | None = None
+    #: What the sale page and the metrics read of a sale.
+    figures: SaleFigures
+    redis: Client | None = None
     background: list[asyncio.Task[object]] = field(default_factory=list)
     #: ``deps.stock`` with the operations reconciliation needs.
     gate: ReconcilableStockGate | None = None
@@ -114,8 +121,23 @@ class Service:
         return checks
 
 
-def redis_client(settings: Settings) -> Redis:
+def redis_client(settings: Settings) -> Client:
     assert settings.redis_url is not None
+    nodes = settings.redis_cluster_nodes
+    if nodes is not None:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            # Per node. The cluster client has no blocking pool: the batcher keeps the
+            # number of connections a burst needs small (one pipeline per node and turn).
+            max_connections=settings.redis_pool_size,
+            # A master that died answers nothing until its replica is promoted (the nodes'
+            # timeout, 2 s in scripts/cluster.sh, and an election): a few quick retries,
+            # each after the client refreshed its slot map; then the request answers 503
+            # and the buyer retries with the same Idempotency-Key.
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=3),
+            socket_timeout=3,
+            socket_connect_timeout=2,
+        )
     # A blocking pool: under a burst, requests queue for a connection instead of failing.
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
@@ -133,13 +155,16 @@ def redis_client(settings: Settings) -> Redis:
 
 
 @asynccontextmanager
-async def build(settings: Settings, *, background: bool = True) -> AsyncIterator[Service]:
+async def build(
+    settings: Settings, *, background: bool = True, tracer: Tracer = NO_TRACER
+) -> AsyncIterator[Service]:
     """Build the service for this process; ``background`` runs the embedded relay and
-    projector when there is no Kafka (they are separate processes in the full stack)."""
+    projector when there is no Kafka (they are separate processes in the full stack);
+    ``tracer`` traces orders from the request to the read model."""
     async with AsyncExitStack() as stack:
         engine = make_engine(settings.effective_database_url, pool_size=settings.database_pool_size)
         stack.push_async_callback(engine.dispose)
-        redis: Redis | None = None
+        redis: Client | None = None
         stock: ReconcilableStockGate
         locks: Locks
         idempotency: IdempotencyCache
@@ -150,7 +175,11 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
             # One batcher for the process: the script calls of concurrent requests share
             # pipelines whatever step each request is at.
             batcher = ScriptBatcher(redis)
-            stock = RedisStockGate(redis, batcher=batcher)
+            # On a cluster, each product in a slot of its own (see stock/redis_cluster.py).
+            if isinstance(redis, RedisCluster):
+                stock = ShardedStockGate(redis, batcher=batcher)
+            else:
+                stock = RedisStockGate(redis, batcher=batcher)
             redis_locks = RedisLocks(
                 redis,
                 batcher=batcher,
@@ -179,15 +208,9 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
             limiter = MemoryRateLimiter()
         read_model = SqlReadModel(engine)
         uow = SqlUnitOfWorkFactory(engine)
-        writer: GroupCommit | None = None
-        if settings.group_commit and settings.strategy == "reserve":
-            writer = GroupCommit(
-                uow,
-                partial(commit_order, uow=uow),
-                confirm=stock.confirm,
-                max_batch=settings.group_commit_max_batch,
-            )
-            stack.push_async_callback(writer.close)
+        placement = await _placement(
+            settings, uow=uow, stock=stock, locks=locks, stack=stack, tracer=tracer
+        )
         service = Service(
             settings=settings,
             deps=Deps(
@@ -195,27 +218,55 @@ async def build(settings: Settings, *, background: bool = True) -> AsyncIterator
                 stock=stock,
                 locks=locks,
                 idempotency=idempotency,
-                strategy=settings.strategy,
-                writer=writer,
+                placement=placement,
+                tracer=tracer,
                 delivery=DeliveryRule(settings.delivery_fee, settings.delivery_free_from),
-                sold_out=SoldOutCache(
-                    stock,
-                    ttl=settings.sold_out_cache_seconds,
-                    max_size=settings.sold_out_cache_size,
-                ),
             ),
             read_model=read_model,
             engine=engine,
             outbox=SqlOutboxRelayStore(engine),
+            figures=SqlSaleFigures(engine),
             redis=redis,
             gate=stock,
             limiter=limiter,
         )
         if background and settings.kafka_bootstrap is None:
             await _start_embedded_events(service, stack)
-        if background and settings.reconcile_every_seconds > 0 and settings.strategy == "reserve":
+        # Only the reserve strategy leaves reservations in the gate to bring in line.
+        reserves = isinstance(placement, ReservePlacement)
+        if background and settings.reconcile_every_seconds > 0 and reserves:
             _start_reconciler(service, stock, stack)
         yield service
+
+
+async def _placement(
+    settings: Settings,
+    *,
+    uow: SqlUnitOfWorkFactory,
+    stock: ReconcilableStockGate,
+    locks: Locks,
+    stack: AsyncExitStack,
+    tracer: Tracer,
+) -> Placement:
+    """The placement strategy: the one place the ``strategy`` setting is read."""
+    if settings.strategy == "lock":
+        return LockPlacement(uow=uow, locks=locks)
+    writer = GroupCommit(
+        uow,
+        stock,
+        max_batch=settings.group_commit_max_batch,
+        batching=settings.group_commit,
+    )
+    stack.push_async_callback(writer.close)
+    return ReservePlacement(
+        uow=uow,
+        stock=stock,
+        writer=writer,
+        sold_out=SoldOutCache(
+            stock, ttl=settings.sold_out_cache_seconds, max_size=settings.sold_out_cache_size
+        ),
+        tracer=tracer,
+    )
 
 
 async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> None:
@@ -224,10 +275,11 @@ async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> Non
     relay = asyncio.create_task(
         run_relay(
             service.outbox,
-            DirectProjection(service.read_model),
+            DirectProjection(service.read_model, tracer=service.deps.tracer),
             stop=stop,
             batch_size=service.settings.relay_batch_size,
             retention=timedelta(hours=service.settings.outbox_retention_hours),
+            tracer=service.deps.tracer,
         ),
         name="relay",
     )

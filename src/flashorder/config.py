@@ -7,10 +7,11 @@ twins of Redis and Kafka. Each URL that is set switches its part to the real ser
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The development secret: documented, hence public. A service that accepts HS* tokens with it
@@ -29,7 +30,9 @@ class Settings(BaseSettings):
 
     #: ``mysql+asyncmy://user:pass@host:3306/db``; unset → SQLite in ``data_dir``.
     database_url: str | None = None
-    #: ``redis://host:6379/0``; unset → in-process stock gate, locks and idempotency cache.
+    #: ``redis://host:6379/0``, or ``redis+cluster://host:port[,host:port…]`` for a Redis
+    #: Cluster (any reachable nodes; the client learns the rest); unset → in-process stock
+    #: gate, locks and idempotency cache.
     redis_url: str | None = None
     #: ``host:9092[,host:9092]``; unset → in-process event delivery (relay and projector run
     #: inside the API process).
@@ -143,6 +146,19 @@ class Settings(BaseSettings):
     #: At most this many products' readings per process (the oldest go first).
     sold_out_cache_size: int = Field(default=10_000, ge=1, le=1_000_000)
 
+    #: Where the relay and the projector processes serve their Prometheus metrics
+    #: (``http://host:port/metrics``); unset: not served. The API serves its own at /metrics.
+    relay_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    projector_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    #: The live sale page's browser session (``/sales/login``): how long a login lasts, and
+    #: the secret its cookie is signed with (unset: derived from ``jwt_secret``; set it when
+    #: tokens come from an identity provider and ``jwt_secret`` is left at its default).
+    sale_session_seconds: int = Field(default=1800, ge=60, le=86_400)
+    sale_session_secret: SecretStr | None = Field(default=None, min_length=32)
+    #: How often the sale page's figures are sampled (once per process, whatever the viewers).
+    sale_page_sample_seconds: float = Field(default=1.0, ge=0.1, le=60)
+
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
     #: ceiling of the HTTP stack that ``flashorder-bench`` compares the real routes with.
     bench_endpoints: bool = False
@@ -172,6 +188,23 @@ class Settings(BaseSettings):
                 f"at prices up to {LARGEST_AMOUNT} an order's total could exceed {_BIGINT_MAX}"
             )
         return self
+
+    @field_validator("redis_url")
+    @classmethod
+    def _cluster_nodes_listed(cls, url: str | None) -> str | None:
+        listed = r"redis\+cluster://[^,/\s:]+:\d+(,[^,/\s:]+:\d+)*/?"
+        if url is not None and url.startswith("redis+cluster://") and not re.fullmatch(listed, url):
+            raise ValueError("expected redis+cluster://host:port[,host:port…]")
+        return url
+
+    @property
+    def redis_cluster_nodes(self) -> list[tuple[str, int]] | None:
+        """The nodes of a ``redis+cluster://`` URL; None for one Redis (or none)."""
+        scheme = "redis+cluster://"
+        if self.redis_url is None or not self.redis_url.startswith(scheme):
+            return None
+        nodes = self.redis_url.removeprefix(scheme).rstrip("/").split(",")
+        return [(host, int(port)) for host, port in (node.rsplit(":", 1) for node in nodes)]
 
     @property
     def embedded(self) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -17,6 +17,7 @@ from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
 from flashorder.application.ports import IdempotencyCache, StoredResponse
 from flashorder.domain import errors
 from flashorder.domain.model import UserId
+from tests import redis_cluster
 
 SHORT = 0.3
 
@@ -30,7 +31,7 @@ class Caches:
     short_retention: IdempotencyCache
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["redis", "cluster", "memory"])
 async def caches(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Caches]:
     if request.param == "memory":
         yield Caches(
@@ -40,9 +41,7 @@ async def caches(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterato
         )
         return
     prefix = f"test-{uuid.uuid4().hex}"
-    client = Redis.from_pool(
-        BlockingConnectionPool.from_url(redis_url, max_connections=32, timeout=10, socket_timeout=5)
-    )
+    client = redis_cluster.contract_client(request, redis_url)
     try:
         yield Caches(
             cache=RedisIdempotencyCache(client, prefix=prefix),

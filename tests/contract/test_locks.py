@@ -14,10 +14,12 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from flashorder.adapters._redis.batch import Client
 from flashorder.adapters.locks.memory import MemoryLocks
 from flashorder.adapters.locks.redis import RedisLocks
 from flashorder.application.ports import Locks
 from flashorder.domain import errors
+from tests import redis_cluster
 
 # Far above every latency asserted below: a waiter that acquires faster was woken by the
 # release itself, not by its fallback poll.
@@ -44,7 +46,7 @@ def _client(url: str, **options: object) -> Redis:
     return Redis.from_pool(pool)
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["redis", "cluster", "memory"])
 async def rig(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Rig]:
     if request.param == "memory":
         twin = MemoryLocks(default_wait=DEFAULT_WAIT, max_retry_interval=POLL)
@@ -55,7 +57,14 @@ async def rig(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[R
         yield Rig(locks=twin, peer=twin, vanish=vanish_in_memory)
         return
     prefix = f"test-{uuid.uuid4().hex}"
-    clients = [_client(redis_url), _client(redis_url)]
+    clients: list[Client] = (
+        [_client(redis_url), _client(redis_url)]
+        if request.param == "redis"
+        else [redis_cluster.client(request.getfixturevalue("redis_cluster_url")) for _ in "ab"]
+    )
+    for c in clients:
+        # A cluster client learns the slot map on its first command: before the timing starts.
+        await c.ping()
     locks, peer = (
         RedisLocks(c, prefix=prefix, default_wait=DEFAULT_WAIT, max_retry_interval=POLL)
         for c in clients

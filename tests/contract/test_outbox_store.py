@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -73,7 +74,7 @@ async def test_events_come_out_exactly_as_they_went_in(
     events = [*order.events, stock_changed(product, at=now())]
     async with uow() as work:
         await work.orders.add(order)
-        await work.outbox.add(events[1:])
+        work.record(*events[1:])
         await work.commit()
     async with store.claim(10) as batch:
         claimed = list(batch.events)
@@ -102,7 +103,7 @@ async def test_rolled_back_work_leaves_nothing_to_publish(
     order = new_order(UserId(new_id("user")), [(ProductId(new_id("prd")), 1)])
     async with uow() as work:
         await work.orders.add(order)
-        await work.outbox.add([stock_changed(new_product(), at=now())])
+        work.record(stock_changed(new_product(), at=now()))
     assert await store.backlog() == 0
     async with store.claim(10) as batch:
         assert list(batch.events) == []
@@ -161,3 +162,20 @@ async def test_relays_racing_over_the_outbox_publish_every_event_once(
     assert set(counts) == {e.event_id for e in events}
     assert max(counts.values()) == 1
     assert await store.backlog() == 0
+
+
+async def test_an_events_trace_context_is_stored_with_its_row_and_claimed_with_it(
+    store: SqlOutboxRelayStore, uow: SqlUnitOfWorkFactory
+) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    order = new_order(UserId(new_id("user")), [(ProductId(new_id("prd")), 1)])
+    order.events[:] = [replace(e, traceparent=traceparent) for e in order.events]
+    traced_id = order.events[0].event_id
+    untraced = await record(uow, 1)
+    async with uow() as work:
+        await work.orders.add(order)
+        await work.commit()
+    async with store.claim(10) as batch:
+        claimed = {e.event_id: e.traceparent for e in batch.events}
+    assert claimed[traced_id] == traceparent
+    assert claimed[untraced[0].event_id] is None

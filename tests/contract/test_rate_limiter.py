@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -15,17 +15,16 @@ from flashorder.adapters.rate_limit.memory import MemoryRateLimiter
 from flashorder.adapters.rate_limit.redis import RedisRateLimiter
 from flashorder.application.ports import Bucket, RateLimiter
 from flashorder.domain import errors
+from tests import redis_cluster
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["redis", "cluster", "memory"])
 async def limiter(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[RateLimiter]:
     if request.param == "memory":
         yield MemoryRateLimiter()
         return
     prefix = f"test-{uuid.uuid4().hex}"
-    client = Redis.from_pool(
-        BlockingConnectionPool.from_url(redis_url, max_connections=32, timeout=10, socket_timeout=5)
-    )
+    client = redis_cluster.contract_client(request, redis_url)
     try:
         yield RedisRateLimiter(client, prefix=prefix)
     finally:

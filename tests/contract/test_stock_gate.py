@@ -14,9 +14,11 @@ from redis.backoff import NoBackoff
 
 from flashorder.adapters.stock.memory import MemoryStockGate
 from flashorder.adapters.stock.redis import RedisStockGate
+from flashorder.adapters.stock.redis_cluster import ShardedStockGate
 from flashorder.application.ports import ReservationLine, StockGate, StockUnknown
 from flashorder.domain import errors
 from flashorder.domain.model import OrderId, ProductId, UserId
+from tests import redis_cluster
 from tests.support.stock import drop_keys, line, order, product, redis_client, user
 
 # --- reserving ----------------------------------------------------------------------------
@@ -201,6 +203,8 @@ async def _forget(gate: StockGate, product_id: ProductId) -> None:
     # Simulates a lost counter (Redis restarted with partial data, or an operator's DEL).
     if isinstance(gate, RedisStockGate):
         await gate._client.delete(gate._avail(product_id))
+    elif isinstance(gate, ShardedStockGate):
+        await gate._client.delete(gate._p(product_id, "avail"))
     else:
         assert isinstance(gate, MemoryStockGate)
         del gate._available[product_id]
@@ -477,4 +481,38 @@ async def test_an_unreachable_redis_raises_unavailable() -> None:
                 await call()
             assert raised.value.dependency == "redis"
     finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("where", ["one redis", "cluster"])
+async def test_a_sharded_reservation_cut_short_half_way_is_found_and_given_back_whole(
+    where: str, redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    # The process dies after the ledger entry and one product's take, before the other's.
+    client = (
+        redis_cluster.client(request.getfixturevalue("redis_cluster_url"))
+        if where == "cluster"
+        else redis_client(redis_url)
+    )
+    prefix = f"test-{uuid.uuid4().hex}"
+    gate = ShardedStockGate(client, prefix=prefix)
+    a, b, o, u = product(), product(), order(), user()
+    await gate.put(a, 10)
+    await gate.put(b, 10)
+    try:
+        await gate._begin(keys=gate._order(o), args=[o, u, 60, a, 3, b, 4])
+        await gate._take(keys=gate._line(a, o), args=[o, u, 3, -1, 60])
+        assert [await gate.available(a), await gate.available(b)] == [7, 10]
+
+        assert await gate.pending(0) == [o]
+        assert await gate.release(o) is True
+
+        assert [await gate.available(a), await gate.available(b)] == [10, 10]
+        assert await gate.pending(0) == []
+        # A take of the dead process still on its way finds the line released: it takes nothing.
+        await gate._take(keys=gate._line(b, o), args=[o, u, 4, -1, 60])
+        assert await gate.available(b) == 10
+        assert await gate.release(o) is False
+    finally:
+        await drop_keys(client, prefix)
         await client.aclose()

@@ -7,6 +7,7 @@ import pytest
 
 from flashorder.adapters.stock.memory import MemoryStockGate
 from flashorder.adapters.stock.redis import RedisStockGate
+from flashorder.adapters.stock.redis_cluster import ShardedStockGate
 from flashorder.application.ports import ReconcilableStockGate
 from flashorder.domain import errors
 from flashorder.domain.model import ProductId
@@ -138,6 +139,8 @@ async def _forget(gate: ReconcilableStockGate, p: ProductId) -> None:
     # A lost counter (Redis restarted, or an operator's DEL).
     if isinstance(gate, RedisStockGate):
         await gate._client.delete(gate._avail(p))
+    elif isinstance(gate, ShardedStockGate):
+        await gate._client.delete(gate._p(p, "avail"))
     else:
         assert isinstance(gate, MemoryStockGate)
         del gate._available[p]

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from flashorder.application.placement import ReservePlacement
 from tests.support.api import Api, embedded
 from tests.support.calls import new_product, order_body, place, post_order, product, rid
 
@@ -61,7 +62,9 @@ async def test_a_flood_of_made_up_product_ids_is_admitted_before_it_costs_a_read
     tmp_path: Path,
 ) -> None:
     async with embedded(tmp_path, rate_user_per_second=1, rate_user_burst=20) as api:
-        sold_out = api.service.deps.sold_out
+        placement = api.service.deps.placement
+        assert isinstance(placement, ReservePlacement)
+        sold_out = placement.sold_out
         assert sold_out is not None
         user = rid("u")
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
 from flashorder.application import handlers
+from flashorder.application.placement import ReservePlacement
 from flashorder.application.ports import StockGate, UnitOfWork, UnitOfWorkFactory
 from flashorder.application.sold_out import SoldOutCache
 from flashorder.domain import commands
@@ -19,6 +20,7 @@ from flashorder.domain.model import ProductId
 from tests.invariants import check_stock
 from tests.support.api import Api, InProcessApi, embedded
 from tests.support.calls import admin, new_product, place, rid
+from tests.support.deps import reserving
 
 PROBLEM = "urn:flashorder:problem:"
 
@@ -52,14 +54,28 @@ class CountingUow:
         return self.inner()
 
 
-def counted(api: InProcessApi, *, ttl: float) -> tuple[CountingGate, CountingUow]:
-    gate, uow = CountingGate(api.service.deps.stock), CountingUow(api.service.deps.uow)
+@asynccontextmanager
+async def counted(
+    api: InProcessApi, *, ttl: float
+) -> AsyncIterator[tuple[CountingGate, CountingUow]]:
+    """The service's command side on a counting gate and unit of work, for the block."""
+    deps = api.service.deps
+    gate, uow = CountingGate(deps.stock), CountingUow(deps.uow)
     # It forwards every method of the gate it wraps, so it is one.
     as_gate = cast("StockGate", gate)
-    api.service.deps = replace(
-        api.service.deps, stock=as_gate, uow=uow, sold_out=SoldOutCache(as_gate, ttl=ttl)
-    )
-    return gate, uow
+    async with reserving(
+        uow=uow,
+        stock=as_gate,
+        locks=deps.locks,
+        idempotency=deps.idempotency,
+        batching=True,
+        sold_out=SoldOutCache(as_gate, ttl=ttl),
+    ) as counting:
+        api.service.deps = counting
+        try:
+            yield gate, uow
+        finally:
+            api.service.deps = deps
 
 
 async def test_orders_of_a_sold_out_product_are_refused_without_touching_gate_or_database(
@@ -67,54 +83,54 @@ async def test_orders_of_a_sold_out_product_are_refused_without_touching_gate_or
 ) -> None:
     async with embedded(tmp_path) as api:
         pid = await new_product(api, stock=2)
-        gate, uow = counted(api, ttl=30)
-        assert [(await place(api, rid("u"), (pid, 1, 10050))).status for _ in range(3)] == [
-            201,
-            201,
-            409,
-        ]
-        # The third order met the empty gate; the next one reads the count once.
-        gate.calls.clear()
-        uow.opened = 0
+        async with counted(api, ttl=30) as (gate, uow):
+            assert [(await place(api, rid("u"), (pid, 1, 10050))).status for _ in range(3)] == [
+                201,
+                201,
+                409,
+            ]
+            # The third order met the empty gate; the next one reads the count once.
+            gate.calls.clear()
+            uow.opened = 0
 
-        replies = [await place(api, rid("u"), (pid, 1, 10050)) for _ in range(20)]
+            replies = [await place(api, rid("u"), (pid, 1, 10050)) for _ in range(20)]
 
-        assert {r.status for r in replies} == {409}
-        assert {r.body["type"] for r in replies} == {PROBLEM + "sold-out"}
-        assert {r.body["productId"] for r in replies} == {pid}
-        assert gate.calls["reserve"] == 0
-        assert gate.calls["available"] <= 1
-        assert uow.opened == 0
-        # A keyed request still skips the gate; its refusal pays one read of the key's
-        # durable record (a retry of an order placed before the sell-out gets that order).
-        keyed = await place(api, rid("u"), (pid, 1, 10050), key=rid("k"))
-        assert keyed.status == 409
-        assert gate.calls["reserve"] == 0
-        assert uow.opened == 1
-        await check_stock(api.engine, gate.inner, [pid])
+            assert {r.status for r in replies} == {409}
+            assert {r.body["type"] for r in replies} == {PROBLEM + "sold-out"}
+            assert {r.body["productId"] for r in replies} == {pid}
+            assert gate.calls["reserve"] == 0
+            assert gate.calls["available"] <= 1
+            assert uow.opened == 0
+            # A keyed request still skips the gate; its refusal pays one read of the key's
+            # durable record (a retry of an order placed before the sell-out gets that order).
+            keyed = await place(api, rid("u"), (pid, 1, 10050), key=rid("k"))
+            assert keyed.status == 409
+            assert gate.calls["reserve"] == 0
+            assert uow.opened == 1
+            await check_stock(api.engine, gate.inner, [pid])
 
 
 async def test_added_stock_and_cancelled_orders_are_sold_again_at_once(tmp_path: Path) -> None:
     async with embedded(tmp_path) as api:
         pid = await new_product(api, stock=1)
-        counted(api, ttl=30)
-        buyer = rid("u")
-        first = await place(api, buyer, (pid, 1, 10050))
-        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
+        async with counted(api, ttl=30):
+            buyer = rid("u")
+            first = await place(api, buyer, (pid, 1, 10050))
+            assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
 
-        reply = await api.call(
-            "POST", f"/api/v1/products/{pid}/stock", {"add": 1}, token=admin(api)
-        )
-        assert reply.status == 200
-        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 201
-        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
+            reply = await api.call(
+                "POST", f"/api/v1/products/{pid}/stock", {"add": 1}, token=admin(api)
+            )
+            assert reply.status == 200
+            assert (await place(api, rid("u"), (pid, 1, 10050))).status == 201
+            assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
 
-        reply = await api.call(
-            "POST", f"/api/v1/orders/{first.body['orderId']}/cancel", token=api.token(buyer)
-        )
-        assert reply.status == 200
-        assert (await place(api, rid("u"), (pid, 1, 10050))).status == 201
-        await check_stock(api.engine, api.gate, [pid])
+            reply = await api.call(
+                "POST", f"/api/v1/orders/{first.body['orderId']}/cancel", token=api.token(buyer)
+            )
+            assert reply.status == 200
+            assert (await place(api, rid("u"), (pid, 1, 10050))).status == 201
+            await check_stock(api.engine, api.gate, [pid])
 
 
 async def test_stock_added_by_another_process_is_sold_within_the_ttl(tmp_path: Path) -> None:
@@ -126,8 +142,11 @@ async def test_stock_added_by_another_process_is_sold_within_the_ttl(tmp_path: P
         assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
 
         # Another process restocks: this one's cache is not told.
-        elsewhere = replace(api.service.deps, sold_out=None)
-        await handlers.change_stock(commands.ChangeStock(ProductId(pid), add=1), deps=elsewhere)
+        deps = api.service.deps
+        async with reserving(
+            uow=deps.uow, stock=deps.stock, locks=deps.locks, idempotency=deps.idempotency
+        ) as elsewhere:
+            await handlers.change_stock(commands.ChangeStock(ProductId(pid), add=1), deps=elsewhere)
         restocked = time.monotonic()
         refusals = 0
         while (status := (await place(api, rid("u"), (pid, 1, 10050))).status) == 409:
@@ -168,7 +187,9 @@ async def test_the_sold_out_cache_stays_bounded_under_a_flood_of_made_up_product
 ) -> None:
     limits_off = {"rate_user_per_second": 0, "rate_ip_per_second": 0}
     async with embedded(tmp_path, sold_out_cache_size=100, **limits_off) as api:
-        sold_out, catalogue = api.service.deps.sold_out, api.service.deps.catalogue
+        placement = api.service.deps.placement
+        assert isinstance(placement, ReservePlacement)
+        sold_out, catalogue = placement.sold_out, api.service.deps.catalogue
         assert sold_out is not None
         sizes = []
         for n in range(1_500):

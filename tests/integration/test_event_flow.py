@@ -16,9 +16,8 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
-from functools import partial
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -36,8 +35,7 @@ from flashorder.adapters.sql.outbox import SqlOutboxRelayStore
 from flashorder.adapters.sql.uow import SqlUnitOfWork, SqlUnitOfWorkFactory
 from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application import handlers
-from flashorder.application.group_commit import GroupCommit
-from flashorder.application.handlers import Deps, commit_order
+from flashorder.application.handlers import Deps
 from flashorder.application.ports import OrderRepository
 from flashorder.application.relay import relay_once
 from flashorder.domain import commands, errors
@@ -56,6 +54,7 @@ from tests.events_check import (
 from tests.invariants import check_stock
 from tests.support.api import HttpApi, Reply
 from tests.support.calls import new_product, place, rid
+from tests.support.deps import reserving
 from tests.support.sql import migrated_database
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -497,7 +496,7 @@ class ScriptedUnitOfWork:
         self.purchases = inner.purchases
         self.idempotency = inner.idempotency
         self.discounts = inner.discounts
-        self.outbox = inner.outbox
+        self.record = inner.record
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()
@@ -547,14 +546,17 @@ class InProcess:
     prefix: str  # this test's Redis keys
     deps: Deps
 
-    def with_uow(self, uow: ScriptedUnitOfWorkFactory, *, group_commit: bool) -> Deps:
+    def with_uow(
+        self, uow: ScriptedUnitOfWorkFactory, *, group_commit: bool
+    ) -> AbstractAsyncContextManager[Deps]:
         """These deps with ``uow`` for every transaction, and for the group commit writer."""
-        writer = (
-            GroupCommit(uow, partial(commit_order, uow=uow), confirm=self.deps.stock.confirm)
-            if group_commit
-            else None
+        return reserving(
+            uow=uow,
+            stock=self.deps.stock,
+            locks=self.deps.locks,
+            idempotency=self.deps.idempotency,
+            batching=group_commit,
         )
-        return replace(self.deps, uow=uow, writer=writer)
 
     async def new_product(self, stock: int) -> ProductId:
         pid = ProductId(rid("PRD"))
@@ -580,13 +582,13 @@ async def in_process(mariadb_database: str, redis_url: str) -> AsyncIterator[InP
     prefix = rid("t")
     locks = RedisLocks(redis, prefix=prefix)
     try:
-        deps = Deps(
+        async with reserving(
             uow=SqlUnitOfWorkFactory(engine),
             stock=RedisStockGate(redis, prefix=prefix),
             locks=locks,
             idempotency=RedisIdempotencyCache(redis, prefix=prefix),
-        )
-        yield InProcess(engine, redis, prefix, deps)
+        ) as deps:
+            yield InProcess(engine, redis, prefix, deps)
     finally:
         await locks.close()
         await redis.aclose()
@@ -612,18 +614,14 @@ async def test_an_order_whose_transaction_fails_publishes_nothing_and_leaves_sto
     in_process: InProcess, fail_at: str, group_commit: bool
 ) -> None:
     real = in_process.deps
-    failing = in_process.with_uow(
-        ScriptedUnitOfWorkFactory(SqlUnitOfWorkFactory(in_process.engine), fail_at=fail_at),
-        group_commit=group_commit,
-    )
     pid = await in_process.new_product(stock=5)
     cmd = order_of(pid, 2)
-    try:
+    async with in_process.with_uow(
+        ScriptedUnitOfWorkFactory(SqlUnitOfWorkFactory(in_process.engine), fail_at=fail_at),
+        group_commit=group_commit,
+    ) as failing:
         with pytest.raises(Injected):
             await handlers.place_order(cmd, deps=failing)
-    finally:
-        if failing.writer is not None:
-            await failing.writer.close()
 
     assert await in_process.count("SELECT COUNT(*) FROM orders") == 0
     assert await in_process.count("SELECT COUNT(*) FROM order_items") == 0
@@ -653,14 +651,12 @@ async def test_a_retry_of_an_order_committed_after_its_caller_gave_up_gets_that_
     # The API's deadline cancels a request whose batch is still committing; the client is
     # told to retry with the same key. The batch commits and takes the last unit: the retry
     # must get that order back, not "sold out".
-    slow = in_process.with_uow(
-        ScriptedUnitOfWorkFactory(SqlUnitOfWorkFactory(in_process.engine), commit_delay=1.0),
-        group_commit=True,
-    )
-    assert slow.writer is not None
     pid = await in_process.new_product(stock=1)
     cmd = order_of(pid, 1)
-    try:
+    async with in_process.with_uow(
+        ScriptedUnitOfWorkFactory(SqlUnitOfWorkFactory(in_process.engine), commit_delay=1.0),
+        group_commit=True,
+    ) as slow:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.3):
                 await handlers.place_order(cmd, deps=slow)
@@ -675,8 +671,6 @@ async def test_a_retry_of_an_order_committed_after_its_caller_gave_up_gets_that_
                 break
             except errors.DuplicateInFlight:
                 await asyncio.sleep(0.05)  # the batch's outcome is being recorded
-    finally:
-        await slow.writer.close()
 
     async with in_process.engine.connect() as conn:
         order_id = (await conn.execute(text("SELECT order_id FROM orders"))).scalar_one()

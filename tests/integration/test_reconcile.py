@@ -10,7 +10,6 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from functools import partial
 
 import pytest
 from redis.asyncio import Redis
@@ -18,8 +17,7 @@ from sqlalchemy import text
 
 from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.application import handlers
-from flashorder.application.group_commit import GroupCommit
-from flashorder.application.handlers import Deps, commit_order
+from flashorder.application.handlers import Deps
 from flashorder.application.ports import GateCorrection, ReservationLine
 from flashorder.application.reconcile import (
     ProductFix,
@@ -31,6 +29,7 @@ from flashorder.domain import commands, errors
 from flashorder.domain.model import OrderId, ProductId, UserId
 from tests.invariants import check_stock
 from tests.support.command_side import CommandSide, command_side, order
+from tests.support.deps import reserving
 
 pytestmark = pytest.mark.services
 
@@ -133,10 +132,13 @@ async def test_a_reservation_whose_worker_died_after_the_commit_is_confirmed(
 ) -> None:
     pid = await world.new_product(stock=10)
     # The worker committed the order, then died before it could confirm the reservation.
-    forgetful = dataclasses.replace(
-        world.deps, stock=ForgetsToConfirm(world.redis, prefix=world.prefix)
-    )
-    order_id = OrderId(await place(world, rid("u"), pid, 2, deps=forgetful))
+    async with reserving(
+        uow=world.deps.uow,
+        stock=ForgetsToConfirm(world.redis, prefix=world.prefix),
+        locks=world.deps.locks,
+        idempotency=world.deps.idempotency,
+    ) as forgetful:
+        order_id = OrderId(await place(world, rid("u"), pid, 2, deps=forgetful))
     await asyncio.sleep(0.3)
 
     report = await world.run(older_than=0.2)
@@ -267,23 +269,22 @@ async def test_reconciling_during_a_burst_of_orders_never_oversells_and_changes_
     world: World, writes: str
 ) -> None:
     pid = await world.new_product(stock=100)
-    deps = world.deps
-    if writes == "group commit":
-        writer = GroupCommit(
-            deps.uow, partial(commit_order, uow=deps.uow), confirm=deps.stock.confirm
-        )
-        deps = dataclasses.replace(deps, writer=writer)
     done = asyncio.Event()
     loops = [asyncio.create_task(reconcile_until(world, done)) for _ in range(2)]
 
     try:
-        outcomes = await asyncio.gather(
-            *(place(world, rid("u"), pid, deps=deps) for _ in range(300))
-        )
+        async with reserving(
+            uow=world.deps.uow,
+            stock=world.deps.stock,
+            locks=world.deps.locks,
+            idempotency=world.deps.idempotency,
+            batching=writes == "group commit",
+        ) as deps:
+            outcomes = await asyncio.gather(
+                *(place(world, rid("u"), pid, deps=deps) for _ in range(300))
+            )
     finally:
         done.set()
-        if deps.writer is not None:
-            await deps.writer.close()
     reports = [report for loop in loops for report in await loop]
 
     statuses = Counter("created" if o not in ("SoldOut",) else o for o in outcomes)

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
 
 from flashorder.adapters.sql.migrate import migrate
+from flashorder.adapters.tracing.otel import OtelTracer
 from flashorder.application.ports import StockGate
 from flashorder.bootstrap import Service
 from flashorder.config import Settings
@@ -149,12 +150,21 @@ class HttpApi:
 @asynccontextmanager
 async def embedded(tmp_path: Path, **settings_: Any) -> AsyncIterator[InProcessApi]:
     """The embedded app with settings of a test's own (``rate_user_burst=2``, …)."""
+    async with traced(tmp_path, None, **settings_) as api:
+        yield api
+
+
+@asynccontextmanager
+async def traced(
+    tmp_path: Path, tracer: OtelTracer | None, **settings_: Any
+) -> AsyncIterator[InProcessApi]:
+    """``embedded``, its requests traced by ``tracer``."""
     settings = Settings(
         database_url=None, redis_url=None, kafka_bootstrap=None, data_dir=tmp_path, **settings_
     )
     await asyncio.to_thread(tmp_path.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread(migrate, settings.effective_database_url)
-    app = create_app(settings)
+    app = create_app(settings, tracer=tracer)
     async with app.router.lifespan_context(app) as state:
         assert state is not None
 

@@ -21,6 +21,7 @@ from flashorder.application.handlers import Deps
 from flashorder.domain import commands
 from flashorder.domain.model import PaymentType, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
+from tests.support.deps import reserving
 
 #: The unit price of every product these tests create.
 PRICE = 100
@@ -77,17 +78,19 @@ async def command_side(
     )
     gate = RedisStockGate(redis, prefix=prefix)
     locks = RedisLocks(redis, prefix=prefix)
-    deps = Deps(
-        uow=SqlUnitOfWorkFactory(engine),
-        stock=gate,
-        locks=locks,
-        idempotency=RedisIdempotencyCache(redis, prefix=prefix),
-    )
-    side = CommandSide(engine, redis, prefix, gate, deps)
+    side: CommandSide | None = None
     try:
-        yield side
+        async with reserving(
+            uow=SqlUnitOfWorkFactory(engine),
+            stock=gate,
+            locks=locks,
+            idempotency=RedisIdempotencyCache(redis, prefix=prefix),
+        ) as deps:
+            side = CommandSide(engine, redis, prefix, gate, deps)
+            yield side
     finally:
-        await side.lose_redis_data()
+        if side is not None:
+            await side.lose_redis_data()
         await locks.close()
         await redis.aclose()
         await engine.dispose()

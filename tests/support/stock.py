@@ -6,6 +6,7 @@ import uuid
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from flashorder.adapters._redis.batch import Client
 from flashorder.application.ports import ReservationLine
 from flashorder.domain.model import OrderId, ProductId, UserId
 
@@ -36,7 +37,7 @@ def redis_client(url: str, *, decode: bool = False) -> Redis:
     return Redis.from_pool(pool)
 
 
-async def drop_keys(client: Redis, prefix: str) -> None:
+async def drop_keys(client: Client, prefix: str) -> None:
     """Delete the keys a test made under its own ``prefix``."""
     keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
     if keys:

@@ -143,7 +143,12 @@ def test_the_development_secret_is_refused_beyond_loopback_or_with_a_real_store(
         {"host": "::1"},
         {"host": "0.0.0.0", "jwt_secret": "s" * 40},
         {"database_url": "mysql+asyncmy://u:p@db/f", "jwt_secret": "s" * 40},
-        {"host": "0.0.0.0", "jwt_public_key": "PEM", "database_url": "mysql+asyncmy://u:p@db/f"},
+        {
+            "host": "0.0.0.0",
+            "jwt_public_key": "PEM",
+            "database_url": "mysql+asyncmy://u:p@db/f",
+            "sale_session_secret": "t" * 40,
+        },
     ],
 )
 def test_the_development_secret_is_fine_on_loopback_and_any_other_secret_anywhere(
@@ -153,6 +158,19 @@ def test_the_development_secret_is_fine_on_loopback_and_any_other_secret_anywher
 
     assert settings.dev_secret_problem() is None
     assert secret_warning(settings) is None
+
+
+def test_sale_sessions_signed_from_the_development_secret_are_warned_of() -> None:
+    # Tokens checked with a public key leave the development secret unused by them, but the
+    # sale page derives its session key from it unless it has a secret of its own.
+    settings = Settings(
+        host="0.0.0.0", jwt_public_key="PEM", database_url="mysql+asyncmy://u:p@db/f"
+    )
+
+    assert settings.dev_secret_problem() is None
+    warning = secret_warning(settings)
+    assert warning is not None
+    assert "FLASHORDER_SALE_SESSION_SECRET" in warning
 
 
 def test_a_secret_shorter_than_32_bytes_is_refused() -> None:

@@ -143,6 +143,8 @@ class Stack:
         # A fresh folder: the API supervisor would otherwise reuse another run's metrics.
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        #: The metrics ports of the relays and projectors, in start order.
+        self.metrics_ports: dict[str, list[int]] = {}
         #: Set by ``down``: a start still under way (in another thread) stops starting.
         self._stopped = False
 
@@ -171,9 +173,15 @@ class Stack:
             "projector": [EXE, "projector"],
         }[kind]
         running = self.procs.setdefault(kind, [])
+        env = dict(self.env)
+        if kind in ("relay", "projector"):
+            # Each relay and projector serves its metrics on a port of its own.
+            port = free_port()
+            env[f"FLASHORDER_{kind.upper()}_METRICS_PORT"] = str(port)
+            self.metrics_ports.setdefault(kind, []).append(port)
         with open(self.logs / f"{kind}-{len(running)}.log", "wb") as out:
             proc = subprocess.Popen(
-                command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         running.append(proc)
         return proc

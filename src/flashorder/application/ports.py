@@ -166,7 +166,7 @@ class ProductRepository(Protocol):
 
 class OrderRepository(Protocol):
     async def add(self, order: Order) -> None:
-        """Insert the order, its lines, and the events it recorded (into the outbox)."""
+        """Insert the order and its lines; the unit of work writes its events at commit."""
 
     async def add_many(self, orders: Sequence[Order]) -> None:
         """``add`` for several orders in a few multi-row statements (group commit).
@@ -177,7 +177,8 @@ class OrderRepository(Protocol):
     async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None: ...
 
     async def save(self, order: Order) -> bool:
-        """Write status and version if the stored version is the one before; add its events.
+        """Write status and version if the stored version is the one before (the unit of
+        work then writes its events at commit).
 
         False when another writer got there first (the caller re-reads).
         """
@@ -236,14 +237,15 @@ class DiscountPolicies(Protocol):
         """Raises AlreadyExists."""
 
 
-class Outbox(Protocol):
-    async def add(self, events: Sequence[Event]) -> None: ...
-
-
 class UnitOfWork(Protocol):
     """One database transaction. Nothing commits behind its back.
 
     Leaving the ``async with`` without ``commit`` rolls back.
+
+    The one way into the outbox: ``commit`` writes the events recorded by the orders this
+    unit of work wrote (``orders.add``, ``add_many``, a successful ``save``) and those given
+    to ``record``, in the same transaction, and clears the orders' events only once the
+    commit succeeded (a unit of work that rolled back can be run again with them).
     """
 
     products: ProductRepository
@@ -251,7 +253,9 @@ class UnitOfWork(Protocol):
     purchases: PurchaseLimits
     idempotency: IdempotencyRecords
     discounts: DiscountPolicies
-    outbox: Outbox
+
+    def record(self, *events: Event) -> None:
+        """Events of no order (a product's stock change), written at commit."""
 
     async def __aenter__(self) -> Self: ...
 
@@ -434,3 +438,57 @@ class RateLimiter(Protocol):
         buckets: concurrent takes never overdraw any. Raises Unavailable.
         """
         ...
+
+
+# --- watching a sale: the figures of the live sale page and of the metrics ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProductSale:
+    """One product's sale, read from the write model (the source of truth) in one go."""
+
+    product_id: ProductId
+    name: str
+    stock: int
+    available: int
+    #: Orders that hold a line of the product, by order status (``CREATED`` holds stock
+    #: until paid or expired; ``PAID``, ``EXPIRED``, ``CANCELLED``, …); absent status: 0.
+    orders: Mapping[str, int]
+
+    @property
+    def sold(self) -> int:
+        return self.stock - self.available
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxState:
+    """The relay's backlog: how many events wait, and since when the oldest has waited."""
+
+    backlog: int
+    oldest_at: datetime | None
+
+
+class SaleFigures(Protocol):
+    """Reads for the people who watch a sale. Each call is one or two indexed queries; the
+    callers read at most once a second per process (the sale page) or per scrape."""
+
+    async def products(
+        self, product_ids: Collection[ProductId], *, newest: int = 0
+    ) -> list[ProductSale]:
+        """The products of ``product_ids``, and the ``newest`` most recently changed other
+        ones (an overview of what is on sale), most recently changed first."""
+
+    async def orders_by_status(self) -> Mapping[str, int]:
+        """Every order, counted by status."""
+
+    async def outbox(self) -> OutboxState: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCallsSample:
+    """The order call's figures since the metrics began, summed over every API process:
+    calls by outcome (``ok`` or the problem type of a refusal) and the latency histogram's
+    cumulative buckets ``(upper bound in seconds, calls at or below it)``, ascending."""
+
+    outcomes: Mapping[str, float]
+    latency_buckets: Sequence[tuple[float, float]]

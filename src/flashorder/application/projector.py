@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from flashorder.application.ports import EventConsumer, ReadModel
+from flashorder.application.tracing import NO_TRACER, Tracer
 from flashorder.domain.errors import Unavailable
 from flashorder.domain.events import Event
 
@@ -120,6 +121,7 @@ async def run_projector(
     report: Callable[[ProjectorStats], Awaitable[None]] | None = None,
     report_every: float = 1.0,
     clock: Clock = _utcnow,
+    tracer: Tracer = NO_TRACER,
 ) -> ProjectorStats:
     """Fetch, apply, commit, until ``stop`` is set; returns the stats.
 
@@ -132,7 +134,15 @@ async def run_projector(
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(
             _consume(
-                consumer, read_model, stop, batch_size, fetch_timeout, max_backoff, stats, clock
+                consumer,
+                read_model,
+                stop,
+                batch_size,
+                fetch_timeout,
+                max_backoff,
+                stats,
+                clock,
+                tracer,
             )
         )
         tasks.create_task(reporter.run(stop, report_every))
@@ -150,6 +160,7 @@ async def _consume(
     max_backoff: float,
     stats: ProjectorStats,
     clock: Clock,
+    tracer: Tracer,
 ) -> None:
     backoff = _Backoff(max_backoff)
     while not stop.is_set():
@@ -166,7 +177,7 @@ async def _consume(
         # before this one is committed, or its commit would cover events never applied.
         while True:
             try:
-                await read_model.apply(batch)
+                await _apply(read_model, batch, tracer)
                 break
             except Unavailable as exc:
                 log.warning(
@@ -237,6 +248,15 @@ async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
             await stop.wait()
 
 
+async def _apply(read_model: ReadModel, events: Sequence[Event], tracer: Tracer) -> None:
+    if tracer.enabled:
+        # Each event's span continues the trace its message carried (the relay's publish).
+        with tracer.each_event("projector.apply", events):
+            await read_model.apply(events)
+    else:
+        await read_model.apply(events)
+
+
 class DirectProjection:
     """An ``EventPublisher`` that applies events straight to the read model.
 
@@ -245,8 +265,9 @@ class DirectProjection:
     ``apply`` is idempotent).
     """
 
-    def __init__(self, read_model: ReadModel) -> None:
+    def __init__(self, read_model: ReadModel, *, tracer: Tracer = NO_TRACER) -> None:
         self._read_model = read_model
+        self._tracer = tracer
 
     async def publish(self, events: Sequence[Event]) -> None:
-        await self._read_model.apply(events)
+        await _apply(self._read_model, events, self._tracer)

@@ -28,3 +28,7 @@ class Event:
     occurred_at: datetime
     payload: dict[str, Any]
     event_id: UUID = field(default_factory=uuid4)
+    #: The W3C trace context of the step that wrote or forwarded the event, when tracing is
+    #: on: metadata that travels beside the event (an outbox column, a Kafka header), never
+    #: in its JSON envelope, and takes no part in what the event means.
+    traceparent: str | None = field(default=None, compare=False)

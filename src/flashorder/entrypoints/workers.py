@@ -7,22 +7,29 @@ everything on the way out (a stop never loses an event: what was not committed c
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
 from datetime import timedelta
 from functools import partial
 
+from prometheus_client import CollectorRegistry, start_http_server
+
+from flashorder.adapters import tracing
 from flashorder.adapters.events.kafka_consumer import KafkaEventConsumer
 from flashorder.adapters.events.kafka_publisher import KafkaEventPublisher
 from flashorder.adapters.sql import projector_status
 from flashorder.adapters.sql.engine import make_engine
 from flashorder.adapters.sql.outbox import SqlOutboxRelayStore
 from flashorder.adapters.sql.read_model import SqlReadModel
-from flashorder.application.projector import ProjectorStats, run_projector
-from flashorder.application.relay import run_relay
+from flashorder.application.projector import ProjectorStats, register_metrics, run_projector
+from flashorder.application.relay import RelayMetrics, run_relay
+from flashorder.application.tracing import NO_TRACER
 from flashorder.config import Settings
 from flashorder.entrypoints.heap import freeze_startup_heap
+
+log = logging.getLogger(__name__)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -40,7 +47,11 @@ async def relay_main(settings: Settings) -> None:
     publisher = KafkaEventPublisher(
         settings.kafka_bootstrap, topic_prefix=settings.kafka_topic_prefix
     )
+    registry = CollectorRegistry()
+    metrics = RelayMetrics(registry)
+    tracer = tracing.from_environment("flashorder-relay")
     try:
+        _serve_metrics(registry, settings.host, settings.relay_metrics_port)
         async with publisher:
             freeze_startup_heap()
             await run_relay(
@@ -49,8 +60,12 @@ async def relay_main(settings: Settings) -> None:
                 stop=stop,
                 batch_size=settings.relay_batch_size,
                 retention=timedelta(hours=settings.outbox_retention_hours),
+                tracer=tracer or NO_TRACER,
+                metrics=metrics,
             )
     finally:
+        if tracer is not None:
+            tracer.shutdown()
         await engine.dispose()
 
 
@@ -65,7 +80,12 @@ async def projector_main(settings: Settings) -> None:
         group_id=settings.projector_group,
         topic_prefix=settings.kafka_topic_prefix,
     )
+    stats = ProjectorStats(name=name)
+    registry = CollectorRegistry()
+    register_metrics(stats, registry)
+    tracer = tracing.from_environment("flashorder-projector")
     try:
+        _serve_metrics(registry, settings.host, settings.projector_metrics_port)
         async with consumer:
             freeze_startup_heap()
             await run_projector(
@@ -73,8 +93,20 @@ async def projector_main(settings: Settings) -> None:
                 SqlReadModel(engine),
                 stop=stop,
                 batch_size=settings.relay_batch_size,
-                stats=ProjectorStats(name=name),
+                stats=stats,
                 report=partial(projector_status.write, engine),
+                tracer=tracer or NO_TRACER,
             )
     finally:
+        if tracer is not None:
+            tracer.shutdown()
         await engine.dispose()
+
+
+def _serve_metrics(registry: CollectorRegistry, host: str, port: int | None) -> None:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a thread of this process
+    (prometheus-client's own server), when a port is configured."""
+    if port is None:
+        return
+    start_http_server(port, addr=host, registry=registry)
+    log.info("metrics.serving", extra={"url": f"http://{host}:{port}/metrics"})

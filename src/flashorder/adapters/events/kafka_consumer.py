@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Literal, Self
 
@@ -23,6 +25,13 @@ from flashorder.domain.events import Event
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "flashorder-projector"
+
+
+def _traceparent(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    for key, value in headers or ():
+        if key == "traceparent":
+            return value.decode("latin-1")
+    return None
 
 
 class KafkaEventConsumer:
@@ -154,7 +163,7 @@ class KafkaEventConsumer:
         for records in batches.values():
             for record in records:
                 try:
-                    events.append(decode_event(record.value))
+                    event = decode_event(record.value)
                 except MalformedEvent:
                     # A message we cannot read would stall the group forever if it blocked
                     # the commit; it is skipped (and committed past) loudly instead.
@@ -168,6 +177,11 @@ class KafkaEventConsumer:
                         },
                         exc_info=True,
                     )
+                    continue
+                traceparent = _traceparent(record.headers)
+                if traceparent is not None:
+                    event = replace(event, traceparent=traceparent)
+                events.append(event)
         return events
 
     async def commit(self) -> None:

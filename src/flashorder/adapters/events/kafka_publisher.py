@@ -109,7 +109,7 @@ class KafkaEventPublisher:
                             topic_for(e.type, self._topic_prefix),
                             value=encode_event(e),
                             key=e.aggregate_id.encode(),
-                            headers=[("eventId", str(e.event_id).encode())],
+                            headers=_headers(e),
                         )
                     )
                 # Sent first, awaited together: the producer batches records per partition.
@@ -173,6 +173,15 @@ class KafkaEventPublisher:
                 await producer.stop()
         except (KafkaError, OSError, TimeoutError):
             log.warning("kafka.producer_stop_failed", exc_info=True)
+
+
+def _headers(e: Event) -> list[tuple[str, bytes]]:
+    headers = [("eventId", str(e.event_id).encode())]
+    if e.traceparent is not None:
+        # W3C trace context in the message's headers, as the Kafka semantic conventions
+        # of OpenTelemetry carry it: the consumer's span continues the producer's.
+        headers.append(("traceparent", e.traceparent.encode()))
+    return headers
 
 
 def _consume_exceptions(futures: list[asyncio.Future[Any]]) -> None:

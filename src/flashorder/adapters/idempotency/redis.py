@@ -1,4 +1,5 @@
-"""Idempotency keys on Redis: ``P:idem:{<userId>}:<key>`` holds one JSON entry.
+"""Idempotency keys on Redis: ``P:idem:{user:<userId>}:<key>`` (in the slot of the user's lock)
+holds one JSON entry.
 
     {"state": "inflight", "fp": ...}                          while one request owns the key
     {"state": "done", "fp": ..., "status": ..., "body": ...}  its answer, for the retries
@@ -10,9 +11,9 @@ one is kept for the retention period. The database holds the durable record.
 from __future__ import annotations
 
 import orjson
-from redis.asyncio import Redis
 
-from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters._redis import keys
+from flashorder.adapters._redis.batch import Client, ScriptBatcher
 from flashorder.adapters._redis.errors import translated
 from flashorder.application.ports import StoredResponse
 from flashorder.domain import errors
@@ -49,7 +50,7 @@ class RedisIdempotencyCache:
 
     def __init__(
         self,
-        client: Redis,
+        client: Client,
         *,
         prefix: str = "fo",
         inflight_lease: float = 30.0,
@@ -65,7 +66,7 @@ class RedisIdempotencyCache:
 
     def _key(self, user_id: UserId, key: str) -> str:
         # The hash tag keeps all keys of one user in one Cluster slot.
-        return f"{self._prefix}:idem:{{{user_id}}}:{key}"
+        return keys.idempotency(self._prefix, user_id, key)
 
     async def begin(self, user_id: UserId, key: str, fingerprint: str) -> StoredResponse | None:
         claim = orjson.dumps({"state": "inflight", "fp": fingerprint})

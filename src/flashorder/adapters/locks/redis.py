@@ -22,10 +22,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters._redis import keys
+from flashorder.adapters._redis.batch import Client, ScriptBatcher
 from flashorder.adapters._redis.errors import text, translated
 from flashorder.adapters.locks.waiting import retry_until_taken, wait_for_signal
 from flashorder.domain import errors
@@ -72,7 +72,7 @@ class _ReleaseFeed:
     SUBSCRIBE sent by one task reads the socket while the listener reads it too.
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self._pubsub = client.pubsub()
         self._channels: dict[str, _Channel] = {}
         self._changed = asyncio.Event()
@@ -202,7 +202,7 @@ class RedisLocks:
 
     def __init__(
         self,
-        client: Redis,
+        client: Client,
         *,
         prefix: str = "fo",
         default_wait: float = 5.0,
@@ -223,10 +223,10 @@ class RedisLocks:
 
     def key(self, name: str) -> str:
         """The Redis key of lock ``name`` (for operators and tests; not part of ``Locks``)."""
-        return f"{self._prefix}:lock:{{{name}}}"
+        return keys.lock(self._prefix, name)
 
     def _channel(self, name: str) -> str:
-        return f"{self._prefix}:lock-released:{{{name}}}"
+        return keys.lock_channel(self._prefix, name)
 
     @asynccontextmanager
     async def hold(

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
-
-from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters._redis import keys
+from flashorder.adapters._redis.batch import Client, ScriptBatcher
 from flashorder.adapters._redis.errors import translated
 from flashorder.application.ports import Bucket
 
@@ -64,19 +63,19 @@ class RedisRateLimiter:
     """``RateLimiter`` on Redis (standalone or Cluster). The script reloads after a flush."""
 
     def __init__(
-        self, client: Redis, *, prefix: str = "fo", batcher: ScriptBatcher | None = None
+        self, client: Client, *, prefix: str = "fo", batcher: ScriptBatcher | None = None
     ) -> None:
         self._prefix = prefix
         self._take = (batcher or ScriptBatcher(client)).register(_TAKE)
 
     def _key(self, bucket: Bucket) -> str:
-        return f"{self._prefix}:rate:{{rate}}:{bucket.key}"
+        return keys.rate(self._prefix, bucket.key)
 
     async def take(self, buckets: Sequence[Bucket]) -> float:
         if not buckets:
             return 0.0
-        keys = [self._key(b) for b in buckets]
+        names = [self._key(b) for b in buckets]
         args = [value for b in buckets for value in (b.rate, b.burst)]
         with translated():
-            wait = await self._take(keys, args)
+            wait = await self._take(names, args)
         return int(wait) / 1000

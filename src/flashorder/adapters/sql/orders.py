@@ -1,5 +1,6 @@
 """The repositories that placing and cancelling an order write through: orders with their
-lines, per-user purchase counts and idempotency records. (The outbox is in ``outbox``.)
+lines, per-user purchase counts and idempotency records. (The orders' events go to the
+outbox at commit: ``uow``.)
 
 The same rules as in ``catalogue`` hold: statements built once with bind parameters,
 counts changed only by guarded single-statement updates.
@@ -16,7 +17,6 @@ from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.dialects import sqlite
 
 from flashorder.adapters.sql.catalogue import Db
-from flashorder.adapters.sql.outbox import INSERT_EVENTS, event_rows
 from flashorder.adapters.sql.tables import idempotency_records, order_items, orders, user_purchases
 from flashorder.adapters.sql.upsert import mariadb_upsert
 from flashorder.application.ports import IdempotencyRecord, PurchaseTake, StoredResponse
@@ -58,6 +58,8 @@ _SAVE_ORDER = (
 class SqlOrders:
     def __init__(self, db: Db) -> None:
         self._db = db
+        #: The orders written in this unit of work: their events go to the outbox at commit.
+        self.written: list[Order] = []
 
     async def add(self, order: Order) -> None:
         await self.add_many([order])
@@ -83,13 +85,7 @@ class SqlOrders:
         ]
         if items:
             await self._db.run(_INSERT_ITEMS, items)
-        events = [event for order in orders for event in order.events]
-        if events:
-            await self._db.run(INSERT_EVENTS, event_rows(events))
-        # Cleared only once written: if an insert failed, the transaction rolls back whole
-        # and the events are still there for a retry.
-        for order in orders:
-            order.events.clear()
+        self.written.extend(orders)
 
     async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None:
         stmt = _GET_ORDER_FOR_UPDATE if for_update else _GET_ORDER
@@ -126,7 +122,8 @@ class SqlOrders:
         }
         if (await self._db.run(_SAVE_ORDER, params)).rowcount != 1:
             return False
-        await _record(self._db, order)
+        if not any(seen is order for seen in self.written):
+            self.written.append(order)
         return True
 
 
@@ -144,15 +141,6 @@ def _order_row(order: Order) -> dict[str, object]:
         "created_at": order.created_at,
         "updated_at": order.updated_at,
     }
-
-
-async def _record(db: Db, order: Order) -> None:
-    """Move the order's recorded events into the outbox, in this transaction."""
-    if order.events:
-        await db.run(INSERT_EVENTS, event_rows(order.events))
-    # Cleared only once written: if the insert failed, the transaction rolls back whole and
-    # the events are still there for a retry of the unit of work.
-    order.events.clear()
 
 
 # --- per-user purchase counts -------------------------------------------------------------------

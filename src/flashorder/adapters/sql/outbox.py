@@ -1,5 +1,6 @@
 """The transactional outbox: events are rows written in the transaction that made them
-(``SqlOutbox``, inside a unit of work), and a relay publishes the rows (``SqlOutboxRelayStore``).
+(by the unit of work at commit, ``uow``), and a relay publishes the rows
+(``SqlOutboxRelayStore``).
 
 On MariaDB several relays may run at once: ``claim`` locks its rows with
 ``FOR UPDATE SKIP LOCKED``, so relays take disjoint batches, and marks them published in the
@@ -20,7 +21,6 @@ import orjson
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flashorder.adapters.sql.catalogue import Db
 from flashorder.adapters.sql.engine import READ_ONLY, begin_writing, is_sqlite
 from flashorder.adapters.sql.errors import release, unavailable_on_failure
 from flashorder.adapters.sql.tables import outbox
@@ -40,6 +40,7 @@ _UNPUBLISHED = (
         _o.aggregate_version,
         _o.occurred_at,
         _o.payload,
+        _o.traceparent,
     )
     .where(_o.published_at.is_(None))
     .order_by(_o.id)
@@ -75,6 +76,7 @@ def event_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
             "aggregate_version": e.aggregate_version,
             "occurred_at": e.occurred_at,
             "payload": orjson.dumps(e.payload).decode(),
+            "traceparent": e.traceparent,
         }
         for e in events
     ]
@@ -88,18 +90,8 @@ def row_event(row: Row[Any]) -> Event:
         occurred_at=row.occurred_at,
         payload=orjson.loads(row.payload),
         event_id=UUID(row.event_id),
+        traceparent=row.traceparent,
     )
-
-
-class SqlOutbox:
-    """``Outbox``: adds events to the outbox in the unit of work's transaction."""
-
-    def __init__(self, db: Db) -> None:
-        self._db = db
-
-    async def add(self, events: Sequence[Event]) -> None:
-        if events:
-            await self._db.run(INSERT_EVENTS, event_rows(events))
 
 
 class SqlOutboxRelayStore:

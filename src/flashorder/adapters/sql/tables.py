@@ -196,6 +196,9 @@ outbox = Table(
     Column("occurred_at", UtcDateTime(), nullable=False),
     Column("payload", JsonText, nullable=False),
     Column("published_at", UtcDateTime(), nullable=True),
+    # The W3C trace context of the write that made the event, when tracing is on (55 chars
+    # for version 00; room for a later version's longer form).
+    Column("traceparent", String(128), nullable=True),
     # The relay's scan (``published_at IS NULL ORDER BY id``) and the purge both use it.
     Index(None, "published_at", "id"),
     # Without it SQLite may hand out an id again once the newest rows are purged.

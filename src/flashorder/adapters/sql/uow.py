@@ -1,8 +1,8 @@
 """``UnitOfWork`` on SQLAlchemy Core: one connection, one transaction, nothing shared.
 
     async with SqlUnitOfWorkFactory(engine)() as uow:
-        await uow.orders.add(order)          # order, items and its events (outbox), one txn
-        await uow.commit()
+        await uow.orders.add(order)          # order and items
+        await uow.commit()                   # + its events into the outbox, one transaction
 
 Errors (see ``sql.errors``): database failures become ``errors.Unavailable("database")``;
 deadlocks and lock wait timeouts the narrower ``SerializationFailure``, after which nothing
@@ -25,15 +25,15 @@ from flashorder.adapters.sql.catalogue import Db, SqlDiscountPolicies, SqlProduc
 from flashorder.adapters.sql.engine import is_sqlite, wait_turn, writer_queue
 from flashorder.adapters.sql.errors import SerializationFailure, release, unavailable_on_failure
 from flashorder.adapters.sql.orders import SqlIdempotencyRecords, SqlOrders, SqlPurchaseLimits
-from flashorder.adapters.sql.outbox import SqlOutbox
+from flashorder.adapters.sql.outbox import INSERT_EVENTS, event_rows
 from flashorder.application.ports import (
     DiscountPolicies,
     IdempotencyRecords,
     OrderRepository,
-    Outbox,
     ProductRepository,
     PurchaseLimits,
 )
+from flashorder.domain.events import Event
 
 __all__ = ["SerializationFailure", "SqlUnitOfWork", "SqlUnitOfWorkFactory"]
 
@@ -52,12 +52,13 @@ class SqlUnitOfWork:
         self._holds_writers = False
         self._entered = False
         # Typed as the ports: the Protocol's attributes are writable, hence invariant.
+        self._orders = SqlOrders(self._db)
+        self._recorded: tuple[Event, ...] = ()
         self.products: ProductRepository = SqlProducts(self._db)
-        self.orders: OrderRepository = SqlOrders(self._db)
+        self.orders: OrderRepository = self._orders
         self.purchases: PurchaseLimits = SqlPurchaseLimits(self._db)
         self.idempotency: IdempotencyRecords = SqlIdempotencyRecords(self._db)
         self.discounts: DiscountPolicies = SqlDiscountPolicies(self._db)
-        self.outbox: Outbox = SqlOutbox(self._db)
 
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -82,10 +83,19 @@ class SqlUnitOfWork:
         self._db.conn = conn
         return self
 
+    def record(self, *events: Event) -> None:
+        self._recorded += events
+
     async def commit(self) -> None:
         conn = self._db.conn
         if conn is None:
             raise RuntimeError("commit inside `async with unit_of_work:`, once")
+        written = self._orders.written
+        # One statement for every event of the work, whatever the number of orders.
+        events = [event for order in written for event in order.events]
+        events += self._recorded
+        if events:
+            await self._db.run(INSERT_EVENTS, event_rows(events))
         # Detached first: after a commit (or a failed one) the repositories are unusable, so
         # nothing can slip into a second, implicit transaction on the same connection.
         self._db.conn = None
@@ -95,6 +105,9 @@ class SqlUnitOfWork:
         finally:
             await release(conn)
             self._release_writers()
+        # Cleared only once committed: a unit of work that failed can be run again with them.
+        for order in written:
+            order.events.clear()
 
     async def __aexit__(
         self,

@@ -1,7 +1,8 @@
-"""The stock gate on Redis: every reservation is one Lua script, so it is all-or-nothing.
+"""The stock gate on one Redis: every reservation is one Lua script, so it is all-or-nothing.
 
 Keys (``P`` is the configurable prefix). All of them carry the one hash tag ``{stock}``, so
-a multi-product reservation stays in one Redis Cluster slot:
+a multi-product reservation is one script. On Redis Cluster that tag would put the whole
+shop on one master: a cluster runs ``ShardedStockGate`` (``redis_cluster.py``) instead.
 
     P:{stock}:avail:<productId>   string counter, what can still be reserved
     P:{stock}:bought:<productId>  hash userId -> units held by live reservations
@@ -14,19 +15,18 @@ a multi-product reservation stays in one Redis Cluster slot:
                                   its data, which is how the loss is noticed
 
 The reconciliation scripts (``_VIEW``, ``_CORRECT``) read the reservations named by the
-pending set, keys they cannot declare in advance. Each carries the ``{stock}`` tag, so it
-lives in the slot of the declared keys, which is what Redis Cluster needs; Redis allows it
-for scripts without the strict ``#!lua flags`` header.
+pending set, keys they cannot declare in advance: Redis allows it for scripts without the
+strict ``#!lua flags`` header, one Redis being one slot space.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from redis.asyncio import Redis
-
-from flashorder.adapters._redis.batch import ScriptBatcher
+from flashorder.adapters._redis import keys
+from flashorder.adapters._redis.batch import Client, ScriptBatcher
 from flashorder.adapters._redis.errors import text, translated
+from flashorder.adapters.stock._lua import ADJUST, CORRECT_COUNT
 from flashorder.adapters.stock.lines import merged_lines
 from flashorder.application.ports import (
     GateCorrection,
@@ -114,12 +114,6 @@ end
 return 0
 """
 
-_ADJUST = """
-local v = redis.call('GET', KEYS[1])
-if not v then return {1} end
-if tonumber(v) + tonumber(ARGV[1]) < 0 then return {2, tonumber(v)} end
-return {0, redis.call('INCRBY', KEYS[1], ARGV[1])}
-"""
 
 _PENDING = """
 local t = redis.call('TIME')
@@ -150,7 +144,8 @@ return out
 # The in-flight sum is taken here, in the same atomic step as the write, so no reservation
 # can slip between reading it and using it. Returns {had count, before, target, after,
 # in flight, users whose count the rebuild changed (-1: not rebuilt)}.
-_CORRECT = """
+_CORRECT = (
+    """
 local n = tonumber(ARGV[6])
 local committed = {}
 for i = 1, n do committed[ARGV[6 + i]] = true end
@@ -166,59 +161,30 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
     end
   end
 end
-local target = tonumber(ARGV[3]) - held
-local raw = redis.call('GET', KEYS[1])
-local before = tonumber(raw or '0')
-local after = target
-if raw then
-  local cap = tonumber(ARGV[4])
-  if cap >= 0 and target - before > cap then after = before + cap end
-end
-local rebuilt = -1
-if rebuild then
-  for i = 8 + n, #ARGV, 2 do
-    users[ARGV[i]] = (users[ARGV[i]] or 0) + tonumber(ARGV[i + 1])
-  end
-  local old = {}
-  local flat = redis.call('HGETALL', KEYS[2])
-  for i = 1, #flat, 2 do old[flat[i]] = tonumber(flat[i + 1]) end
-  rebuilt = 0
-  for user, q in pairs(users) do
-    if q > 0 and old[user] ~= q then rebuilt = rebuilt + 1 end
-  end
-  for user, q in pairs(old) do
-    if (users[user] or 0) <= 0 then rebuilt = rebuilt + 1 end
-  end
-end
-if ARGV[5] ~= '1' then
-  if not raw or after ~= before then
-    redis.call('SET', KEYS[1], string.format('%d', after))
-  end
-  if rebuild then
-    redis.call('DEL', KEYS[2])
-    for user, q in pairs(users) do
-      if q > 0 then redis.call('HSET', KEYS[2], user, string.format('%d', q)) end
-    end
-    redis.call('SADD', KEYS[4], ARGV[2])
-  end
-end
+local available, cap, dry = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local first_pair, avail_key, bought_key = 8 + n, KEYS[1], KEYS[2]
+"""
+    + CORRECT_COUNT
+    + """
+if rebuild and not dry then redis.call('SADD', KEYS[4], ARGV[2]) end
 return {raw and 1 or 0, before, target, after, held, rebuilt}
 """
+)
 
 
 class RedisStockGate:
-    """``StockGate`` on Redis (standalone or Cluster). Scripts reload after SCRIPT FLUSH."""
+    """``StockGate`` on one Redis. Scripts reload after SCRIPT FLUSH."""
 
     def __init__(
         self,
-        client: Redis,
+        client: Client,
         *,
         prefix: str = "fo",
         reservation_ttl: float = 7 * 24 * 3600.0,
         batcher: ScriptBatcher | None = None,
     ) -> None:
         self._client = client
-        self._base = f"{prefix}:{{stock}}"
+        self._base = keys.standalone_stock(prefix)
         self._pending_key = f"{self._base}:pending"
         self._users_known_key = f"{self._base}:users-known"
         self._ttl_s = max(1, int(reservation_ttl))
@@ -226,7 +192,7 @@ class RedisStockGate:
         self._reserve = (batcher or ScriptBatcher(client)).register(_RESERVE)
         self._release = client.register_script(_RELEASE)
         self._confirm = client.register_script(_CONFIRM)
-        self._adjust = client.register_script(_ADJUST)
+        self._adjust = client.register_script(ADJUST)
         self._pending = client.register_script(_PENDING)
         self._view = client.register_script(_VIEW)
         self._correct = client.register_script(_CORRECT)

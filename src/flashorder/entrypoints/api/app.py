@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import TypedDict
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, TypedDict
 
 from fastapi import FastAPI
+from prometheus_client import Gauge, multiprocess
+from redis.asyncio import Redis
 
 from flashorder import __version__
+from flashorder.adapters import tracing
+from flashorder.application.sale_watch import SaleWatch
+from flashorder.application.tracing import NO_TRACER
 from flashorder.bootstrap import Service, build
 from flashorder.config import Settings
 from flashorder.entrypoints import logs
@@ -21,12 +28,24 @@ from flashorder.entrypoints.api import (
     ops,
     orders,
     problems,
+    sales,
 )
 from flashorder.entrypoints.api.auth import Authenticator, secret_warning
 from flashorder.entrypoints.api.limits import SizeLimits
-from flashorder.entrypoints.api.metrics import Metrics, MetricsMiddleware
+from flashorder.entrypoints.api.metrics import (
+    Metrics,
+    MetricsMiddleware,
+    PoolReader,
+    redis_pool,
+    sql_pool,
+    watch_runtime,
+)
 from flashorder.entrypoints.api.probes import Probes
+from flashorder.entrypoints.api.sale_session import Sessions
 from flashorder.entrypoints.heap import freeze_startup_heap
+
+if TYPE_CHECKING:
+    from flashorder.adapters.tracing.otel import OtelTracer
 
 log = logging.getLogger("flashorder.api")
 
@@ -36,6 +55,8 @@ class State(TypedDict):
     metrics: Metrics
     authenticator: Authenticator
     probes: Probes
+    sessions: Sessions
+    sale_watch: SaleWatch
 
 
 def serving_app() -> FastAPI:
@@ -46,11 +67,17 @@ def serving_app() -> FastAPI:
 
 
 def create_app(
-    settings: Settings | None = None, *, background: bool = True, freeze_heap: bool = False
+    settings: Settings | None = None,
+    *,
+    background: bool = True,
+    freeze_heap: bool = False,
+    tracer: OtelTracer | None = None,
 ) -> FastAPI:
     """Build the ASGI app. ``background`` runs the embedded relay and projector (no Kafka);
-    ``freeze_heap`` exempts what startup built from later garbage collections."""
+    ``freeze_heap`` exempts what startup built from later garbage collections; ``tracer``
+    traces requests (default: as the ``OTEL_*`` variables say, off when they say nothing)."""
     settings = settings or Settings()
+    tracer = tracer or tracing.from_environment("flashorder-api")
     # Each uvicorn worker is a fresh process that builds its app here.
     logs.configure(settings.log_level, json=settings.log_json)
     metrics = Metrics()
@@ -64,7 +91,21 @@ def create_app(
         if warning := secret_warning(settings):
             log.warning("auth.development_secret", extra={"warning": warning})
         authenticator = Authenticator(settings)
-        async with build(settings, background=background) as service:
+        async with AsyncExitStack() as stack:
+            if tracer is not None:
+                # Last out: what the other parts' shutdown traced is flushed too.
+                stack.callback(tracer.shutdown)
+            service = await stack.enter_async_context(
+                build(settings, background=background, tracer=tracer or NO_TRACER)
+            )
+            watch = SaleWatch(
+                service.figures,
+                metrics.order_calls,
+                service.lag,
+                every=settings.sale_page_sample_seconds,
+            )
+            stack.push_async_callback(watch.close)
+            await stack.enter_async_context(_runtime_watched(metrics, service))
             if freeze_heap:
                 freeze_startup_heap()
             yield {
@@ -72,6 +113,8 @@ def create_app(
                 "metrics": metrics,
                 "authenticator": authenticator,
                 "probes": Probes(service, ttl=settings.probe_cache_seconds),
+                "sessions": Sessions(settings),
+                "sale_watch": watch,
             }
 
     app = FastAPI(
@@ -89,6 +132,7 @@ def create_app(
     app.include_router(orders.router, responses=problems.common_responses())
     app.include_router(catalogue.router, responses=problems.common_responses())
     app.include_router(ops.router)
+    app.include_router(sales.router)
     if settings.bench_endpoints:
         app.include_router(bench_routes.router)
     problems.install(app)
@@ -100,4 +144,29 @@ def create_app(
         max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if tracer is not None:
+        # Imported only with tracing on (it loads the SDK). Outermost: the request's span
+        # covers everything else, metrics included.
+        from flashorder.entrypoints.api.tracing import TracingMiddleware
+
+        app.add_middleware(TracingMiddleware, tracer=tracer)
     return app
+
+
+@asynccontextmanager
+async def _runtime_watched(metrics: Metrics, service: Service) -> AsyncIterator[None]:
+    """This worker's event-loop lag and pool usage, sampled while it serves."""
+    pools: list[tuple[Gauge, PoolReader]] = [(metrics.db_pool, sql_pool(service.engine))]
+    # One pool per client; a Redis Cluster client keeps one per node and is not reported.
+    if isinstance(service.redis, Redis):
+        pools.append((metrics.redis_pool, redis_pool(service.redis)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(watch_runtime(metrics, pools=pools, stop=stop), name="runtime")
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            # The live gauges (loop lag, pools) of a worker that stops leave the sums.
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

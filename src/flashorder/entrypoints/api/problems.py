@@ -37,6 +37,9 @@ log = logging.getLogger("flashorder.api")
 
 PROBLEM_BASE = "urn:flashorder:problem:"
 MEDIA_TYPE = "application/problem+json"
+#: Where a request's problem type is left in its ASGI scope, for the metrics middleware: the
+#: requests are counted by outcome (``ok`` or the problem type), not only by status.
+OUTCOME_KEY = "flashorder.outcome"
 #: Where every error response of the OpenAPI document points.
 PROBLEM_REF = "#/components/schemas/Problem"
 #: Names the log line of a failure in the answer: a caller's own id is reused when it is sane.
@@ -230,8 +233,11 @@ def problem(
     title: str | None = None,
     instance: str | None = None,
     headers: dict[str, str] | None = None,
+    request: Request | None = None,
     **extra: Any,
 ) -> Response:
+    if request is not None:
+        request.scope[OUTCOME_KEY] = type_.case
     body = problem_body(type_, detail, status=status, title=title)
     if instance is not None:
         body["instance"] = instance
@@ -298,7 +304,9 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.FlashOrderError)
     if isinstance(exc, errors.Unavailable):
         return _unavailable(request, exc)
-    return problem(classify(exc), exc.detail, instance=request.url.path, **_extra(exc))
+    return problem(
+        classify(exc), exc.detail, instance=request.url.path, request=request, **_extra(exc)
+    )
 
 
 def _unavailable(request: Request, exc: errors.Unavailable) -> Response:
@@ -321,13 +329,20 @@ def _unavailable(request: Request, exc: errors.Unavailable) -> Response:
         f"{said}; retry shortly (reference {rid})",
         instance=request.url.path,
         headers={"Retry-After": "1", REQUEST_ID: rid},
+        request=request,
         requestId=rid,
     )
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
-    return problem(exc.type_, exc.detail, instance=request.url.path, headers=exc.headers())
+    return problem(
+        exc.type_,
+        exc.detail,
+        instance=request.url.path,
+        headers=exc.headers(),
+        request=request,
+    )
 
 
 def _validation_problem(request: Request, issues: list[dict[str, Any]]) -> Response:
@@ -335,6 +350,7 @@ def _validation_problem(request: Request, issues: list[dict[str, Any]]) -> Respo
         ProblemType.VALIDATION_ERROR,
         "the request does not match the schema",
         instance=request.url.path,
+        request=request,
         errors=issues,
     )
 
@@ -366,6 +382,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         title=str(exc.detail) if type_ is ProblemType.HTTP_ERROR else None,
         instance=request.url.path,
         headers=dict(exc.headers) if exc.headers else None,
+        request=request,
     )
 
 
@@ -380,6 +397,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
         ProblemType.INTERNAL,
         f"an unexpected error occurred (reference {rid})",
         headers={REQUEST_ID: rid},
+        request=request,
         requestId=rid,
     )
 
