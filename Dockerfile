@@ -1,6 +1,7 @@
 # The flashorder service image: API (`flashorder serve`), outbox relay
-# (`flashorder relay`) and read-model projector (`flashorder projector`) are
-# the same image with a different command (see docker-compose.yml).
+# (`flashorder relay`), read-model projector (`flashorder projector`) and the
+# expirer of unpaid orders (`flashorder expirer`) are the same image with a
+# different command (see docker-compose.yml).
 #
 #   docker build -t flashorder:local .
 #   docker run --rm -p 8000:8000 -e FLASHORDER_JWT_SECRET=$(openssl rand -hex 32) \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The full stack on the local services: migrations, then the outbox relay, the projector and
-# the API workers, until Ctrl-C (which stops all three).
+# The full stack on the local services: migrations, then the outbox relay, the projector, the
+# expirer of unpaid orders and the API workers, until Ctrl-C (which stops them all).
 #
 #   FLASHORDER_DATABASE_URL, FLASHORDER_REDIS_URL, FLASHORDER_KAFKA_BOOTSTRAP   must be set
 #   STACK_WORKERS (default 2)   API worker processes
@@ -27,7 +27,9 @@ trap stop INT TERM EXIT
 pids+=($!)
 "$bin/flashorder" projector >>.data/logs/projector.log 2>&1 &
 pids+=($!)
-echo "relay and projector running (logs in .data/logs/)"
+"$bin/flashorder" expirer >>.data/logs/expirer.log 2>&1 &
+pids+=($!)
+echo "relay, projector and expirer running (logs in .data/logs/)"
 "$bin/flashorder" serve --workers "${STACK_WORKERS:-2}" &
 pids+=($!)
 wait -n "${pids[@]}"

@@ -29,18 +29,21 @@ from flashorder.adapters.rate_limit.redis import RedisRateLimiter
 from flashorder.adapters.sql import projector_status
 from flashorder.adapters.sql.engine import READ_ONLY, make_engine
 from flashorder.adapters.sql.outbox import SqlOutboxRelayStore
+from flashorder.adapters.sql.payments import SqlOrderLookup
 from flashorder.adapters.sql.read_model import SqlReadModel
 from flashorder.adapters.sql.sales import SqlSaleFigures
 from flashorder.adapters.sql.uow import SqlUnitOfWorkFactory
 from flashorder.adapters.stock.memory import MemoryStockGate
 from flashorder.adapters.stock.redis import RedisStockGate
 from flashorder.adapters.stock.redis_cluster import ShardedStockGate
+from flashorder.application.expiry import Expirer
 from flashorder.application.group_commit import GroupCommit
 from flashorder.application.handlers import Deps
 from flashorder.application.placement import LockPlacement, Placement, ReservePlacement
 from flashorder.application.ports import (
     IdempotencyCache,
     Locks,
+    OrderLookup,
     OutboxRelayStore,
     RateLimiter,
     ReadModel,
@@ -63,6 +66,8 @@ class Service:
     settings: Settings
     deps: Deps
     read_model: ReadModel
+    #: The write side's reads that give the owner of an order their own writes at once.
+    orders: OrderLookup
     engine: AsyncEngine
     outbox: OutboxRelayStore
     #: What the sale page and the metrics read of a sale.
@@ -219,10 +224,13 @@ async def build(
                 locks=locks,
                 idempotency=idempotency,
                 placement=placement,
+                pay_within=timedelta(seconds=settings.pay_within_seconds),
+                payment_grace=timedelta(seconds=settings.payment_grace_seconds),
                 tracer=tracer,
                 delivery=DeliveryRule(settings.delivery_fee, settings.delivery_free_from),
             ),
             read_model=read_model,
+            orders=SqlOrderLookup(engine),
             engine=engine,
             outbox=SqlOutboxRelayStore(engine),
             figures=SqlSaleFigures(engine),
@@ -232,6 +240,9 @@ async def build(
         )
         if background and settings.kafka_bootstrap is None:
             await _start_embedded_events(service, stack)
+            # One process does it all here; the full stack runs ``flashorder expirer``.
+            if settings.expire_every_seconds > 0:
+                _start_expirer(service, stack)
         # Only the reserve strategy leaves reservations in the gate to bring in line.
         reserves = isinstance(placement, ReservePlacement)
         if background and settings.reconcile_every_seconds > 0 and reserves:
@@ -288,6 +299,22 @@ async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> Non
     async def shutdown() -> None:
         stop.set()
         await asyncio.gather(relay, return_exceptions=True)
+
+    stack.push_async_callback(shutdown)
+
+
+def _start_expirer(service: Service, stack: AsyncExitStack) -> None:
+    """Expire unpaid orders past their deadline (``expiry.py``) inside this process."""
+    stop = asyncio.Event()
+    expirer = Expirer(service.deps, batch_size=service.settings.expire_batch_size)
+    task = asyncio.create_task(
+        expirer.run(stop, every=service.settings.expire_every_seconds), name="expirer"
+    )
+    service.background.append(task)
+
+    async def shutdown() -> None:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
 
     stack.push_async_callback(shutdown)
 

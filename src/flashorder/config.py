@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: refuses to start when it listens beyond loopback or uses a real store (``dev_secret_problem``),
 #: unless ``FLASHORDER_ALLOW_DEV_SECRET`` says that this is development.
 DEV_JWT_SECRET = "flashorder-development-secret-change-me"
+#: The payment webhook's development secret: as public as the one above.
+DEV_PAYMENT_WEBHOOK_SECRET = "flashorder-payments-development-secret"
 
 #: The wire's bound on any amount of money (a price, a fee): see ``schemas.Amount``.
 LARGEST_AMOUNT = 10**12
@@ -145,6 +147,22 @@ class Settings(BaseSettings):
     sold_out_cache_seconds: float = Field(default=0.1, ge=0, le=10)
     #: At most this many products' readings per process (the oldest go first).
     sold_out_cache_size: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    #: How long a buyer has to pay for an order (products may set their own
+    #: ``payWithinSeconds``); unpaid by then, it expires and its units go back on sale.
+    pay_within_seconds: int = Field(default=600, ge=1, le=7 * 86_400)
+    #: A ``processing`` payment moves the deadline to at least this far ahead, once.
+    payment_grace_seconds: int = Field(default=300, ge=0, le=86_400)
+    #: The secret the payment provider signs its webhook with (``Flashorder-Signature``).
+    payment_webhook_secret: SecretStr = Field(
+        default=SecretStr(DEV_PAYMENT_WEBHOOK_SECRET), min_length=16
+    )
+    #: A webhook whose signed timestamp is further than this from our clock is refused (401).
+    payment_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    #: How often an expirer looks for unpaid orders past their deadline (0: never). The
+    #: embedded server runs one inside; the full stack runs ``flashorder expirer``.
+    expire_every_seconds: float = Field(default=1.0, ge=0, le=3600)
+    expire_batch_size: int = Field(default=200, ge=1, le=10_000)
 
     #: Where the relay and the projector processes serve their Prometheus metrics
     #: (``http://host:port/metrics``); unset: not served. The API serves its own at /metrics.

@@ -45,8 +45,8 @@ async def test_a_created_order_shows_in_its_view_and_in_the_sales(
     order, created = placed(UserId(new_id("user")), [(p1, 2), (p2, 1)])
     assert await read_model.apply([created]) == 1
     assert await read_model.order(order.order_id) == order.snapshot()
-    assert await read_model.product_sales(p1) == {"sold": 2, "orders": 1}
-    assert await read_model.product_sales(p2) == {"sold": 1, "orders": 1}
+    assert await read_model.product_sales(p1) == {"sold": 2, "orders": 1, "paid": 0}
+    assert await read_model.product_sales(p2) == {"sold": 1, "orders": 1, "paid": 0}
 
 
 async def test_unknown_orders_and_products_read_as_none(read_model: SqlReadModel) -> None:
@@ -63,7 +63,7 @@ async def test_applying_the_same_events_again_changes_nothing(read_model: SqlRea
     assert await read_model.apply([created, gone]) == 0
     assert await read_model.apply([gone]) == 0
     assert await read_model.order(order.order_id) == order.snapshot()
-    assert await read_model.product_sales(product) == {"sold": 0, "orders": 0}
+    assert await read_model.product_sales(product) == {"sold": 0, "orders": 0, "paid": 0}
 
 
 async def test_a_batch_mixing_applied_and_new_events_applies_only_the_new_ones(
@@ -78,14 +78,14 @@ async def test_a_batch_mixing_applied_and_new_events_applies_only_the_new_ones(
 
     assert (await read_model.order(order.order_id) or {})["status"] == "CANCELLED"
     assert await read_model.order(other.order_id) == other.snapshot()
-    assert await read_model.product_sales(product) == {"sold": 1, "orders": 1}
+    assert await read_model.product_sales(product) == {"sold": 1, "orders": 1, "paid": 0}
 
 
 async def test_a_repeated_event_within_one_batch_counts_once(read_model: SqlReadModel) -> None:
     product = ProductId(new_id("prd"))
     _, created = placed(UserId(new_id("user")), [(product, 2)])
     assert await read_model.apply([created, created, created]) == 1
-    assert await read_model.product_sales(product) == {"sold": 2, "orders": 1}
+    assert await read_model.product_sales(product) == {"sold": 2, "orders": 1, "paid": 0}
 
 
 async def test_a_cancel_that_arrives_before_its_create_converges_to_the_cancelled_order(
@@ -100,7 +100,7 @@ async def test_a_cancel_that_arrives_before_its_create_converges_to_the_cancelle
     assert view == order.snapshot()
     assert view is not None
     assert view["status"] == "CANCELLED"
-    assert await read_model.product_sales(product) == {"sold": 0, "orders": 0}
+    assert await read_model.product_sales(product) == {"sold": 0, "orders": 0, "paid": 0}
 
 
 async def test_an_older_snapshot_never_overwrites_a_newer_one(read_model: SqlReadModel) -> None:
@@ -169,7 +169,7 @@ async def test_concurrent_projectors_with_overlapping_batches_converge(
     for product in products:
         live = [o for o in orders if o.status.value == "CREATED"]
         lines = [line for o in live for line in o.lines if line.product_id == product]
-        expected = {"sold": sum(line.quantity for line in lines), "orders": len(lines)}
+        expected = {"sold": sum(line.quantity for line in lines), "orders": len(lines), "paid": 0}
         assert await read_model.product_sales(product) == expected
 
 

@@ -27,6 +27,7 @@ from flashorder.adapters.sql.tables import metadata, outbox
 from flashorder.adapters.sql.uow import SerializationFailure, SqlUnitOfWorkFactory
 from flashorder.application.ports import (
     IdempotencyRecord,
+    PaymentRecord,
     PurchaseTake,
     StoredResponse,
     UnitOfWorkFactory,
@@ -39,6 +40,8 @@ from flashorder.domain.model import (
     DiscountPolicyId,
     OrderId,
     OrderStatus,
+    PaymentOutcome,
+    PaymentStatus,
     ProductId,
     UserId,
     stock_changed,
@@ -693,3 +696,81 @@ async def test_concurrent_cancels_give_the_stock_back_once(uow: UnitOfWorkFactor
     results = await asyncio.gather(*(cancel() for _ in range(20)))
     assert results.count(True) == 1
     assert await stored_product(uow, product.product_id) == (5, 5)
+
+
+# --- the order's life: guarded transitions, due orders, payment records ------------------------
+
+
+async def test_a_save_is_refused_when_the_status_moved_on_even_at_the_same_version(
+    uow: UnitOfWorkFactory,
+) -> None:
+    order = new_order(UserId(new_id("user")), [(ProductId(new_id("prd")), 1)])
+    async with uow() as work:
+        await work.orders.add(order)
+        await work.commit()
+    async with uow() as work:
+        paying = await work.orders.get(order.order_id)
+        expiring = await work.orders.get(order.order_id)
+    assert paying is not None
+    assert expiring is not None
+    paid = paying.record_payment(
+        status=PaymentStatus.SUCCEEDED,
+        amount=paying.payment_amount,
+        payment_ref=new_id("evt"),
+        at=now(),
+        grace=timedelta(minutes=5),
+    )
+    assert paid is PaymentOutcome.PAID
+    assert expiring.expire(expiring.pay_by)
+    async with uow() as work:
+        assert await work.orders.save(paying)
+        await work.commit()
+    async with uow() as work:
+        assert not await work.orders.save(expiring)
+    async with uow() as work:
+        stored = await work.orders.get(order.order_id)
+    assert stored is not None
+    assert (stored.status, stored.version, stored.paid_at) == (
+        OrderStatus.PAID,
+        2,
+        paying.paid_at,
+    )
+
+
+async def test_due_orders_are_the_unpaid_ones_past_their_deadline_oldest_first(
+    uow: UnitOfWorkFactory,
+) -> None:
+    user, product = UserId(new_id("user")), ProductId(new_id("prd"))
+    orders = [new_order(user, [(product, 1)]) for _ in range(3)]
+    orders[1].pay_by = orders[0].pay_by - timedelta(seconds=5)
+    async with uow() as work:
+        await work.orders.add_many(orders)
+        await work.commit()
+    async with uow() as work:
+        # The module's database is shared: other tests' orders may be due too.
+        due = [o.order_id for o in await work.orders.due(orders[0].pay_by, 1000)]
+        not_yet = [o.order_id for o in await work.orders.due(orders[1].pay_by - timedelta(1), 1000)]
+    ours = [o for o in due if o in {x.order_id for x in orders}]
+    assert ours[:2] == [orders[1].order_id, orders[0].order_id]
+    assert not {x.order_id for x in orders} & set(not_yet)
+
+
+async def test_a_payment_event_is_recorded_once(uow: UnitOfWorkFactory) -> None:
+    record = PaymentRecord(
+        payment_ref=new_id("evt"),
+        order_id=OrderId(new_id("order")),
+        amount=10050,
+        status=PaymentStatus.SUCCEEDED,
+        outcome=PaymentOutcome.PAID,
+        order_status=OrderStatus.PAID,
+        at=now(),
+    )
+    async with uow() as work:
+        await work.payments.add(record)
+        await work.commit()
+    async with uow() as work:
+        with pytest.raises(errors.AlreadyExists):
+            await work.payments.add(record)
+    async with uow() as work:
+        assert await work.payments.get(record.payment_ref) == record
+        assert await work.payments.get(new_id("evt")) is None

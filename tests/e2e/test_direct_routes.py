@@ -184,11 +184,18 @@ async def test_product_reads_are_answered_as_fastapi_alone_answers_them(
     monkeypatch.setattr(direct._FastPath, "answer", fall_through)
     standard = [await api.call("GET", path, **kw) for _, path, kw in cases]
     for (label, _, _), a, b in zip(cases, fast, standard, strict=True):
-        assert (a.status, a.body) == (b.status, b.body), label
+        # The server's clock differs between two answers by design; everything else may not.
+        assert (a.status, _clockless(a.body)) == (b.status, _clockless(b.body)), label
         assert a.headers.get("content-type") == b.headers.get("content-type"), label
     assert [r.status for r in fast] == [200, 200, 404, 422, 422, 401, 401]
     assert fast[0].body["maxPerUser"] == 2
     assert fast[0].body["available"] == 5
+
+
+def _clockless(body: Any) -> Any:
+    if isinstance(body, dict) and "serverTime" in body:
+        return {k: v for k, v in body.items() if k != "serverTime"}
+    return body
 
 
 def test_a_route_the_fast_path_cannot_serve_is_refused_when_built() -> None:

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -479,6 +480,9 @@ class _FailingOrders:
     async def save(self, order: Order) -> bool:
         return await self._inner.save(order)
 
+    async def due(self, at: datetime, limit: int) -> list[Order]:
+        return await self._inner.due(at, limit)
+
 
 class ScriptedUnitOfWork:
     """A real unit of work on MariaDB that fails at ``fail_at``: ``orders.add`` (before any
@@ -496,6 +500,7 @@ class ScriptedUnitOfWork:
         self.purchases = inner.purchases
         self.idempotency = inner.idempotency
         self.discounts = inner.discounts
+        self.payments = inner.payments
         self.record = inner.record
 
     async def __aenter__(self) -> Self:

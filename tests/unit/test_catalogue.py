@@ -1,8 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from flashorder.application.catalogue import CatalogueCache
+from flashorder.application.handlers import Deps, refuse_off_sale
+from flashorder.domain import errors
 from flashorder.domain.model import Product, ProductId
 
 
@@ -64,3 +69,29 @@ async def test_only_the_missing_products_are_loaded() -> None:
     await cache.products([ProductId("a")], load)
     await cache.products([ProductId("a"), ProductId("b")], load)
     assert load.asked == [["a"], ["b"]]
+
+
+async def test_the_crowd_before_the_start_is_refused_with_one_load_per_time_to_live() -> None:
+    starts = datetime.now(UTC) + timedelta(minutes=1)
+    loads = 0
+
+    class Products:
+        async def get_many(self, ids: Sequence[ProductId]) -> dict[ProductId, Product]:
+            nonlocal loads
+            loads += 1
+            return {ProductId("p"): Product(ProductId("p"), "x", 1, 1, 1, sale_starts_at=starts)}
+
+    class Work:
+        products = Products()
+
+        async def __aenter__(self) -> Work:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    deps = Deps(uow=Work, stock=None, locks=None, idempotency=None, placement=None)  # type: ignore[arg-type]
+    for _ in range(1000):
+        with pytest.raises(errors.SaleNotStarted):
+            await refuse_off_sale([ProductId("p")], deps=deps, keyed=False)
+    assert loads == 1

@@ -94,6 +94,7 @@ class ScriptedWork:
         self.purchases = inner.purchases
         self.idempotency = inner.idempotency
         self.discounts = inner.discounts
+        self.payments = inner.payments
         self.record = inner.record
 
     async def __aenter__(self) -> Self:

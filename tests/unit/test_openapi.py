@@ -80,6 +80,8 @@ def test_each_operation_lists_its_own_problem_types(document: dict[str, Any]) ->
         "sold-out",
         "limit-reached",
         "duplicate-in-flight",
+        "sale-not-started",
+        "sale-ended",
     }
     assert "price-mismatch" in types("/api/v1/orders", "post", "422")
     assert "price-mismatch" not in types("/api/v1/orders/{order_id}", "get", "422")

@@ -35,7 +35,7 @@ from flashorder_bench.settings import StackSettings
 
 #: The service's command, installed beside this interpreter (the workspace's venv).
 EXE = str(Path(sys.executable).with_name("flashorder"))
-KINDS = ("api", "relay", "projector")
+KINDS = ("api", "relay", "projector", "expirer")
 _DATABASE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 
@@ -171,6 +171,7 @@ class Stack:
             "api": [EXE, "serve", "--port", str(self.port), "--workers", str(self.api_workers)],
             "relay": [EXE, "relay"],
             "projector": [EXE, "projector"],
+            "expirer": [EXE, "expirer"],
         }[kind]
         running = self.procs.setdefault(kind, [])
         env = dict(self.env)
@@ -186,7 +187,9 @@ class Stack:
         running.append(proc)
         return proc
 
-    def up(self, *, relays: int = 1, projectors: int = 1, timeout: float = 300) -> None:
+    def up(
+        self, *, relays: int = 1, projectors: int = 1, expirers: int = 1, timeout: float = 300
+    ) -> None:
         self.setup()
         self.start("api")
         for _ in range(relays):
@@ -194,6 +197,10 @@ class Stack:
         for _ in range(projectors):
             self.start("projector")
         self.wait_ready(timeout)
+        # Once the API answers: nothing waits for the expirer, and on a busy machine its start
+        # would only slow the others'.
+        for _ in range(expirers):
+            self.start("expirer")
 
     def wait_ready(self, timeout: float = 300) -> None:
         # Generous: a healthy stack is ready in seconds, but on a loaded machine (a shared

@@ -21,8 +21,9 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-#: The status of an order that holds its stock (``orders.status``).
-LIVE = "CREATED"
+#: The statuses of an order that holds its stock (``orders.status``): unpaid within its
+#: deadline, or paid. EXPIRED and CANCELLED orders gave theirs back.
+LIVE = frozenset({"CREATED", "PAID"})
 CANCELLED = "CANCELLED"
 
 #: The stock gate's count of a product in Redis: ``<prefix>:{stock}:avail:<productId>``.
@@ -70,7 +71,7 @@ class WriteModel:
         """Product → units and lines of live orders (what ``product_sales`` counts)."""
         sold: dict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
         for order_id, lines in self.items.items():
-            if self.orders[order_id].status != LIVE:
+            if self.orders[order_id].status not in LIVE:
                 continue
             for product_id, quantity in lines:
                 units, count = sold[product_id]
@@ -82,7 +83,7 @@ class WriteModel:
         found: Counter[tuple[str, str]] = Counter()
         for order_id, lines in self.items.items():
             order = self.orders[order_id]
-            if order.status == LIVE:
+            if order.status in LIVE:
                 for product_id, quantity in lines:
                     found[(order.user_id, product_id)] += quantity
         return found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import uuid_utils
 
@@ -33,15 +33,20 @@ async def priced_order(
     uow: UnitOfWorkFactory,
     catalogue: CatalogueCache,
     now: datetime,
+    pay_within: timedelta,
     delivery: DeliveryRule,
 ) -> tuple[Order, list[ReservationLine]]:
-    """The order and the stock it needs; any figure of the client's that differs is a 422."""
+    """The order and the stock it needs; any figure of the client's that differs is a 422,
+    a product outside its sale window a 409. ``pay_within`` is the deadline of products that
+    set none of their own."""
 
     async def load_products(ids: Sequence[ProductId]) -> dict[ProductId, Product]:
         async with uow() as work:
             return await work.products.get_many(ids)
 
     products = await catalogue.products([line.product_id for line in cmd.lines], load_products)
+    for product in products.values():
+        product.check_on_sale(now)
     policy = await _policy(cmd.discount_policy_id, uow=uow, catalogue=catalogue)
     quote = check_quote(
         requested=cmd.lines,
@@ -63,6 +68,8 @@ async def priced_order(
         payment_amount=quote.payment_amount,
         payment_type=cmd.payment_type,
         at=now,
+        # The tightest deadline of the order's products.
+        pay_within=min(products[ln.product_id].pay_within(pay_within) for ln in quote.lines),
     )
     reservation = [
         ReservationLine(line.product_id, line.quantity, products[line.product_id].max_per_user)

@@ -3,6 +3,10 @@
 Prices, per-user limits and policies do not change through the API, so every request need
 not read them from the database; a short time-to-live still picks up a change made by hand.
 Stock is never taken from here: the gate and the guarded update decide that.
+
+The sale window and the payment deadline are read from here too, so that the crowd before a
+sale's start is refused without any I/O. An admin's change of them is forgotten at once by
+the process that made it and reaches every other process within ``ttl`` (5 s by default).
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ class CatalogueCache:
                 self._products.put(pid, product, expires_at=now + self._ttl, now=now)
             found.update(loaded)
         return found
+
+    def forget(self, ids: Sequence[ProductId]) -> None:
+        """Drop these products: they changed, here."""
+        for pid in ids:
+            self._products.discard(pid)
 
     async def policy(
         self, policy_id: DiscountPolicyId, load: PolicyLoader

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from flashorder.application import _keys
 from flashorder.application._quote import priced_order
@@ -38,6 +38,7 @@ from flashorder.application.ports import (
 from flashorder.application.tracing import NO_TRACER, Tracer
 from flashorder.domain import commands, errors
 from flashorder.domain.model import (
+    DEFAULT_PAY_WITHIN,
     DiscountPolicy,
     DiscountPolicyId,
     Product,
@@ -52,12 +53,14 @@ __all__ = [
     "Deps",
     "PlacedOrder",
     "cancel_order",
+    "change_product",
     "change_stock",
     "create_discount_policy",
     "create_product",
     "discount_policy_view",
     "place_order",
     "product_view",
+    "refuse_off_sale",
     "sold_out_among",
 ]
 
@@ -78,6 +81,10 @@ class Deps:
     placement: Placement
     catalogue: CatalogueCache = field(default_factory=CatalogueCache)
     clock: Clock = utc_now
+    #: How long a buyer has to pay, for products that do not say (``payWithinSeconds``).
+    pay_within: timedelta = DEFAULT_PAY_WITHIN
+    #: How far a ``processing`` payment moves the deadline (once).
+    payment_grace: timedelta = timedelta(minutes=5)
     #: Spans around the steps of an order (``NO_TRACER``: none, at no cost); the placement
     #: holds the same tracer.
     tracer: Tracer = NO_TRACER
@@ -89,6 +96,28 @@ async def sold_out_among(product_ids: Sequence[ProductId], *, deps: Deps) -> Pro
     """One of the products that this process knows to be sold out, or None: an order of it
     is refused before any reservation, lock or write."""
     return await deps.placement.known_sold_out(product_ids)
+
+
+async def refuse_off_sale(product_ids: Sequence[ProductId], *, deps: Deps, keyed: bool) -> None:
+    """Refuse an order outside a product's sale window from this process's catalogue cache:
+    the crowd that comes before the start costs no database work and no Redis round trip.
+
+    A keyed request is refused here only before the start, when no order of the product can
+    exist yet; after the end it may be the retry of an order placed in time, which the
+    handler answers from the key's record.
+    """
+
+    async def load(ids: Sequence[ProductId]) -> dict[ProductId, Product]:
+        async with deps.uow() as uow:
+            return await uow.products.get_many(ids)
+
+    now = deps.clock()
+    for product in (await deps.catalogue.products(product_ids, load)).values():
+        try:
+            product.check_on_sale(now)
+        except errors.SaleEnded:
+            if not keyed:
+                raise
 
 
 async def place_order(cmd: commands.PlaceOrder, *, deps: Deps) -> PlacedOrder:
@@ -119,7 +148,12 @@ async def _place(cmd: commands.PlaceOrder, fp: str, *, deps: Deps) -> PlacedOrde
     if gone is not None:
         raise errors.SoldOut(gone)
     order, lines = await priced_order(
-        cmd, uow=deps.uow, catalogue=deps.catalogue, now=deps.clock(), delivery=deps.delivery
+        cmd,
+        uow=deps.uow,
+        catalogue=deps.catalogue,
+        now=deps.clock(),
+        pay_within=deps.pay_within,
+        delivery=deps.delivery,
     )
     # Pricing before the lock: the buyer's lock is held only for the stock and the write.
     async with deps.locks.hold(f"user:{cmd.user_id}"):
@@ -172,6 +206,9 @@ async def create_product(cmd: commands.CreateProduct, *, deps: Deps) -> Product:
         stock=cmd.stock,
         available=cmd.stock,
         max_per_user=cmd.max_per_user,
+        sale_starts_at=cmd.sale_starts_at,
+        sale_ends_at=cmd.sale_ends_at,
+        pay_within_seconds=cmd.pay_within_seconds,
     )
     now = deps.clock()
     async with deps.uow() as uow:
@@ -212,6 +249,27 @@ async def change_stock(cmd: commands.ChangeStock, *, deps: Deps) -> Product:
             await deps.stock.adjust(cmd.product_id, -delta)
             raise
     deps.placement.stock_changed([cmd.product_id])
+    return changed
+
+
+async def change_product(cmd: commands.ChangeProduct, *, deps: Deps) -> Product:
+    """Move a product's sale window or change its payment deadline.
+
+    This process's catalogue cache forgets the product at once; the other processes see the
+    change when their entry lapses (``CatalogueCache``'s time-to-live).
+    """
+    unknown = cmd.changes - commands.CHANGEABLE
+    if unknown:
+        raise ValueError(f"not changeable: {sorted(unknown)}")
+    async with deps.uow() as uow:
+        product = await uow.products.get(cmd.product_id, for_update=True)
+        if product is None:
+            raise errors.ProductNotFound(cmd.product_id)
+        # ``replace`` runs the product's own checks (an end before the start is refused).
+        changed = replace(product, **{name: getattr(cmd, name) for name in cmd.changes})
+        await uow.products.change_sale(changed, deps.clock())
+        await uow.commit()
+    deps.catalogue.forget([cmd.product_id])
     return changed
 
 

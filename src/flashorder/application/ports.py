@@ -20,8 +20,12 @@ from flashorder.domain.events import Event
 from flashorder.domain.model import (
     DiscountPolicy,
     DiscountPolicyId,
+    Money,
     Order,
     OrderId,
+    OrderStatus,
+    PaymentOutcome,
+    PaymentStatus,
     Product,
     ProductId,
     UserId,
@@ -154,6 +158,9 @@ class ProductRepository(Protocol):
         Returns the changed product, or None when the guard refused it.
         """
 
+    async def change_sale(self, product: Product, at: datetime) -> None:
+        """Write the product's sale window and payment deadline (nothing else)."""
+
     async def all_ids(self) -> list[ProductId]:
         """Every product's id, in id order (reconciliation walks the catalogue)."""
 
@@ -161,7 +168,7 @@ class ProductRepository(Protocol):
         self, product_id: ProductId, order_ids: Collection[OrderId]
     ) -> set[OrderId]:
         """Those of ``order_ids`` whose units of the product are out of ``available``: live
-        (not cancelled) orders with a line of the product."""
+        (CREATED or PAID) orders with a line of the product."""
 
 
 class OrderRepository(Protocol):
@@ -177,11 +184,18 @@ class OrderRepository(Protocol):
     async def get(self, order_id: OrderId, *, for_update: bool = False) -> Order | None: ...
 
     async def save(self, order: Order) -> bool:
-        """Write status and version if the stored version is the one before (the unit of
-        work then writes its events at commit).
+        """Write the order's state if the stored row still has the status it was loaded with
+        (``order.guard_status``) and the version before; the unit of work then writes its
+        events at commit.
 
-        False when another writer got there first (the caller re-reads).
+        One guarded ``UPDATE … WHERE status = :was AND version = :before``: of writers that
+        loaded the same state, exactly one wins. False for the others (the caller re-reads).
         """
+
+    async def due(self, at: datetime, limit: int) -> list[Order]:
+        """Up to ``limit`` CREATED orders whose ``pay_by`` is not after ``at``, oldest
+        deadline first, locked for this unit of work. Rows another unit of work holds are
+        skipped (``FOR UPDATE SKIP LOCKED``), so concurrent expirers share the work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +244,31 @@ class IdempotencyRecords(Protocol):
     async def get(self, user_id: UserId, key: str) -> StoredResponse | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """A payment event of the provider, as processed: what it said and what it did."""
+
+    payment_ref: str
+    order_id: OrderId
+    amount: Money
+    status: PaymentStatus
+    outcome: PaymentOutcome
+    #: The order's status once the event was applied.
+    order_status: OrderStatus
+    at: datetime
+
+
+class PaymentRecords(Protocol):
+    """The provider's events that were processed, one row per event id: an event delivered
+    again (at once, concurrently, or days later) finds its row and changes nothing."""
+
+    async def add(self, record: PaymentRecord) -> None:
+        """Raises AlreadyExists when the event id is recorded (or being recorded by a
+        concurrent transaction that then commits)."""
+
+    async def get(self, payment_ref: str) -> PaymentRecord | None: ...
+
+
 class DiscountPolicies(Protocol):
     async def get(self, policy_id: DiscountPolicyId) -> DiscountPolicy | None: ...
 
@@ -253,6 +292,7 @@ class UnitOfWork(Protocol):
     purchases: PurchaseLimits
     idempotency: IdempotencyRecords
     discounts: DiscountPolicies
+    payments: PaymentRecords
 
     def record(self, *events: Event) -> None:
         """Events of no order (a product's stock change), written at commit."""
@@ -318,6 +358,24 @@ class ReadModel(Protocol):
         """Newest first. Returns the page and the cursor of the next page (None at the end)."""
 
     async def product_sales(self, product_id: ProductId) -> Mapping[str, int] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OrderHead:
+    """An order's owner and current version on the write side."""
+
+    user_id: UserId
+    version: int
+
+
+class OrderLookup(Protocol):
+    """Reads of the write side for the query side's read-your-writes (never in a unit of
+    work: a plain read that takes no lock and, on SQLite, no write turn)."""
+
+    async def head(self, order_id: OrderId) -> OrderHead | None: ...
+
+    async def snapshot(self, order_id: OrderId) -> JsonObject | None:
+        """The order as its events carry it (``Order.snapshot``)."""
 
 
 class EventConsumer(Protocol):

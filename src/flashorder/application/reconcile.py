@@ -15,8 +15,8 @@ commit whose outcome its writer never learned.
 Reconciliation makes two passes:
 
 1. Reservations pending longer than ``older_than`` belong to workers that died (or hung):
-   confirmed when the database holds their order live, released otherwise (no order, or a
-   cancellation whose own release never happened).
+   confirmed when the database holds their order live (CREATED or PAID), released
+   otherwise (no order, or a cancellation or expiry whose own release never happened).
 2. Per product, under the ``stock:<id>`` lock that ``change_stock`` takes and the product
    row's database lock, the gate's count is set to the database's figure minus what is in
    flight (see ``_measure``). A count missing from the gate is set; the per-user counts are
@@ -51,7 +51,7 @@ from flashorder.application.ports import (
     UnitOfWorkFactory,
 )
 from flashorder.domain import errors
-from flashorder.domain.model import OrderId, OrderStatus, ProductId
+from flashorder.domain.model import OrderId, ProductId
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ async def _settle_stale(
                 order_id
                 for order_id in batch
                 if (order := await work.orders.get(order_id)) is not None
-                and order.status is OrderStatus.CREATED
+                and order.status.holds_stock
             }
         for order_id in batch:
             if order_id in live:

@@ -10,6 +10,7 @@ from flashorder.domain.model import (
     DiscountPolicyId,
     Money,
     OrderId,
+    PaymentStatus,
     PaymentType,
     ProductId,
     UserId,
@@ -43,6 +44,35 @@ class CreateProduct:
     price: Money
     stock: int
     max_per_user: int | None = None
+    sale_starts_at: datetime | None = None
+    sale_ends_at: datetime | None = None
+    pay_within_seconds: int | None = None
+
+
+#: The fields of a product that ``ChangeProduct`` may change.
+CHANGEABLE = frozenset({"sale_starts_at", "sale_ends_at", "pay_within_seconds"})
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeProduct:
+    """Change a product's sale window or payment deadline. Only the fields named in
+    ``changes`` change (None there clears one); the others keep their value."""
+
+    product_id: ProductId
+    changes: frozenset[str]
+    sale_starts_at: datetime | None = None
+    sale_ends_at: datetime | None = None
+    pay_within_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPayment:
+    """What the payment provider's webhook reports (its signature already checked)."""
+
+    payment_ref: str
+    order_id: OrderId
+    amount: Money
+    status: PaymentStatus
 
 
 @dataclass(frozen=True, slots=True)

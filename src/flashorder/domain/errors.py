@@ -10,9 +10,14 @@ FlashOrderError
  │    ├── LimitReached
  │    ├── DuplicateInFlight
  │    ├── AlreadyExists
- │    └── StockBelowCommitted
+ │    ├── StockBelowCommitted
+ │    ├── SaleNotStarted            carries when it starts (a Retry-After)
+ │    ├── SaleEnded
+ │    └── OrderStateConflict        the order's state does not allow this step
  ├── Invalid                       the request contradicts the catalogue or itself
  │    ├── PriceMismatch
+ │    ├── PaymentAmountMismatch
+ │    ├── PaymentEventReused        a payment event id seen before with other content
  │    ├── DiscountNotApplicable
  │    ├── IdempotencyKeyReused
  │    ├── UnknownReference          the body names a product or policy that does not exist
@@ -21,6 +26,8 @@ FlashOrderError
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class FlashOrderError(Exception):
@@ -89,8 +96,39 @@ class StockBelowCommitted(Conflict):
         self.committed = committed
 
 
+class SaleNotStarted(Conflict):
+    def __init__(self, product_id: str, starts_at: datetime, now: datetime) -> None:
+        super().__init__(f"the sale of {product_id!r} starts at {starts_at.isoformat()}")
+        self.product_id = product_id
+        self.starts_at = starts_at
+        #: Seconds until the start, from the clock that refused the order.
+        self.seconds_left = max(0.0, (starts_at - now).total_seconds())
+
+
+class SaleEnded(Conflict):
+    def __init__(self, product_id: str, ended_at: datetime) -> None:
+        super().__init__(f"the sale of {product_id!r} ended at {ended_at.isoformat()}")
+        self.product_id = product_id
+        self.ended_at = ended_at
+
+
+class OrderStateConflict(Conflict):
+    def __init__(self, order_id: str, status: str, wanted: str) -> None:
+        super().__init__(f"order {order_id!r} is {status}: it cannot be {wanted}")
+        self.order_id = order_id
+        self.status = status
+
+
 class Invalid(FlashOrderError):
     pass
+
+
+class PaymentAmountMismatch(Invalid):
+    def __init__(self, order_id: str, expected: int, given: int) -> None:
+        super().__init__(f"order {order_id!r} costs {expected}, the payment is of {given}")
+        self.order_id = order_id
+        self.expected = expected
+        self.given = given
 
 
 class PriceMismatch(Invalid):
@@ -99,6 +137,12 @@ class PriceMismatch(Invalid):
         self.field = field
         self.expected = expected
         self.given = given
+
+
+class PaymentEventReused(Invalid):
+    def __init__(self, payment_ref: str) -> None:
+        super().__init__(f"payment event {payment_ref!r} was processed with other content")
+        self.payment_ref = payment_ref
 
 
 class DiscountNotApplicable(Invalid):

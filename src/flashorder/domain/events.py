@@ -9,9 +9,24 @@ from uuid import UUID, uuid4
 
 ORDER_CREATED = "order.created"
 ORDER_CANCELLED = "order.cancelled"
+ORDER_PAID = "order.paid"
+ORDER_EXPIRED = "order.expired"
+#: A ``processing`` payment moved the order's deadline (once).
+ORDER_DEADLINE_EXTENDED = "order.deadline_extended"
+#: Money must go back: a paid order was cancelled, or a payment came for an order that no
+#: longer waited for it. Not a change of the order.
+PAYMENT_REFUND_DUE = "payment.refund_due"
 STOCK_CHANGED = "stock.changed"
 
-EVENT_TYPES = (ORDER_CREATED, ORDER_CANCELLED, STOCK_CHANGED)
+EVENT_TYPES = (
+    ORDER_CREATED,
+    ORDER_CANCELLED,
+    ORDER_PAID,
+    ORDER_EXPIRED,
+    ORDER_DEADLINE_EXTENDED,
+    PAYMENT_REFUND_DUE,
+    STOCK_CHANGED,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NewType
 
 from flashorder.domain import errors
-from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, STOCK_CHANGED, Event
+from flashorder.domain.events import (
+    ORDER_CANCELLED,
+    ORDER_CREATED,
+    ORDER_DEADLINE_EXTENDED,
+    ORDER_EXPIRED,
+    ORDER_PAID,
+    PAYMENT_REFUND_DUE,
+    STOCK_CHANGED,
+    Event,
+)
 
 ProductId = NewType("ProductId", str)
 OrderId = NewType("OrderId", str)
@@ -19,9 +28,45 @@ DiscountPolicyId = NewType("DiscountPolicyId", str)
 Money = int
 
 
+#: How long a buyer has to pay when neither the product nor the settings say otherwise.
+DEFAULT_PAY_WITHIN = timedelta(minutes=10)
+
+
 class OrderStatus(StrEnum):
+    """CREATED (holds its units until ``payBy``) → PAID | CANCELLED | EXPIRED;
+    PAID → CANCELLED (a refund is due). CANCELLED and EXPIRED are final."""
+
     CREATED = "CREATED"
+    PAID = "PAID"
     CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def holds_stock(self) -> bool:
+        """Its units are out of ``available``: paid for, or held until the deadline."""
+        return self in (OrderStatus.CREATED, OrderStatus.PAID)
+
+
+class PaymentStatus(StrEnum):
+    """What the payment provider reports about a payment of an order."""
+
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class PaymentOutcome(StrEnum):
+    """What a payment event did to its order."""
+
+    #: CREATED → PAID.
+    PAID = "paid"
+    #: ``processing``: the deadline moved once, by the grace period.
+    EXTENDED = "extended"
+    #: Nothing to do: ``failed`` (the order waits for its deadline), ``processing`` again.
+    UNCHANGED = "unchanged"
+    #: Money arrived for an order that no longer waits for it (expired, cancelled, or paid
+    #: by another payment): it is announced for a refund, the order stays as it is.
+    REFUND_DUE = "refund-due"
 
 
 class PaymentType(StrEnum):
@@ -53,10 +98,39 @@ class Product:
     max_per_user: int | None = None
     #: Bumped by every stock change; orders the product's events.
     version: int = 1
+    #: The sale window: orders before ``sale_starts_at`` or from ``sale_ends_at`` on are
+    #: refused. None: no bound on that side.
+    sale_starts_at: datetime | None = None
+    sale_ends_at: datetime | None = None
+    #: Seconds a buyer has to pay for an order of it; None: the service's default.
+    pay_within_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            self.sale_starts_at is not None
+            and self.sale_ends_at is not None
+            and self.sale_ends_at <= self.sale_starts_at
+        ):
+            raise errors.InvalidOrder("saleEndsAt must be after saleStartsAt")
+        if self.pay_within_seconds is not None and self.pay_within_seconds < 1:
+            raise errors.InvalidOrder("payWithinSeconds must be at least 1")
 
     @property
     def sold(self) -> int:
+        """Units of live orders: paid ones and unpaid holds (``stock - available``)."""
         return self.stock - self.available
+
+    def check_on_sale(self, at: datetime) -> None:
+        """Raises SaleNotStarted or SaleEnded when ``at`` is outside the sale window."""
+        if self.sale_starts_at is not None and at < self.sale_starts_at:
+            raise errors.SaleNotStarted(self.product_id, self.sale_starts_at, at)
+        if self.sale_ends_at is not None and at >= self.sale_ends_at:
+            raise errors.SaleEnded(self.product_id, self.sale_ends_at)
+
+    def pay_within(self, default: timedelta) -> timedelta:
+        if self.pay_within_seconds is None:
+            return default
+        return timedelta(seconds=self.pay_within_seconds)
 
     def stock_change(self, *, add: int | None = None, set_to: int | None = None) -> int:
         """The delta that adds ``add`` units or sets the stock to ``set_to``.
@@ -146,7 +220,17 @@ class Order:
     status: OrderStatus
     created_at: datetime
     updated_at: datetime
+    #: Unpaid by then, the order expires and its units go back on sale.
+    pay_by: datetime
     version: int = 1
+    paid_at: datetime | None = None
+    #: The provider's id of the payment that paid it (what a refund refers to).
+    payment_ref: str | None = None
+    #: A ``processing`` payment extends the deadline once, never again.
+    deadline_extended: bool = False
+    #: The status the order had when it was loaded: a save is guarded by it and by the
+    #: version, so of two writers that loaded the same state only the first one's write lands.
+    loaded_status: OrderStatus | None = field(default=None, compare=False, repr=False)
     events: list[Event] = field(default_factory=list)
 
     @classmethod
@@ -162,6 +246,7 @@ class Order:
         payment_amount: Money,
         payment_type: PaymentType,
         at: datetime,
+        pay_within: timedelta = DEFAULT_PAY_WITHIN,
     ) -> Order:
         order = cls(
             order_id=order_id,
@@ -175,6 +260,7 @@ class Order:
             status=OrderStatus.CREATED,
             created_at=at,
             updated_at=at,
+            pay_by=at + pay_within,
         )
         order.events.append(order._event(ORDER_CREATED, at))
         return order
@@ -183,15 +269,76 @@ class Order:
     def items_amount(self) -> Money:
         return sum(line.amount for line in self.lines)
 
+    @property
+    def guard_status(self) -> OrderStatus:
+        """The status a save expects to find stored (see ``loaded_status``)."""
+        return self.loaded_status if self.loaded_status is not None else self.status
+
     def cancel(self, at: datetime) -> bool:
-        """Cancel once. Returns False when it was already cancelled (a retry)."""
+        """Cancel once; a paid order's money is announced for a refund.
+
+        Returns False when it was already cancelled (a retry). Raises OrderStateConflict
+        for an expired order: there is nothing left to cancel.
+        """
         if self.status is OrderStatus.CANCELLED:
             return False
-        self.status = OrderStatus.CANCELLED
+        if self.status is OrderStatus.EXPIRED:
+            raise errors.OrderStateConflict(self.order_id, self.status.value, "cancelled")
+        was_paid = self.status is OrderStatus.PAID
+        self._become(OrderStatus.CANCELLED, at)
+        self.events.append(self._event(ORDER_CANCELLED, at))
+        if was_paid:
+            self.events.append(self._refund_due("cancelled-after-payment", self.payment_ref, at))
+        return True
+
+    def expire(self, at: datetime) -> bool:
+        """CREATED and past ``pay_by`` → EXPIRED. False when it is not due or not waiting."""
+        if self.status is not OrderStatus.CREATED or at < self.pay_by:
+            return False
+        self._become(OrderStatus.EXPIRED, at)
+        self.events.append(self._event(ORDER_EXPIRED, at))
+        return True
+
+    def record_payment(
+        self,
+        *,
+        status: PaymentStatus,
+        amount: Money,
+        payment_ref: str,
+        at: datetime,
+        grace: timedelta,
+    ) -> PaymentOutcome:
+        """Apply what the payment provider reports. Raises PaymentAmountMismatch (nothing
+        changes) when the amount is not what the order costs."""
+        if amount != self.payment_amount:
+            raise errors.PaymentAmountMismatch(self.order_id, self.payment_amount, amount)
+        waiting = self.status is OrderStatus.CREATED
+        if status is PaymentStatus.SUCCEEDED:
+            if not waiting:
+                # Expired, cancelled, or paid already by another payment: the money goes
+                # back; the order is never revived.
+                self.events.append(self._refund_due("late-payment", payment_ref, at))
+                return PaymentOutcome.REFUND_DUE
+            self._become(OrderStatus.PAID, at)
+            self.paid_at, self.payment_ref = at, payment_ref
+            self.events.append(self._event(ORDER_PAID, at))
+            return PaymentOutcome.PAID
+        if status is PaymentStatus.PROCESSING and waiting and not self.deadline_extended:
+            # A payment in flight must not be expired under the buyer: once, the deadline
+            # moves to at least the grace period from now.
+            self._become(OrderStatus.CREATED, at)
+            self.pay_by = max(self.pay_by, at + grace)
+            self.deadline_extended = True
+            self.events.append(self._event(ORDER_DEADLINE_EXTENDED, at))
+            return PaymentOutcome.EXTENDED
+        return PaymentOutcome.UNCHANGED
+
+    def _become(self, status: OrderStatus, at: datetime) -> None:
+        if self.loaded_status is None:
+            self.loaded_status = self.status
+        self.status = status
         self.updated_at = at
         self.version += 1
-        self.events.append(self._event(ORDER_CANCELLED, at))
-        return True
 
     def snapshot(self) -> dict[str, Any]:
         """The order as the wire and the events carry it (camelCase, ISO times)."""
@@ -215,6 +362,8 @@ class Order:
             "paymentAmount": self.payment_amount,
             "paymentType": self.payment_type.value,
             "version": self.version,
+            "payBy": self.pay_by.isoformat(),
+            "paidAt": None if self.paid_at is None else self.paid_at.isoformat(),
             "createdAt": self.created_at.isoformat(),
             "updatedAt": self.updated_at.isoformat(),
         }
@@ -226,4 +375,22 @@ class Order:
             aggregate_version=self.version,
             occurred_at=at,
             payload=self.snapshot(),
+        )
+
+    def _refund_due(self, reason: str, payment_ref: str | None, at: datetime) -> Event:
+        # Not a change of the order: it carries the order's current version, and the read
+        # model's views ignore it.
+        return Event(
+            type=PAYMENT_REFUND_DUE,
+            aggregate_id=self.order_id,
+            aggregate_version=self.version,
+            occurred_at=at,
+            payload={
+                "orderId": self.order_id,
+                "userId": self.user_id,
+                "amount": self.payment_amount,
+                "reason": reason,
+                "paymentRef": payment_ref,
+                "orderStatus": self.status.value,
+            },
         )

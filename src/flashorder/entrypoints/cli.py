@@ -221,6 +221,96 @@ def token(
 
 
 @cli.command()
+def pay(
+    order_id: Annotated[str, typer.Argument(help="The order to pay")],
+    status: Annotated[
+        str, typer.Option(help="succeeded | processing | failed (what the provider reports)")
+    ] = "succeeded",
+    amount: Annotated[
+        int | None, typer.Option(help="The amount paid (default: the order's, read from the API)")
+    ] = None,
+    event_id: Annotated[
+        str | None, typer.Option(help="The provider's event id (default: a new one)")
+    ] = None,
+    url: Annotated[str, typer.Option(help="The API")] = "http://127.0.0.1:8000",
+) -> None:
+    """Send the payment webhook for an order, signed with FLASHORDER_PAYMENT_WEBHOOK_SECRET,
+    as a payment provider would (development and the README's walk-through)."""
+    import json
+    import secrets
+    import urllib.error
+    import urllib.request
+
+    from flashorder.config import Settings
+    from flashorder.entrypoints.payment_signature import HEADER, sign
+    from flashorder.entrypoints.tokens import mint_token
+
+    if status not in ("succeeded", "processing", "failed"):
+        typer.echo("error: --status is succeeded, processing or failed", err=True)
+        raise typer.Exit(2)
+    settings = Settings()
+    base = url.rstrip("/")
+
+    def call(request: urllib.request.Request) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return int(answer.status), answer.read().decode()
+        except urllib.error.HTTPError as refused:
+            return refused.code, refused.read().decode()
+        except urllib.error.URLError as exc:
+            typer.echo(f"error: {base}: {exc.reason}", err=True)
+            raise typer.Exit(1) from None
+
+    if amount is None:
+        token = mint_token(settings, "payments", admin=True, ttl=60)
+        code, text = call(
+            urllib.request.Request(
+                f"{base}/api/v1/orders/{order_id}", headers={"Authorization": f"Bearer {token}"}
+            )
+        )
+        if code != 200:
+            typer.echo(f"error: reading the order answered {code}: {text}", err=True)
+            raise typer.Exit(1)
+        amount = int(json.loads(text)["paymentAmount"])
+    body = json.dumps(
+        {
+            "eventId": event_id or f"evt_{secrets.token_hex(12)}",
+            "orderId": order_id,
+            "amount": amount,
+            "status": status,
+        }
+    ).encode()
+    signature = sign(settings.payment_webhook_secret.get_secret_value(), body)
+    code, text = call(
+        urllib.request.Request(
+            f"{base}/api/v1/payments/events",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", HEADER: signature},
+        )
+    )
+    typer.echo(f"{code} {text}")
+    if code >= 400:
+        raise typer.Exit(1)
+
+
+@cli.command()
+def expirer() -> None:
+    """Expire unpaid orders past their deadline and put their units back on sale (safe to
+    run several at once; the embedded server runs one inside)."""
+    import uvloop
+
+    from flashorder.entrypoints.workers import expirer_main
+
+    settings = _settings()
+    if settings.expire_every_seconds <= 0:
+        typer.echo("error: FLASHORDER_EXPIRE_EVERY_SECONDS is 0 (expiry off)", err=True)
+        raise typer.Exit(2)
+    _prepare(settings)
+    uvloop.run(expirer_main(settings))
+
+
+@cli.command()
 def openapi() -> None:
     """Print the OpenAPI description that the API serves at /openapi.json with these settings
     (``make openapi`` writes the default one to docs/openapi.json)."""

@@ -1,4 +1,4 @@
-"""The relay and projector processes of the full stack.
+"""The relay, projector and expirer processes of the full stack.
 
 Each builds its clients inside its own loop, runs until SIGTERM or SIGINT, and closes
 everything on the way out (a stop never loses an event: what was not committed comes again).
@@ -23,6 +23,7 @@ from flashorder.adapters.sql import projector_status
 from flashorder.adapters.sql.engine import make_engine
 from flashorder.adapters.sql.outbox import SqlOutboxRelayStore
 from flashorder.adapters.sql.read_model import SqlReadModel
+from flashorder.application.expiry import Expirer
 from flashorder.application.projector import ProjectorStats, register_metrics, run_projector
 from flashorder.application.relay import RelayMetrics, run_relay
 from flashorder.application.tracing import NO_TRACER
@@ -110,3 +111,15 @@ def _serve_metrics(registry: CollectorRegistry, host: str, port: int | None) -> 
         return
     start_http_server(port, addr=host, registry=registry)
     log.info("metrics.serving", extra={"url": f"http://{host}:{port}/metrics"})
+
+
+async def expirer_main(settings: Settings) -> None:
+    """Expire unpaid orders past their deadline until stopped. Several may run at once (on
+    MariaDB they take disjoint batches with ``SKIP LOCKED``)."""
+    from flashorder.bootstrap import build
+
+    stop = _stop_on_signals()
+    async with build(settings, background=False) as service:
+        freeze_startup_heap()
+        expirer = Expirer(service.deps, batch_size=settings.expire_batch_size)
+        await expirer.run(stop, every=settings.expire_every_seconds)

@@ -67,6 +67,9 @@ _PRODUCT_COLUMNS = (
     _p.available,
     _p.max_per_user,
     _p.version,
+    _p.sale_starts_at,
+    _p.sale_ends_at,
+    _p.pay_within_seconds,
 )
 _GET_PRODUCT = select(*_PRODUCT_COLUMNS).where(_p.product_id == bindparam("pid"))
 _GET_PRODUCT_FOR_UPDATE = _GET_PRODUCT.with_for_update()
@@ -97,6 +100,17 @@ _CHANGE_STOCK = (
     )
 )
 
+_CHANGE_SALE = (
+    update(products)
+    .where(_p.product_id == bindparam("pid"))
+    .values(
+        sale_starts_at=bindparam("starts"),
+        sale_ends_at=bindparam("ends"),
+        pay_within_seconds=bindparam("pay_within"),
+        updated_at=bindparam("at"),
+    )
+)
+
 _ALL_PRODUCT_IDS = select(_p.product_id).order_by(_p.product_id)
 # Reconciliation: which reservations the database has already paid for. Read-committed, so an
 # order whose transaction has not committed is not seen (it is still in flight).
@@ -106,7 +120,7 @@ _COMMITTED_AMONG = (
     .join(order_items, order_items.c.order_id == orders.c.order_id)
     .where(
         orders.c.order_id.in_(bindparam("oids", expanding=True)),
-        orders.c.status == OrderStatus.CREATED.value,
+        orders.c.status.in_([s.value for s in OrderStatus if s.holds_stock]),
         order_items.c.product_id == bindparam("pid"),
     )
 )
@@ -121,6 +135,9 @@ def _product(row: Row[Any]) -> Product:
         available=row.available,
         max_per_user=row.max_per_user,
         version=row.version,
+        sale_starts_at=row.sale_starts_at,
+        sale_ends_at=row.sale_ends_at,
+        pay_within_seconds=row.pay_within_seconds,
     )
 
 
@@ -150,6 +167,9 @@ class SqlProducts:
             "version": product.version,
             "created_at": at,
             "updated_at": at,
+            "sale_starts_at": product.sale_starts_at,
+            "sale_ends_at": product.sale_ends_at,
+            "pay_within_seconds": product.pay_within_seconds,
         }
         await self._db.insert_new(_INSERT_PRODUCT, row, f"product {product.product_id!r}")
 
@@ -167,6 +187,16 @@ class SqlProducts:
         # MariaDB has no UPDATE … RETURNING; the row is locked by our update, so this read
         # sees exactly what the update wrote.
         return await self.get(product_id)
+
+    async def change_sale(self, product: Product, at: datetime) -> None:
+        params = {
+            "pid": product.product_id,
+            "starts": product.sale_starts_at,
+            "ends": product.sale_ends_at,
+            "pay_within": product.pay_within_seconds,
+            "at": at,
+        }
+        await self._db.run(_CHANGE_SALE, params)
 
     async def all_ids(self) -> list[ProductId]:
         return [ProductId(pid) for pid in (await self._db.run(_ALL_PRODUCT_IDS)).scalars()]

@@ -29,6 +29,8 @@ from flashorder.application.ports import (
     IdempotencyRecord,
     IdempotencyRecords,
     OrderRepository,
+    PaymentRecord,
+    PaymentRecords,
     ProductRepository,
     PurchaseLimits,
     PurchaseTake,
@@ -58,6 +60,7 @@ class MemoryStore:
     #: (user, key) -> (fingerprint, status code, body as JSON)
     idempotency: dict[tuple[UserId, str], tuple[str, int, bytes]] = field(default_factory=dict)
     discounts: dict[DiscountPolicyId, DiscountPolicy] = field(default_factory=dict)
+    payments: dict[str, PaymentRecord] = field(default_factory=dict)
     #: Every committed event, in the order written.
     outbox: list[Event] = field(default_factory=list)
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -152,6 +155,19 @@ class MemoryProducts:
         self._work.put(products, product_id, changed)
         return changed
 
+    async def change_sale(self, product: Product, at: datetime) -> None:
+        _utc(at)
+        products = self._work.check().products
+        stored = products.get(product.product_id)
+        if stored is not None:
+            changed = replace(
+                stored,
+                sale_starts_at=product.sale_starts_at,
+                sale_ends_at=product.sale_ends_at,
+                pay_within_seconds=product.pay_within_seconds,
+            )
+            self._work.put(products, product.product_id, changed)
+
     async def all_ids(self) -> list[ProductId]:
         return sorted(self._work.check().products)
 
@@ -163,7 +179,7 @@ class MemoryProducts:
             oid
             for oid in order_ids
             if (order := orders.get(oid)) is not None
-            and order.status is OrderStatus.CREATED
+            and order.status.holds_stock
             and any(line.product_id == product_id for line in order.lines)
         }
 
@@ -200,18 +216,37 @@ class MemoryOrders:
     async def save(self, order: Order) -> bool:
         orders = self._work.check().orders
         stored = orders.get(order.order_id)
-        if stored is None or stored.version != order.version - 1:
+        if (
+            stored is None
+            or stored.version != order.version - 1
+            or stored.status is not order.guard_status
+        ):
             return False
         saved = replace(
             stored,
             status=order.status,
             version=order.version,
             updated_at=_utc(order.updated_at),
+            pay_by=order.pay_by,
+            paid_at=order.paid_at,
+            payment_ref=order.payment_ref,
+            deadline_extended=order.deadline_extended,
         )
         self._work.put(orders, order.order_id, saved)
         if not any(seen is order for seen in self.written):
             self.written.append(order)
+        order.loaded_status = None
         return True
+
+    async def due(self, at: datetime, limit: int) -> list[Order]:
+        # One unit of work at a time holds the store: nothing is locked by another to skip.
+        waiting = [
+            o
+            for o in self._work.check().orders.values()
+            if o.status is OrderStatus.CREATED and o.pay_by <= at
+        ]
+        waiting.sort(key=lambda o: o.pay_by)
+        return [replace(o, events=[]) for o in waiting[:limit]]
 
 
 class MemoryPurchaseLimits:
@@ -275,6 +310,20 @@ class MemoryIdempotencyRecords:
         return StoredResponse(fingerprint, status_code, orjson.loads(body))
 
 
+class MemoryPaymentRecords:
+    def __init__(self, work: _Work) -> None:
+        self._work = work
+
+    async def add(self, record: PaymentRecord) -> None:
+        payments = self._work.check().payments
+        if record.payment_ref in payments:
+            raise errors.AlreadyExists(f"payment event {record.payment_ref!r}")
+        self._work.put(payments, record.payment_ref, replace(record, at=_utc(record.at)))
+
+    async def get(self, payment_ref: str) -> PaymentRecord | None:
+        return self._work.check().payments.get(payment_ref)
+
+
 class MemoryDiscountPolicies:
     def __init__(self, work: _Work) -> None:
         self._work = work
@@ -307,6 +356,7 @@ class MemoryUnitOfWork:
         self.purchases: PurchaseLimits = MemoryPurchaseLimits(self._work)
         self.idempotency: IdempotencyRecords = MemoryIdempotencyRecords(self._work)
         self.discounts: DiscountPolicies = MemoryDiscountPolicies(self._work)
+        self.payments: PaymentRecords = MemoryPaymentRecords(self._work)
 
     async def __aenter__(self) -> Self:
         if self._entered:

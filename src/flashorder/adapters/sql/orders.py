@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy import Row, bindparam, case, insert, select, update
 from sqlalchemy.dialects import sqlite
 
 from flashorder.adapters.sql.catalogue import Db
@@ -44,14 +45,40 @@ _GET_ITEMS = (
     .where(_oi.order_id == bindparam("oid"))
     .order_by(_oi.line_no)
 )
+# Every transition is this one guarded write: the row must still hold the status and the
+# version the order was loaded with. Of writers that loaded the same state, one matches.
 _SAVE_ORDER = (
     update(orders)
-    .where(_or.order_id == bindparam("oid"), _or.version == bindparam("prev_version"))
+    .where(
+        _or.order_id == bindparam("oid"),
+        _or.status == bindparam("was"),
+        _or.version == bindparam("prev_version"),
+    )
     .values(
         status=bindparam("new_status"),
         version=bindparam("new_version"),
         updated_at=bindparam("at"),
+        pay_by=bindparam("pay_by"),
+        paid_at=bindparam("paid_at"),
+        payment_ref=bindparam("payment_ref"),
+        deadline_extended=bindparam("extended"),
     )
+)
+# The expirers' claim: due orders, locked, skipping those another transaction holds (a
+# concurrent expirer's batch, or a payment or cancel of that order in flight). SQLite has no
+# row locks and ignores the clause: its writers take turns anyway.
+_DUE = (
+    select(_or.order_id)
+    .where(_or.status == OrderStatus.CREATED.value, _or.pay_by <= bindparam("at"))
+    .order_by(_or.pay_by)
+    .limit(bindparam("n"))
+    .with_for_update(skip_locked=True)
+)
+_GET_ORDERS = select(orders).where(_or.order_id.in_(bindparam("oids", expanding=True)))
+_GET_ITEMS_OF = (
+    select(_oi.order_id, _oi.product_id, _oi.quantity, _oi.unit_price)
+    .where(_oi.order_id.in_(bindparam("oids", expanding=True)))
+    .order_by(_oi.order_id, _oi.line_no)
 )
 
 
@@ -93,37 +120,38 @@ class SqlOrders:
         if row is None:
             return None
         items = await self._db.run(_GET_ITEMS, {"oid": order_id})
-        return Order(
-            order_id=OrderId(row.order_id),
-            user_id=UserId(row.user_id),
-            lines=tuple(
-                OrderLine(ProductId(i.product_id), i.quantity, i.unit_price) for i in items
-            ),
-            discount_policy_id=(
-                None if row.discount_policy_id is None else DiscountPolicyId(row.discount_policy_id)
-            ),
-            discount_amount=row.discount_amount,
-            delivery_fee=row.delivery_fee,
-            payment_amount=row.payment_amount,
-            payment_type=PaymentType(row.payment_type),
-            status=OrderStatus(row.status),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            version=row.version,
-        )
+        return _order(row, tuple(_line(i) for i in items))
+
+    async def due(self, at: datetime, limit: int) -> list[Order]:
+        ids = list((await self._db.run(_DUE, {"at": at, "n": limit})).scalars())
+        if not ids:
+            return []
+        rows = await self._db.run(_GET_ORDERS, {"oids": ids})
+        lines: dict[str, list[OrderLine]] = defaultdict(list)
+        for item in await self._db.run(_GET_ITEMS_OF, {"oids": ids}):
+            lines[item.order_id].append(_line(item))
+        found = [_order(row, tuple(lines[row.order_id])) for row in rows]
+        return sorted(found, key=lambda order: order.pay_by)
 
     async def save(self, order: Order) -> bool:
         params = {
             "oid": order.order_id,
+            "was": order.guard_status.value,
             "prev_version": order.version - 1,
             "new_status": order.status.value,
             "new_version": order.version,
             "at": order.updated_at,
+            "pay_by": order.pay_by,
+            "paid_at": order.paid_at,
+            "payment_ref": order.payment_ref,
+            "extended": order.deadline_extended,
         }
         if (await self._db.run(_SAVE_ORDER, params)).rowcount != 1:
             return False
         if not any(seen is order for seen in self.written):
             self.written.append(order)
+        # Saved: the next transition of this object is guarded by the state just written.
+        order.loaded_status = None
         return True
 
 
@@ -140,7 +168,38 @@ def _order_row(order: Order) -> dict[str, object]:
         "version": order.version,
         "created_at": order.created_at,
         "updated_at": order.updated_at,
+        "pay_by": order.pay_by,
+        "paid_at": order.paid_at,
+        "payment_ref": order.payment_ref,
+        "deadline_extended": order.deadline_extended,
     }
+
+
+def _line(item: Row[Any]) -> OrderLine:
+    return OrderLine(ProductId(item.product_id), item.quantity, item.unit_price)
+
+
+def _order(row: Row[Any], lines: tuple[OrderLine, ...]) -> Order:
+    return Order(
+        order_id=OrderId(row.order_id),
+        user_id=UserId(row.user_id),
+        lines=lines,
+        discount_policy_id=(
+            None if row.discount_policy_id is None else DiscountPolicyId(row.discount_policy_id)
+        ),
+        discount_amount=row.discount_amount,
+        delivery_fee=row.delivery_fee,
+        payment_amount=row.payment_amount,
+        payment_type=PaymentType(row.payment_type),
+        status=OrderStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        pay_by=row.pay_by,
+        version=row.version,
+        paid_at=row.paid_at,
+        payment_ref=row.payment_ref,
+        deadline_extended=bool(row.deadline_extended),
+    )
 
 
 # --- per-user purchase counts -------------------------------------------------------------------

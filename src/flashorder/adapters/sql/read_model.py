@@ -6,8 +6,10 @@ Invariants, whatever the order, repetition or concurrency of ``apply`` calls:
 - An event is applied at most once: its id goes into ``processed_events`` in the same
   transaction as its effects, and an id already there means the event is skipped.
 - A view holds the newest version seen: an older snapshot never overwrites a newer one.
-- ``product_sales`` counts each created order once and takes each cancelled one back once,
-  so it converges to the write side's sales whatever order the two events arrive in.
+- ``product_sales`` counts each created order once and takes each cancelled or expired one
+  back once (``sold``: units of live orders, paid or held), and counts each paid order's
+  units once in ``paid`` (taken back when a paid order is cancelled), so both converge to
+  the write side's figures whatever order the events arrive in.
 
 Deadlock avoidance (MariaDB, several projectors): one batch locks its rows in a fixed order
 (processed events by id, then views by order id, then sales by product id), so two batches
@@ -35,7 +37,14 @@ from flashorder.adapters.sql.tables import order_views, processed_events, produc
 from flashorder.adapters.sql.upsert import mariadb_upsert
 from flashorder.application.ports import JsonObject
 from flashorder.domain import errors
-from flashorder.domain.events import ORDER_CANCELLED, ORDER_CREATED, Event
+from flashorder.domain.events import (
+    ORDER_CANCELLED,
+    ORDER_CREATED,
+    ORDER_DEADLINE_EXTENDED,
+    ORDER_EXPIRED,
+    ORDER_PAID,
+    Event,
+)
 from flashorder.domain.model import OrderId, ProductId, UserId
 
 _v = order_views.c
@@ -81,7 +90,7 @@ _UPSERT_VIEW_MARIADB = mariadb_upsert(
     ),
 )
 
-_SALES_PARAMS = {"product_id": "pid", "sold": "sold", "orders": "n"}
+_SALES_PARAMS = {"product_id": "pid", "sold": "sold", "orders": "n", "paid": "paid"}
 _SALES_VALUES: dict[str, Any] = {
     column: bindparam(param) for column, param in _SALES_PARAMS.items()
 }
@@ -91,12 +100,13 @@ _ADD_SALES_SQLITE = _sales_sqlite.on_conflict_do_update(
     set_={
         "sold": _s.sold + _sales_sqlite.excluded.sold,
         "orders": _s.orders + _sales_sqlite.excluded.orders,
+        "paid": _s.paid + _sales_sqlite.excluded.paid,
     },
 )
 _ADD_SALES_MARIADB = mariadb_upsert(
     product_sales,
     _SALES_PARAMS,
-    "sold = sold + VALUES(sold), orders = orders + VALUES(orders)",
+    "sold = sold + VALUES(sold), orders = orders + VALUES(orders), paid = paid + VALUES(paid)",
 )
 
 _GET_VIEW = select(_v.body).where(_v.order_id == bindparam("oid"))
@@ -107,9 +117,17 @@ _FIRST_PAGE = (
     .limit(bindparam("n"))
 )
 _NEXT_PAGE = _FIRST_PAGE.where(_v.order_id < bindparam("after"))
-_GET_SALES = select(_s.sold, _s.orders).where(_s.product_id == bindparam("pid"))
+_GET_SALES = select(_s.sold, _s.orders, _s.paid).where(_s.product_id == bindparam("pid"))
 
-_SIGN = {ORDER_CREATED: 1, ORDER_CANCELLED: -1}
+#: What each order event does to its products' live sales (units and orders); every one of
+#: them carries the order's new snapshot for its view.
+_SIGN = {
+    ORDER_CREATED: 1,
+    ORDER_CANCELLED: -1,
+    ORDER_EXPIRED: -1,
+    ORDER_PAID: 0,
+    ORDER_DEADLINE_EXTENDED: 0,
+}
 
 
 class SqlReadModel:
@@ -135,7 +153,7 @@ class SqlReadModel:
         unique = {str(e.event_id): e for e in reversed(events)}
         new = [unique[event_id] for event_id in await self._first_times(conn, sorted(unique), now)]
         views: dict[str, dict[str, Any]] = {}
-        sales: dict[str, list[int]] = {}
+        sales: dict[str, list[int]] = {}  # product -> [sold, orders, paid]
         changed = 0
         for event in new:
             view = _order_view(event)
@@ -146,17 +164,21 @@ class SqlReadModel:
             if held is None or held["version"] < view["version"]:
                 views[view["oid"]] = view
             sign = _SIGN[event.type]
+            paid = _paid_sign(event)
             for product_id, quantity in _items(event.payload):
-                totals = sales.setdefault(product_id, [0, 0])
+                totals = sales.setdefault(product_id, [0, 0, 0])
                 totals[0] += sign * quantity
                 totals[1] += sign
+                totals[2] += paid * quantity
         if views:
             # One statement for the batch; rows in order-id order, as the locks go.
             rows = [views[order_id] for order_id in sorted(views)]
             await conn.execute(self._upsert_view, rows if len(rows) > 1 else rows[0])
         for product_id in sorted(sales):
-            sold, orders = sales[product_id]
-            await conn.execute(self._add_sales, {"pid": product_id, "sold": sold, "n": orders})
+            sold, orders, paid = sales[product_id]
+            await conn.execute(
+                self._add_sales, {"pid": product_id, "sold": sold, "n": orders, "paid": paid}
+            )
         return changed
 
     async def _first_times(
@@ -214,7 +236,9 @@ class SqlReadModel:
         with unavailable_on_failure():
             async with self._reader.connect() as conn:
                 row = (await conn.execute(_GET_SALES, {"pid": product_id})).first()
-        return None if row is None else {"sold": row.sold, "orders": row.orders}
+        if row is None:
+            return None
+        return {"sold": row.sold, "orders": row.orders, "paid": row.paid}
 
 
 def _order_view(event: Event) -> dict[str, Any] | None:
@@ -238,6 +262,16 @@ def _order_view(event: Event) -> dict[str, Any] | None:
         "created": _time(p.get("createdAt"), event.occurred_at),
         "updated": event.occurred_at,
     }
+
+
+def _paid_sign(event: Event) -> int:
+    """+1 when the event makes its order's units paid, -1 when it takes paid units back (a
+    paid order cancelled: its snapshot still carries ``paidAt``), 0 otherwise."""
+    if event.type == ORDER_PAID:
+        return 1
+    if event.type == ORDER_CANCELLED and event.payload.get("paidAt") is not None:
+        return -1
+    return 0
 
 
 def _items(payload: Mapping[str, Any]) -> list[tuple[str, int]]:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     CHAR,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -110,6 +111,10 @@ products = Table(
     Column("max_per_user", Integer, nullable=True),
     Column("version", Integer, nullable=False),
     *_times(),
+    # The sale window (None: open on that side) and the product's own payment deadline.
+    Column("sale_starts_at", UtcDateTime(), nullable=True),
+    Column("sale_ends_at", UtcDateTime(), nullable=True),
+    Column("pay_within_seconds", Integer, nullable=True),
     # The no-oversell promise, enforced by the database itself as the last line of defence.
     CheckConstraint("available >= 0 AND available <= stock", name="available_within_stock"),
     **MARIADB_TABLE_OPTIONS,
@@ -141,7 +146,13 @@ orders = Table(
     Column("payment_type", String(32), nullable=False),
     Column("version", Integer, nullable=False),
     *_times(),
+    Column("pay_by", UtcDateTime(), nullable=False),
+    Column("paid_at", UtcDateTime(), nullable=True),
+    Column("payment_ref", String(128), nullable=True),
+    Column("deadline_extended", Boolean, nullable=False, server_default="0"),
     Index(None, "user_id", "order_id"),
+    # The expirers' scan: ``status = 'CREATED' AND pay_by <= now ORDER BY pay_by``.
+    Index(None, "status", "pay_by"),
     **MARIADB_TABLE_OPTIONS,
 )
 
@@ -185,6 +196,22 @@ idempotency_records = Table(
     **MARIADB_TABLE_OPTIONS,
 )
 
+# The payment provider's events that were processed: the primary key is what makes a
+# redelivered event count once (inserted in the transaction that applies it).
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("payment_ref", String(128), primary_key=True),
+    Column("order_id", CHAR(UUID_TEXT), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("order_status", String(16), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Index(None, "order_id"),
+    **MARIADB_TABLE_OPTIONS,
+)
+
 outbox = Table(
     "outbox",
     metadata,
@@ -225,8 +252,10 @@ product_sales = Table(
     "product_sales",
     metadata,
     Column("product_id", String(ID), primary_key=True),
+    # Units of live orders (paid and unpaid holds), and of paid ones alone.
     Column("sold", BigInteger, nullable=False),
     Column("orders", BigInteger, nullable=False),
+    Column("paid", BigInteger, nullable=False, server_default="0"),
     **MARIADB_TABLE_OPTIONS,
 )
 

@@ -26,10 +26,12 @@ from flashorder.adapters.sql.engine import is_sqlite, wait_turn, writer_queue
 from flashorder.adapters.sql.errors import SerializationFailure, release, unavailable_on_failure
 from flashorder.adapters.sql.orders import SqlIdempotencyRecords, SqlOrders, SqlPurchaseLimits
 from flashorder.adapters.sql.outbox import INSERT_EVENTS, event_rows
+from flashorder.adapters.sql.payments import SqlPaymentRecords
 from flashorder.application.ports import (
     DiscountPolicies,
     IdempotencyRecords,
     OrderRepository,
+    PaymentRecords,
     ProductRepository,
     PurchaseLimits,
 )
@@ -59,6 +61,7 @@ class SqlUnitOfWork:
         self.purchases: PurchaseLimits = SqlPurchaseLimits(self._db)
         self.idempotency: IdempotencyRecords = SqlIdempotencyRecords(self._db)
         self.discounts: DiscountPolicies = SqlDiscountPolicies(self._db)
+        self.payments: PaymentRecords = SqlPaymentRecords(self._db)
 
     async def __aenter__(self) -> Self:
         if self._entered:

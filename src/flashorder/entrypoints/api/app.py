@@ -18,7 +18,7 @@ from flashorder.adapters import tracing
 from flashorder.application.sale_watch import SaleWatch
 from flashorder.application.tracing import NO_TRACER
 from flashorder.bootstrap import Service, build
-from flashorder.config import Settings
+from flashorder.config import DEV_PAYMENT_WEBHOOK_SECRET, Settings
 from flashorder.entrypoints import logs
 from flashorder.entrypoints.api import (
     bench_routes,
@@ -27,6 +27,7 @@ from flashorder.entrypoints.api import (
     openapi,
     ops,
     orders,
+    payments,
     problems,
     sales,
 )
@@ -57,6 +58,19 @@ class State(TypedDict):
     probes: Probes
     sessions: Sessions
     sale_watch: SaleWatch
+
+
+def _webhook_secret_warning(settings: Settings) -> str | None:
+    if (
+        settings.database_url is not None
+        and settings.payment_webhook_secret.get_secret_value() == DEV_PAYMENT_WEBHOOK_SECRET
+    ):
+        return (
+            "FLASHORDER_PAYMENT_WEBHOOK_SECRET is the documented development secret while "
+            "FLASHORDER_DATABASE_URL is set: ANYONE CAN MARK ORDERS PAID. Set the secret "
+            "your payment provider signs its webhook with."
+        )
+    return None
 
 
 def serving_app() -> FastAPI:
@@ -90,6 +104,8 @@ def create_app(
             raise RuntimeError(problem)
         if warning := secret_warning(settings):
             log.warning("auth.development_secret", extra={"warning": warning})
+        if warning := _webhook_secret_warning(settings):
+            log.warning("payments.development_secret", extra={"warning": warning})
         authenticator = Authenticator(settings)
         async with AsyncExitStack() as stack:
             if tracer is not None:
@@ -131,6 +147,7 @@ def create_app(
     )
     app.include_router(orders.router, responses=problems.common_responses())
     app.include_router(catalogue.router, responses=problems.common_responses())
+    app.include_router(payments.router, responses=problems.common_responses())
     app.include_router(ops.router)
     app.include_router(sales.router)
     if settings.bench_endpoints:

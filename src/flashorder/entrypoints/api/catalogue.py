@@ -3,6 +3,8 @@ reads any valid token."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from fastapi import APIRouter, Response
 
 from flashorder.application import handlers
@@ -16,6 +18,7 @@ from flashorder.entrypoints.api.schemas import (
     DiscountPolicyIn,
     DiscountPolicyOut,
     Ident,
+    ProductChangeIn,
     ProductIn,
     ProductOut,
     StockChangeIn,
@@ -24,7 +27,7 @@ from flashorder.entrypoints.api.schemas import (
 router = APIRouter(prefix="/api/v1", tags=["catalogue"], responses=AUTH_RESPONSES)
 
 
-def _product_out(product: Product) -> ProductOut:
+def _product_out(product: Product, default_pay_within: timedelta) -> ProductOut:
     return ProductOut(
         product_id=product.product_id,
         name=product.name,
@@ -33,6 +36,10 @@ def _product_out(product: Product) -> ProductOut:
         available=product.available,
         sold=product.sold,
         max_per_user=product.max_per_user,
+        sale_starts_at=product.sale_starts_at,
+        sale_ends_at=product.sale_ends_at,
+        pay_within_seconds=int(product.pay_within(default_pay_within).total_seconds()),
+        server_time=datetime.now(UTC),
     )
 
 
@@ -65,10 +72,39 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
             price=body.price,
             stock=body.stock,
             max_per_user=body.max_per_user,
+            sale_starts_at=body.sale_starts_at,
+            sale_ends_at=body.sale_ends_at,
+            pay_within_seconds=body.pay_within_seconds,
         ),
         deps=service.deps,
     )
-    return _product_out(product)
+    return _product_out(product, service.deps.pay_within)
+
+
+@router.patch(
+    "/products/{product_id}",
+    summary="Change a product's sale window or payment deadline (admin)",
+    description="Only the fields sent change; `null` clears a bound of the window. Every API "
+    "process applies the change within its catalogue cache's time-to-live (5 s).",
+    responses={
+        404: documented("No such product", ProblemType.NOT_FOUND),
+        422: documented("A window that ends before it starts", ProblemType.INVALID_REQUEST),
+    },
+)
+async def change_product(
+    product_id: Ident, body: ProductChangeIn, service: ServiceDep, _: AdminDep
+) -> ProductOut:
+    product = await handlers.change_product(
+        commands.ChangeProduct(
+            product_id=ProductId(product_id),
+            changes=frozenset(body.model_fields_set),
+            sale_starts_at=body.sale_starts_at,
+            sale_ends_at=body.sale_ends_at,
+            pay_within_seconds=body.pay_within_seconds,
+        ),
+        deps=service.deps,
+    )
+    return _product_out(product, service.deps.pay_within)
 
 
 # The page every buyer reloads while a sale is on: a direct route (see ``direct``).
@@ -85,7 +121,8 @@ async def get_product(product_id: Ident, service: ServiceDep, _: UserDep) -> Res
     # Written out as FastAPI writes the response model (by alias, compact JSON), in one step
     # rather than FastAPI's validate, encode and dump of the returned model.
     return Response(
-        _product_out(product).model_dump_json(by_alias=True), media_type="application/json"
+        _product_out(product, service.deps.pay_within).model_dump_json(by_alias=True),
+        media_type="application/json",
     )
 
 
@@ -110,7 +147,7 @@ async def change_stock(
         commands.ChangeStock(ProductId(product_id), add=body.add, set_to=body.set),
         deps=service.deps,
     )
-    return _product_out(product)
+    return _product_out(product, service.deps.pay_within)
 
 
 @router.post(

@@ -138,12 +138,19 @@ def problem_schemas() -> dict[str, Any]:
                 "detail": {"description": "This occurrence, for people", "type": "string"},
                 "instance": {"description": "The path of the request", "type": "string"},
                 "productId": {
-                    "description": "`sold-out`, `limit-reached`: the product concerned",
+                    "description": "`sold-out`, `limit-reached`, `sale-not-started`, "
+                    "`sale-ended`: the product concerned",
                     "type": "string",
                 },
                 "limit": {
                     "description": "`limit-reached`: the units of the product one buyer may hold",
                     "type": "integer",
+                },
+                "saleStartsAt": {
+                    "description": "`sale-not-started`: when the sale starts (also in "
+                    "`Retry-After`, as seconds from now)",
+                    "type": "string",
+                    "format": "date-time",
                 },
                 "field": {
                     "description": "`price-mismatch`: the request member whose figure the "
@@ -152,11 +159,13 @@ def problem_schemas() -> dict[str, Any]:
                     "type": "string",
                 },
                 "expected": {
-                    "description": "`price-mismatch`: the server's figure",
+                    "description": "`price-mismatch`: the server's figure; "
+                    "`payment-amount-mismatch`: what the order costs",
                     "type": "integer",
                 },
                 "given": {
-                    "description": "`price-mismatch`: the request's figure",
+                    "description": "`price-mismatch`: the request's figure; "
+                    "`payment-amount-mismatch`: the payment's amount",
                     "type": "integer",
                 },
                 "errors": {

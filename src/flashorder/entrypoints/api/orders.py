@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
 from flashorder.application import handlers
+from flashorder.application.queries import order_view
 from flashorder.domain import commands, errors
 from flashorder.domain.model import DiscountPolicyId, OrderId, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
@@ -83,10 +84,13 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
             },
         },
         409: documented(
-            "Sold out, limit reached, or the same key's request still in flight",
+            "Sold out, limit reached, the same key's request still in flight, or outside "
+            "the sale window (`sale-not-started` with `Retry-After`: seconds to the start)",
             ProblemType.SOLD_OUT,
             ProblemType.LIMIT_REACHED,
             ProblemType.DUPLICATE_IN_FLIGHT,
+            ProblemType.SALE_NOT_STARTED,
+            ProblemType.SALE_ENDED,
         ),
         422: documented(
             "Invalid, tampered or inconsistent; nothing was written",
@@ -120,8 +124,16 @@ async def place_order(
             f"quantity is at most {service.settings.max_quantity_per_item} per item"
         )
     # Admitted first: whatever an order names costs its caller a token before it costs the
-    # service a read or a cache entry.
+    # service a read or a cache entry (a made-up product id would otherwise be a free
+    # database reading).
     await admit(request, principal, service)
+    # The crowd before a sale's start is refused here, from the process's catalogue cache:
+    # no idempotency claim, no reservation, no write.
+    await handlers.refuse_off_sale(
+        [ProductId(item.product_id) for item in body.items],
+        deps=service.deps,
+        keyed=idempotency_key is not None,
+    )
     if idempotency_key is None:
         # An unkeyed order of a product this process knows to be sold out costs no further
         # round trip and changes nothing. (A keyed one may be the retry of an order that was
@@ -157,14 +169,19 @@ async def place_order(
     "GET",
     "/{order_id}",
     response_model=OrderOut,
-    responses={404: documented("No such order (yet), or not yours", ProblemType.NOT_FOUND)},
-    summary="Read an order (query side)",
+    responses={404: documented("No such order, or not yours", ProblemType.NOT_FOUND)},
+    summary="Read an order (query side; your own writes at once)",
+    description="From the read model, checked against the write side's version: right "
+    "after you place, pay or cancel an order, this shows its new state.",
 )
 async def get_order(order_id: Ident, service: ServiceDep, principal: UserDep) -> Response:
-    view = await service.read_model.order(OrderId(order_id))
     # Someone else's order looks absent: a 403 would confirm that the id exists.
-    if view is None or not (principal.admin or view.get("userId") == principal.user_id):
-        raise errors.OrderNotFound(order_id)
+    view = await order_view(
+        OrderId(order_id),
+        viewer=None if principal.admin else principal.user_id,
+        read_model=service.read_model,
+        lookup=service.orders,
+    )
     return _json(view)
 
 
@@ -195,11 +212,16 @@ async def list_orders(
     response_model=OrderOut,
     responses={
         404: documented("No such order, or not yours", ProblemType.NOT_FOUND),
-        409: documented("A cancel of this order is in flight", ProblemType.DUPLICATE_IN_FLIGHT),
+        409: documented(
+            "A cancel of this order is in flight, or the order has expired",
+            ProblemType.DUPLICATE_IN_FLIGHT,
+            ProblemType.ORDER_STATE_CONFLICT,
+        ),
         **RATE_LIMITED,
     },
     summary="Cancel an order (idempotent: the stock comes back once)",
-    description="The buyer cancels their own order; an admin any order.",
+    description="The buyer cancels their own order; an admin any order. A paid order "
+    "can be cancelled too: its payment is announced for a refund (`payment.refund_due`).",
 )
 async def cancel_order(order_id: Ident, service: ServiceDep, principal: AdmittedDep) -> Response:
     # The handler makes others' orders look absent, as reading them does.

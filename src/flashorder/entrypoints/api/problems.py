@@ -13,6 +13,7 @@ runs::
     Refused
      ├── Unauthorized        401: no token, or a bad, expired or foreign one
      ├── Forbidden           403: a valid token that may not do this
+     ├── BadSignature        401: a webhook whose signature or timestamp does not hold
      └── TooManyRequests     429: a rate limit; ``Retry-After`` says when to come back
 """
 
@@ -60,6 +61,12 @@ class ProblemType(StrEnum):
     LIMIT_REACHED = PROBLEM_BASE + "limit-reached"
     DUPLICATE_IN_FLIGHT = PROBLEM_BASE + "duplicate-in-flight"
     STOCK_BELOW_COMMITTED = PROBLEM_BASE + "stock-below-committed"
+    SALE_NOT_STARTED = PROBLEM_BASE + "sale-not-started"
+    SALE_ENDED = PROBLEM_BASE + "sale-ended"
+    ORDER_STATE_CONFLICT = PROBLEM_BASE + "order-state-conflict"
+    BAD_SIGNATURE = PROBLEM_BASE + "bad-signature"
+    PAYMENT_AMOUNT_MISMATCH = PROBLEM_BASE + "payment-amount-mismatch"
+    PAYMENT_EVENT_REUSED = PROBLEM_BASE + "payment-event-reused"
     LENGTH_REQUIRED = PROBLEM_BASE + "length-required"
     PAYLOAD_TOO_LARGE = PROBLEM_BASE + "payload-too-large"
     UNSUPPORTED_MEDIA_TYPE = PROBLEM_BASE + "unsupported-media-type"
@@ -94,6 +101,12 @@ CASES: dict[ProblemType, tuple[int, str]] = {
     ProblemType.LIMIT_REACHED: (409, "Per-user limit reached"),
     ProblemType.DUPLICATE_IN_FLIGHT: (409, "Duplicate request in flight"),
     ProblemType.STOCK_BELOW_COMMITTED: (409, "Stock below what is sold"),
+    ProblemType.SALE_NOT_STARTED: (409, "The sale has not started"),
+    ProblemType.SALE_ENDED: (409, "The sale has ended"),
+    ProblemType.ORDER_STATE_CONFLICT: (409, "Not possible in the order's state"),
+    ProblemType.BAD_SIGNATURE: (401, "Bad signature"),
+    ProblemType.PAYMENT_AMOUNT_MISMATCH: (422, "Payment amount mismatch"),
+    ProblemType.PAYMENT_EVENT_REUSED: (422, "Payment event id reused"),
     ProblemType.LENGTH_REQUIRED: (411, "Length required"),
     ProblemType.PAYLOAD_TOO_LARGE: (413, "Payload too large"),
     ProblemType.UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported media type"),
@@ -117,8 +130,13 @@ _DOMAIN: list[tuple[type[errors.FlashOrderError], ProblemType]] = [
     (errors.DuplicateInFlight, ProblemType.DUPLICATE_IN_FLIGHT),
     (errors.AlreadyExists, ProblemType.ALREADY_EXISTS),
     (errors.StockBelowCommitted, ProblemType.STOCK_BELOW_COMMITTED),
+    (errors.SaleNotStarted, ProblemType.SALE_NOT_STARTED),
+    (errors.SaleEnded, ProblemType.SALE_ENDED),
+    (errors.OrderStateConflict, ProblemType.ORDER_STATE_CONFLICT),
     (errors.NotFound, ProblemType.NOT_FOUND),
     (errors.PriceMismatch, ProblemType.PRICE_MISMATCH),
+    (errors.PaymentAmountMismatch, ProblemType.PAYMENT_AMOUNT_MISMATCH),
+    (errors.PaymentEventReused, ProblemType.PAYMENT_EVENT_REUSED),
     (errors.DiscountNotApplicable, ProblemType.DISCOUNT_NOT_APPLICABLE),
     (errors.IdempotencyKeyReused, ProblemType.IDEMPOTENCY_KEY_REUSED),
     (errors.UnknownReference, ProblemType.UNKNOWN_REFERENCE),
@@ -199,6 +217,10 @@ class Forbidden(Refused):
     type_ = ProblemType.FORBIDDEN
 
 
+class BadSignature(Refused):
+    type_ = ProblemType.BAD_SIGNATURE
+
+
 class TooManyRequests(Refused):
     type_ = ProblemType.TOO_MANY_REQUESTS
 
@@ -258,9 +280,21 @@ def _extra(exc: errors.FlashOrderError) -> dict[str, Any]:
         return {"field": exc.field, "expected": exc.expected, "given": exc.given}
     if isinstance(exc, errors.LimitReached):
         return {"productId": exc.product_id, "limit": exc.limit}
-    if isinstance(exc, errors.SoldOut):
+    if isinstance(exc, errors.SoldOut | errors.SaleEnded):
         return {"productId": exc.product_id}
+    if isinstance(exc, errors.SaleNotStarted):
+        return {"productId": exc.product_id, "saleStartsAt": exc.starts_at.isoformat()}
+    if isinstance(exc, errors.PaymentAmountMismatch):
+        return {"expected": exc.expected, "given": exc.given}
     return {}
+
+
+def _headers(exc: errors.FlashOrderError, type_: ProblemType) -> dict[str, str] | None:
+    if isinstance(exc, errors.SaleNotStarted):
+        # Whole seconds until the start, rounded up: a client that waits this long and
+        # comes back finds the sale open (RFC 9110 §10.2.3).
+        return {"Retry-After": str(max(1, math.ceil(exc.seconds_left)))}
+    return None
 
 
 def common_responses() -> dict[int | str, dict[str, Any]]:
@@ -304,8 +338,14 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.FlashOrderError)
     if isinstance(exc, errors.Unavailable):
         return _unavailable(request, exc)
+    type_ = classify(exc)
     return problem(
-        classify(exc), exc.detail, instance=request.url.path, request=request, **_extra(exc)
+        type_,
+        exc.detail,
+        instance=request.url.path,
+        headers=_headers(exc, type_),
+        request=request,
+        **_extra(exc),
     )
 
 

@@ -8,13 +8,19 @@ description must be able to read.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from flashorder.domain.model import DiscountKind, OrderStatus, PaymentType
+from flashorder.domain.model import (
+    DiscountKind,
+    OrderStatus,
+    PaymentOutcome,
+    PaymentStatus,
+    PaymentType,
+)
 
 #: Identifiers as the original uses them (``PRD_240701120000001_0001_101``, ``test1234``).
 Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
@@ -25,7 +31,22 @@ Count = Annotated[int, Field(ge=0, le=10**9)]
 # can only arrive as strings: those fields take their string form.
 Payment = Annotated[PaymentType, Field(strict=False)]
 Kind = Annotated[DiscountKind, Field(strict=False)]
-Instant = Annotated[AwareDatetime, Field(strict=False)]
+
+
+def _storable(value: datetime) -> datetime:
+    # The database keeps UTC: an instant that has none (year 9999 at UTC-14:00) is refused
+    # here, with a 422, rather than overflowing where it is stored.
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+    return value
+
+
+Instant = Annotated[AwareDatetime, Field(strict=False), AfterValidator(_storable)]
+PayStatus = Annotated[PaymentStatus, Field(strict=False)]
+#: Seconds a buyer has to pay (a week at most).
+PayWithin = Annotated[int, Field(ge=1, le=7 * 86_400)]
 
 
 class Wire(BaseModel):
@@ -107,6 +128,9 @@ class OrderOut(WireOut):
     payment_amount: int
     payment_type: PaymentType
     version: int
+    #: Unpaid by then, the order expires and its units go back on sale.
+    pay_by: datetime
+    paid_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
@@ -122,6 +146,19 @@ class ProductIn(Wire):
     price: Amount
     stock: Count
     max_per_user: Annotated[int, Field(ge=1, le=10**6)] | None = None
+    #: The sale window, with a time zone; orders outside it are refused (409).
+    sale_starts_at: Instant | None = None
+    sale_ends_at: Instant | None = None
+    #: Seconds a buyer has to pay; unset: the service's default.
+    pay_within_seconds: PayWithin | None = None
+
+
+class ProductChangeIn(Wire):
+    """Only the fields sent change; ``null`` clears a bound of the window."""
+
+    sale_starts_at: Instant | None = None
+    sale_ends_at: Instant | None = None
+    pay_within_seconds: PayWithin | None = None
 
 
 class ProductOut(WireOut):
@@ -129,9 +166,16 @@ class ProductOut(WireOut):
     name: str
     price: int
     stock: int
+    #: Units on the shelf: what can still be ordered.
     available: int
+    #: Units of live orders, paid or held unpaid until their deadline: ``stock - available``.
     sold: int
     max_per_user: int | None
+    sale_starts_at: datetime | None
+    sale_ends_at: datetime | None
+    pay_within_seconds: int
+    #: The server's clock when it answered, so that a client can count down to the start.
+    server_time: datetime
 
 
 class StockChangeIn(Wire):
@@ -163,6 +207,29 @@ class DiscountPolicyOut(WireOut):
     max_discount: int | None
     valid_from: datetime | None
     valid_until: datetime | None
+
+
+class PaymentEventIn(Wire):
+    """The payment provider's event, as its signed webhook carries it."""
+
+    #: The provider's id of this event: a delivery of the same id counts once.
+    event_id: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+    order_id: Ident
+    amount: Amount
+    status: PayStatus
+
+
+class PaymentEventOut(WireOut):
+    payment_ref: str
+    order_id: str
+    status: PaymentStatus
+    amount: int
+    #: ``paid``, ``extended`` (the deadline moved, once), ``unchanged``, or ``refund-due``
+    #: (money for an order that no longer waits for it: it is announced for a refund).
+    outcome: PaymentOutcome
+    order_status: OrderStatus
+    #: True when this event had been processed before: this delivery changed nothing.
+    replayed: bool
 
 
 class Health(WireOut):
