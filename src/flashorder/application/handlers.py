@@ -45,6 +45,7 @@ from flashorder.domain.model import (
     ProductId,
     stock_changed,
 )
+from flashorder.domain.pricing import DeliveryRule
 
 Clock = Callable[[], datetime]
 
@@ -87,6 +88,8 @@ class Deps:
     #: Spans around the steps of an order (``NO_TRACER``: none, at no cost); the placement
     #: holds the same tracer.
     tracer: Tracer = NO_TRACER
+    #: What delivery costs (the shop's rule; the buyer's figure is checked against it).
+    delivery: DeliveryRule = field(default_factory=DeliveryRule)
 
 
 async def sold_out_among(product_ids: Sequence[ProductId], *, deps: Deps) -> ProductId | None:
@@ -145,7 +148,12 @@ async def _place(cmd: commands.PlaceOrder, fp: str, *, deps: Deps) -> PlacedOrde
     if gone is not None:
         raise errors.SoldOut(gone)
     order, lines = await priced_order(
-        cmd, uow=deps.uow, catalogue=deps.catalogue, now=deps.clock(), pay_within=deps.pay_within
+        cmd,
+        uow=deps.uow,
+        catalogue=deps.catalogue,
+        now=deps.clock(),
+        pay_within=deps.pay_within,
+        delivery=deps.delivery,
     )
     # Pricing before the lock: the buyer's lock is held only for the stock and the write.
     async with deps.locks.hold(f"user:{cmd.user_id}"):
