@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flashorder.application.placement import ReservePlacement
 from tests.support.api import Api, embedded
-from tests.support.calls import new_product, order_body, place, post_order, product, rid
+from tests.support.calls import admin, new_product, order_body, place, post_order, product, rid
 
 PROBLEM = "urn:flashorder:problem:"
 
@@ -152,3 +153,33 @@ async def test_a_streamed_body_without_a_length_is_cut_off_at_the_limit(tmp_path
         assert response.status_code == 413
         assert response.json()["type"] == PROBLEM + "payload-too-large"
         assert (await product(api, pid))["available"] == 5
+
+
+async def test_the_crowd_before_a_known_products_start_spends_no_rate_limit_token(
+    tmp_path: Path,
+) -> None:
+    async with embedded(tmp_path, rate_user_per_second=0.1, rate_user_burst=2) as api:
+        starts = datetime.now(UTC) + timedelta(minutes=5)
+        pid = rid("PRD")
+        body = {
+            "productId": pid,
+            "name": "drop",
+            "price": 10050,
+            "stock": 5,
+            "saleStartsAt": starts.isoformat(),
+        }
+        assert (await api.call("POST", "/api/v1/products", body, token=admin(api))).status == 201
+        user = rid("u")
+        # The first order loads the product (admitted: it takes one token); every later one
+        # is refused from the process's catalogue cache before admission.
+        refusals = Counter([(await place(api, user, (pid, 1, 10050))).status for _ in range(10)])
+        assert refusals == Counter({409: 10})
+
+        # The buyer's bucket is untouched by them: two tokens of burst, one spent, one left.
+        other = await new_product(api, stock=5)
+        assert (await place(api, user, (other, 1, 10050))).status == 201
+        assert (await place(api, user, (other, 1, 10050))).status == 429
+
+        # A product id never seen still pays admission before it costs a read.
+        unknown = [(await place(api, user, (rid("PRD"), 1, 10050))).status for _ in range(2)]
+        assert unknown == [429, 429]

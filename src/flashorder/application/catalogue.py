@@ -63,6 +63,11 @@ class CatalogueCache:
             found.update(loaded)
         return found
 
+    def cached_products(self, ids: Sequence[ProductId]) -> list[Product]:
+        """The products among ``ids`` that this process holds now; never a read."""
+        now = self._clock()
+        return [p for pid in ids if (p := self._products.get(pid, now)) is not None]
+
     def forget(self, ids: Sequence[ProductId]) -> None:
         """Drop these products: they changed, here."""
         for pid in ids:

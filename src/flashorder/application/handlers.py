@@ -19,7 +19,7 @@ The database stays the source of truth; the stock gate only keeps doomed request
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -111,8 +111,20 @@ async def refuse_off_sale(product_ids: Sequence[ProductId], *, deps: Deps, keyed
         async with deps.uow() as uow:
             return await uow.products.get_many(ids)
 
+    _check_windows((await deps.catalogue.products(product_ids, load)).values(), deps, keyed)
+
+
+def refuse_known_off_sale(product_ids: Sequence[ProductId], *, deps: Deps, keyed: bool) -> None:
+    """``refuse_off_sale`` for the products this process already holds, with no I/O at all:
+    it runs before admission, so that the crowd waiting for a known product's start costs no
+    rate-limit round trip either, while a product id never seen still pays admission before
+    it costs a database read."""
+    _check_windows(deps.catalogue.cached_products(product_ids), deps, keyed)
+
+
+def _check_windows(products: Iterable[Product], deps: Deps, keyed: bool) -> None:
     now = deps.clock()
-    for product in (await deps.catalogue.products(product_ids, load)).values():
+    for product in products:
         try:
             product.check_on_sale(now)
         except errors.SaleEnded:

@@ -123,14 +123,20 @@ async def place_order(
         raise errors.InvalidOrder(
             f"quantity is at most {service.settings.max_quantity_per_item} per item"
         )
-    # Admitted first: whatever an order names costs its caller a token before it costs the
-    # service a read or a cache entry (a made-up product id would otherwise be a free
+    product_ids = [ProductId(item.product_id) for item in body.items]
+    # The crowd before a known product's start is refused from what this process holds,
+    # before anything else: no rate-limit token, no read, no write.
+    handlers.refuse_known_off_sale(
+        product_ids, deps=service.deps, keyed=idempotency_key is not None
+    )
+    # Then admitted: whatever else an order names costs its caller a token before it costs
+    # the service a read or a cache entry (a made-up product id would otherwise be a free
     # database reading).
     await admit(request, principal, service)
     # The crowd before a sale's start is refused here, from the process's catalogue cache:
     # no idempotency claim, no reservation, no write.
     await handlers.refuse_off_sale(
-        [ProductId(item.product_id) for item in body.items],
+        product_ids,
         deps=service.deps,
         keyed=idempotency_key is not None,
     )
@@ -138,9 +144,7 @@ async def place_order(
         # An unkeyed order of a product this process knows to be sold out costs no further
         # round trip and changes nothing. (A keyed one may be the retry of an order that was
         # placed: the handler answers it from the key's record.)
-        gone = await handlers.sold_out_among(
-            [ProductId(item.product_id) for item in body.items], deps=service.deps
-        )
+        gone = await handlers.sold_out_among(product_ids, deps=service.deps)
         if gone is not None:
             raise errors.SoldOut(gone)
     cmd = commands.PlaceOrder(
