@@ -4,7 +4,13 @@
 # different command (see docker-compose.yml).
 #
 #   docker build -t flashorder:local .
-#   docker run --rm -p 8000:8000 flashorder:local          # embedded mode
+#   docker run --rm -p 8000:8000 -e FLASHORDER_JWT_SECRET=$(openssl rand -hex 32) \
+#       flashorder:local                                    # embedded mode
+#
+# The image listens on 0.0.0.0, so it needs a secret of its own: with the documented
+# development secret (anyone could mint admin tokens) `flashorder serve` refuses to start
+# and says so. Or configure an identity provider (FLASHORDER_JWT_JWKS_URL and
+# FLASHORDER_JWT_ALGORITHMS without HS*).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -31,9 +37,10 @@ COPY src ./src
 RUN pip install --no-deps . && rm -rf /app/src
 
 # Run unprivileged; the data dir holds SQLite in embedded mode and the
-# prometheus multiprocess folder with --workers > 1.
+# prometheus multiprocess folder with --workers > 1; /app/secrets the generated signing
+# secret under compose (a new named volume takes the folder's owner).
 RUN useradd --create-home --uid 10001 flashorder \
- && mkdir -p /app/.data && chown flashorder:flashorder /app/.data
+ && mkdir -p /app/.data /app/secrets && chown flashorder:flashorder /app/.data /app/secrets
 USER flashorder
 ENV FLASHORDER_DATA_DIR=/app/.data
 

@@ -4,8 +4,11 @@ UV_VERSION := 0.13.8
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
-# The settings of the full stack on the local services (scripts/services.sh).
-STACK_ENV := FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0.0.1:3306/flashorder \
+# The settings of the full stack on the local services (scripts/services.sh). It listens on
+# 127.0.0.1 only, and `flashorder token` in another shell must mint tokens it accepts: the
+# development secret, allowed explicitly (the service refuses it with real stores otherwise).
+STACK_ENV := FLASHORDER_ALLOW_DEV_SECRET=1 \
+	FLASHORDER_DATABASE_URL=mysql+asyncmy://flashorder:flashorder@127.0.0.1:3306/flashorder \
 	FLASHORDER_REDIS_URL=redis://127.0.0.1:6379/0 \
 	FLASHORDER_KAFKA_BOOTSTRAP=127.0.0.1:9092
 
@@ -26,17 +29,18 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/flashorder serve
 
-## The whole test suite against real MariaDB, Redis and Kafka (started here). The fault
-## drills, which stop and start those services, run apart: make drills.
+## The whole test suite against real MariaDB, Redis and Kafka (started here), the fault
+## drills included: they stop and start a MariaDB and a Redis of their own (tests/drills).
+## The drills of the full cluster topology run apart: make cluster-drills.
 test: install services chromium asyncapi-tools promtool
-	$(BIN)/pytest -m "not drill"
+	$(BIN)/pytest -m "not cluster_drill"
 
 ## promtool (Debian's prometheus package), which checks and unit-tests the alert rules in
 ## deploy/prometheus. Idempotent.
 promtool:
 	scripts/promtool.sh
 
-## The fault drills: kill -9 of a worker, Redis restarted empty, MariaDB stopped mid-burst.
+## The fault drills alone: kill -9 of a worker, Redis restarted empty, MariaDB stopped.
 drills: install services
 	$(BIN)/pytest -m "drill and not cluster_drill" -s
 

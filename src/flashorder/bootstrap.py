@@ -56,6 +56,7 @@ from flashorder.application.relay import run_relay
 from flashorder.application.sold_out import SoldOutCache
 from flashorder.application.tracing import NO_TRACER, Tracer
 from flashorder.config import Settings
+from flashorder.domain.pricing import DeliveryRule
 
 
 @dataclass
@@ -226,6 +227,7 @@ async def build(
                 pay_within=timedelta(seconds=settings.pay_within_seconds),
                 payment_grace=timedelta(seconds=settings.payment_grace_seconds),
                 tracer=tracer,
+                delivery=DeliveryRule(settings.delivery_fee, settings.delivery_free_from),
             ),
             read_model=read_model,
             orders=SqlOrderLookup(engine),
@@ -271,7 +273,9 @@ async def _placement(
         uow=uow,
         stock=stock,
         writer=writer,
-        sold_out=SoldOutCache(stock, ttl=settings.sold_out_cache_seconds),
+        sold_out=SoldOutCache(
+            stock, ttl=settings.sold_out_cache_seconds, max_size=settings.sold_out_cache_size
+        ),
         tracer=tracer,
     )
 

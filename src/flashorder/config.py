@@ -6,18 +6,25 @@ twins of Redis and Kafka. Each URL that is set switches its part to the real ser
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The development secret: documented, hence public. Starting a deployment (a database URL is
-#: set) with it logs a loud warning.
+#: The development secret: documented, hence public. A service that accepts HS* tokens with it
+#: refuses to start when it listens beyond loopback or uses a real store (``dev_secret_problem``),
+#: unless ``FLASHORDER_ALLOW_DEV_SECRET`` says that this is development.
 DEV_JWT_SECRET = "flashorder-development-secret-change-me"
 #: The payment webhook's development secret: as public as the one above.
 DEV_PAYMENT_WEBHOOK_SECRET = "flashorder-payments-development-secret"
+
+#: The wire's bound on any amount of money (a price, a fee): see ``schemas.Amount``.
+LARGEST_AMOUNT = 10**12
+#: The largest value of the totals' columns (SQL BIGINT) and of SQLite's integers.
+_BIGINT_MAX = 2**63 - 1
 
 
 class Settings(BaseSettings):
@@ -61,8 +68,17 @@ class Settings(BaseSettings):
     #: A command that takes longer answers 503 (retry it with the same Idempotency-Key).
     request_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: All request headers together (a bearer token is one of them): more is answered 431
+    #: before any header is read.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     max_items_per_order: int = Field(default=50, ge=1, le=1000)
-    max_quantity_per_item: int = Field(default=1000, ge=1)
+    #: Bounded so that no order's totals can overflow a BIGINT (see ``_totals_fit``).
+    max_quantity_per_item: int = Field(default=1000, ge=1, le=1_000_000)
+    #: What delivery costs: a flat fee per order, free when the items amount after the
+    #: discount reaches ``delivery_free_from`` (unset: never free). An order's ``deliveryFee``
+    #: must equal it (422 otherwise, like a tampered price).
+    delivery_fee: int = Field(default=0, ge=0, le=LARGEST_AMOUNT)
+    delivery_free_from: int | None = Field(default=None, ge=0, le=LARGEST_AMOUNT)
 
     #: Prepended to every topic name, so that deployments can share a broker.
     kafka_topic_prefix: str = Field(default="", max_length=100, pattern=r"^[A-Za-z0-9._\-]*$")
@@ -83,6 +99,12 @@ class Settings(BaseSettings):
     #: secret is public: anyone can mint tokens with it, so never deploy with it.
     #: At least 32 bytes: HS256 with a shorter key is guessable (PyJWT warns about it too).
     jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET), min_length=32)
+    #: A file whose content (trimmed) is the secret, used when ``jwt_secret`` is not given:
+    #: how compose hands every process the secret its init step generated.
+    jwt_secret_file: Path | None = None
+    #: Development only: serve with the documented secret although the service listens
+    #: beyond loopback or uses a real store. Anyone can then mint admin tokens.
+    allow_dev_secret: bool = False
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
     #: Accepted ``alg`` values. Unset: HS256, or RS256 and ES256 when a public key or a JWKS
@@ -99,7 +121,13 @@ class Settings(BaseSettings):
     #: withdrawn from the JWKS stops its tokens within this time. An entry is about 0.4 KB:
     #: 20,000 of them hold about 8 MiB per process.
     jwt_verified_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
-    jwt_verified_cache_size: int = Field(default=20_000, ge=1)
+    jwt_verified_cache_size: int = Field(default=20_000, ge=1, le=1_000_000)
+    #: Which claim makes a token an admin's, and the value it must hold: the claim is equal
+    #: to it, or a list containing it, or a space-separated string containing it (OAuth's
+    #: ``scope``). A dotted name (``realm_access.roles``) walks nested objects when no claim
+    #: has the whole name. ``true`` also matches a JSON ``true``.
+    jwt_admin_claim: str = Field(default="roles", min_length=1, max_length=200)
+    jwt_admin_value: str = Field(default="admin", min_length=1, max_length=200)
 
     #: Token buckets for placing and cancelling orders, per user and per client address.
     #: A rate of 0 turns that limit off. The defaults only stop floods: a flash sale's crowd
@@ -108,10 +136,17 @@ class Settings(BaseSettings):
     rate_user_burst: int = Field(default=60, ge=1)
     rate_ip_per_second: float = Field(default=5_000.0, ge=0)
     rate_ip_burst: int = Field(default=10_000, ge=1)
+    #: The proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed (uvicorn's
+    #: ``--forwarded-allow-ips``): comma-separated addresses or networks, or ``*``. The client
+    #: address of the per-address bucket is the connection's peer unless that peer is listed.
+    #: Behind a load balancer, list it, or every buyer shares its address's bucket.
+    forwarded_allow_ips: str = Field(default="127.0.0.1", min_length=1, max_length=2000)
     #: How old this process's knowledge that a product is sold out may be. Within it, orders
     #: of a sold-out product are refused without touching Redis or the database; an order
     #: that could succeed is refused for at most this long after stock comes back. 0: off.
     sold_out_cache_seconds: float = Field(default=0.1, ge=0, le=10)
+    #: At most this many products' readings per process (the oldest go first).
+    sold_out_cache_size: int = Field(default=10_000, ge=1, le=1_000_000)
 
     #: How long a buyer has to pay for an order (products may set their own
     #: ``payWithinSeconds``); unpaid by then, it expires and its units go back on sale.
@@ -145,6 +180,32 @@ class Settings(BaseSettings):
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
     #: ceiling of the HTTP stack that ``flashorder-bench`` compares the real routes with.
     bench_endpoints: bool = False
+
+    #: ``/readyz`` and ``/metrics`` answer anyone; what they read of the database and Redis
+    #: is shared for this long per process, so a flood of them costs one reading a period.
+    probe_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> Self:
+        if self.jwt_secret_file is None or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET:
+            return self
+        secret = self.jwt_secret_file.read_text().strip()
+        if len(secret) < 32:
+            raise ValueError(f"{self.jwt_secret_file} must hold a secret of at least 32 bytes")
+        self.jwt_secret = SecretStr(secret)
+        return self
+
+    @model_validator(mode="after")
+    def _totals_fit(self) -> Self:
+        # An order's items amount is at most items x quantity x price: it must fit the
+        # totals' BIGINT columns, with room for the delivery fee, or an order could answer 500.
+        largest = self.max_items_per_order * self.max_quantity_per_item * LARGEST_AMOUNT
+        if largest + LARGEST_AMOUNT > _BIGINT_MAX:
+            raise ValueError(
+                "FLASHORDER_MAX_ITEMS_PER_ORDER x FLASHORDER_MAX_QUANTITY_PER_ITEM is too large: "
+                f"at prices up to {LARGEST_AMOUNT} an order's total could exceed {_BIGINT_MAX}"
+            )
+        return self
 
     @field_validator("redis_url")
     @classmethod
@@ -202,4 +263,46 @@ class Settings(BaseSettings):
                 "several workers need FLASHORDER_KAFKA_BOOTSTRAP: in-process event delivery "
                 "would run one relay per worker"
             )
+        if problem := self.dev_secret_problem():
+            found.append(problem)
         return found
+
+    def dev_secret_problem(self) -> str | None:
+        """Why serving with these settings would hand out admin rights to anyone, or None.
+
+        The documented secret is fine on a loopback address with embedded stores (``make
+        run``); anywhere else it needs the explicit development switch."""
+        hs = [alg for alg in self.effective_jwt_algorithms if alg.upper().startswith("HS")]
+        if not hs or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET or self.allow_dev_secret:
+            return None
+        exposed = []
+        if not _is_loopback(self.host):
+            exposed.append(f"listens on {self.host}")
+        exposed += [
+            f"{name} is set"
+            for name, value in (
+                ("FLASHORDER_DATABASE_URL", self.database_url),
+                ("FLASHORDER_REDIS_URL", self.redis_url),
+                ("FLASHORDER_KAFKA_BOOTSTRAP", self.kafka_bootstrap),
+            )
+            if value is not None
+        ]
+        if not exposed:
+            return None
+        return (
+            f"FLASHORDER_JWT_SECRET is the documented development secret and {'/'.join(hs)} "
+            f"tokens are accepted while the service {', '.join(exposed)}: anyone could mint "
+            "admin tokens. Set FLASHORDER_JWT_SECRET to a random secret of at least 32 bytes "
+            "(openssl rand -hex 32), or a public key / JWKS URL with FLASHORDER_JWT_ALGORITHMS "
+            "leaving out HS*; for development only, FLASHORDER_ALLOW_DEV_SECRET=1."
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        # A host name other than localhost may resolve anywhere.
+        return False

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flashorder.adapters import sql
@@ -143,9 +143,38 @@ async def test_migrations_create_exactly_the_schema_the_tables_describe(
 
 
 @sql_only
-def test_migrating_an_up_to_date_database_changes_nothing(database: str) -> None:
-    migrate(database)
-    migrate(database)
+async def test_migrating_an_up_to_date_database_changes_nothing(
+    database: str, engine: AsyncEngine, uow: SqlUnitOfWorkFactory
+) -> None:
+    kept = new_product(stock=5)
+    async with uow() as work:
+        await work.products.add(kept, now())
+        await work.commit()
+    before = await schema_and_rows(engine)
+
+    await asyncio.to_thread(migrate, database)
+    await asyncio.to_thread(migrate, database)
+
+    # The same revision, tables, columns and types, and every row where it was.
+    assert await schema_and_rows(engine) == before
+    assert await stored_product(uow, kept.product_id) == (5, 5)
+
+
+async def schema_and_rows(engine: AsyncEngine) -> dict[str, object]:
+    """The alembic revision, each table's columns with their types, and its row count."""
+
+    def read(conn: Connection) -> dict[str, object]:
+        found: dict[str, object] = {}
+        inspector = inspect(conn)
+        for table in sorted(inspector.get_table_names()):
+            columns = [(c["name"], str(c["type"])) for c in inspector.get_columns(table)]
+            count = conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+            found[table] = (columns, count)
+        found["revision"] = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        return found
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(read)
 
 
 # --- products ----------------------------------------------------------------------------------

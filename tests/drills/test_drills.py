@@ -16,13 +16,9 @@ then proves that nothing was lost or oversold:
 What clients saw is printed per phase (``-s``): before the fault, during it, after it.
 
 The Redis and MariaDB drills stop and start the server with ``scripts/services.sh``: every
-database on it goes down too, and Redis comes back empty. Run them where nothing else uses
-those servers, or give them servers of their own:
-
-    export FLASHORDER_SERVICES_DIR=/tmp/drill-services MARIADB_PORT=3317 REDIS_PORT=6387
-    scripts/services.sh up mariadb redis
-    FLASHORDER_TEST_MARIADB_URL=mysql+asyncmy://flashorder:flashorder@127.0.0.1:3317 \\
-    FLASHORDER_TEST_REDIS_URL=redis://127.0.0.1:6387/0 .venv/bin/pytest tests/drills -s
+database on it goes down too, and Redis comes back empty. So the drills run on a MariaDB and
+a Redis of their own (``conftest.py``: their own services folder and free ports), and
+``make test`` runs them with the rest of the suite.
 
 Kafka going down, and the relay or the projector killed, are drilled by
 ``tests/integration/test_event_flow.py``.
@@ -43,13 +39,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flashorder.adapters.sql.engine import make_engine
@@ -61,11 +55,11 @@ from flashorder.domain.events import ORDER_CREATED
 from flashorder.domain.model import ProductId
 from flashorder.entrypoints.tokens import mint_token
 from flashorder_bench.stack import EXE, Stack
+from tests.drills.own_services import SERVICES, DrillServices
 from tests.invariants import check_stock
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.drill]
 
-SERVICES = Path(__file__).resolve().parents[2] / "scripts" / "services.sh"
 PRICE = 10050
 PROBLEM = "urn:flashorder:problem:"
 #: Answers a client can act on. Anything else (503, a broken connection, a duplicate still
@@ -385,18 +379,13 @@ async def wait_ready(stack: Stack, timeout: float = 60) -> None:
     await asyncio.to_thread(stack.wait_ready, timeout)
 
 
-async def services(action: str, name: str, *, mariadb_url: str, redis_url: str) -> None:
-    """``scripts/services.sh ACTION NAME`` on the servers the tests use (their ports)."""
-    env = {
-        **os.environ,
-        "MARIADB_PORT": str(make_url(mariadb_url).port or 3306),
-        "REDIS_PORT": str(urlsplit(redis_url).port or 6379),
-    }
+async def services(action: str, name: str, *, own: DrillServices) -> None:
+    """``scripts/services.sh ACTION NAME`` on the drills' own servers (``conftest``)."""
     proc = await asyncio.create_subprocess_exec(
         str(SERVICES),
         action,
         name,
-        env=env,
+        env=own.env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -534,7 +523,7 @@ async def test_an_api_worker_killed_mid_burst_loses_nothing_and_is_replaced(
 
 
 async def test_redis_restarted_empty_mid_burst_answers_503_then_recovers_by_itself(
-    drill_stack: Callable[..., Awaitable[Stack]], mariadb_url: str, redis_url: str
+    drill_stack: Callable[..., Awaitable[Stack]], drill_services: DrillServices
 ) -> None:
     stack = await drill_stack(5)
     async with shop_of(stack) as shop:
@@ -543,10 +532,10 @@ async def test_redis_restarted_empty_mid_burst_answers_503_then_recovers_by_itse
         async def restart_redis(phases: Phases) -> None:
             phases.fault_at = time.monotonic()
             try:
-                await services("down", "redis", mariadb_url=mariadb_url, redis_url=redis_url)
+                await services("down", "redis", own=drill_services)
                 await asyncio.sleep(3)
             finally:
-                await services("up", "redis", mariadb_url=mariadb_url, redis_url=redis_url)
+                await services("up", "redis", own=drill_services)
             phases.back_at = time.monotonic()
 
         attempts, phases = await burst_through(shop, products, restart_redis)
@@ -559,7 +548,7 @@ async def test_redis_restarted_empty_mid_burst_answers_503_then_recovers_by_itse
 
 
 async def test_mariadb_stopped_mid_burst_answers_503_writes_nothing_half_and_recovers(
-    drill_stack: Callable[..., Awaitable[Stack]], mariadb_url: str, redis_url: str
+    drill_stack: Callable[..., Awaitable[Stack]], drill_services: DrillServices
 ) -> None:
     stack = await drill_stack(6, events=True)
     async with shop_of(stack) as shop:
@@ -568,10 +557,10 @@ async def test_mariadb_stopped_mid_burst_answers_503_writes_nothing_half_and_rec
         async def stop_mariadb(phases: Phases) -> None:
             phases.fault_at = time.monotonic()
             try:
-                await services("down", "mariadb", mariadb_url=mariadb_url, redis_url=redis_url)
+                await services("down", "mariadb", own=drill_services)
                 await asyncio.sleep(3)
             finally:
-                await services("up", "mariadb", mariadb_url=mariadb_url, redis_url=redis_url)
+                await services("up", "mariadb", own=drill_services)
             phases.back_at = time.monotonic()
 
         attempts, phases = await burst_through(shop, products, stop_mariadb)

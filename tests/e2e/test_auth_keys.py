@@ -16,6 +16,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from flashorder.config import Settings
 from tests.support.api import Api, embedded
+from tests.support.calls import jwks_served
 
 PROBLEM = "urn:flashorder:problem:"
 PRODUCT = {"name": "x", "price": 1, "stock": 1}
@@ -33,7 +34,7 @@ def signed(
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
         "exp": now + 600,
-        "admin": admin,
+        "roles": ["admin"] if admin else [],
         **claims,
     }
     return jwt.encode(body, key, algorithm=alg, headers={"kid": kid} if kid else None)
@@ -102,18 +103,9 @@ class Provider:
 @pytest.fixture
 async def provider() -> AsyncIterator[Provider]:
     found = Provider({"k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)})
-    app = web.Application()
-    app.router.add_get("/jwks", found.jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    found.url = f"http://{host}:{port}/jwks"
-    try:
+    async with jwks_served(found.jwks) as url:
+        found.url = url
         yield found
-    finally:
-        await runner.cleanup()
 
 
 async def test_keys_come_from_the_jwks_url_fetched_once_and_cached(

@@ -75,8 +75,13 @@ async def test_multi_product_orders_racing_for_a_scarce_item_leave_no_partial_or
             for _ in range(buyers)
         )
     )
-    accepted = sum(r.status == 201 for r in replies)
-    assert accepted == 10
+    # Every buyer got a definite answer: the order, or the scarce item sold out. Nothing else
+    # (a 5xx, a 422, a duplicate) is an answer this race may give.
+    answers = Counter(
+        "201" if r.status == 201 else f"{r.status} {r.body.get('type', '')}" for r in replies
+    )
+    assert answers == {"201": 10, f"409 {PROBLEM}sold-out": buyers - 10}, answers
+    assert {r.body["productId"] for r in replies if r.status == 409} == {scarce}
     figures = await check_stock(api.engine, api.gate, [a, b, scarce])
     assert figures[a]["sold"] == 10
     assert figures[b]["sold"] == 20
@@ -97,3 +102,38 @@ async def test_concurrent_cancels_give_the_stock_back_once(api: Api) -> None:
     assert {r.body["status"] for r in replies} == {"CANCELLED"}
     figures = await check_stock(api.engine, api.gate, [pid])
     assert figures[pid] == {"stock": 3, "available": 3, "sold": 0}
+
+
+async def test_one_users_idempotency_key_never_answers_another_user(api: Api) -> None:
+    pid = await new_product(api, stock=100)
+    key = rid("shared-key")
+    alice, bob = rid("alice"), rid("bob")
+
+    first = await place(api, alice, (pid, 1, 10050), key=key)
+    # Bob sends the same key and the same lines: a key is the user's own, so this is a new
+    # order of his, not a replay of Alice's.
+    his = await place(api, bob, (pid, 1, 10050), key=key)
+    # Both at once, again with one key, from two more users.
+    carol, dave = rid("carol"), rid("dave")
+    raced = await asyncio.gather(
+        *(place(api, user, (pid, 1, 10050), key=key) for user in (carol, dave) * 5)
+    )
+
+    assert first.status == 201, first.body
+    assert his.status == 201, his.body
+    assert his.body["userId"] == bob
+    assert his.body["orderId"] != first.body["orderId"]
+    assert "idempotent-replayed" not in {h.lower() for h in his.headers}
+    by_user: dict[str, set[str]] = {}
+    for reply in raced:
+        assert reply.status in (200, 201, 409), reply.body
+        if reply.status != 409:
+            by_user.setdefault(reply.body["userId"], set()).add(reply.body["orderId"])
+    # Each user got one order of their own, whatever the others did with the same key.
+    assert set(by_user) == {carol, dave}
+    assert all(len(orders) == 1 for orders in by_user.values()), by_user
+    assert by_user[carol].isdisjoint(by_user[dave])
+    # Alice's retry still gets her own answer.
+    again = await place(api, alice, (pid, 1, 10050), key=key)
+    assert again.body["orderId"] == first.body["orderId"]
+    assert (await product(api, pid))["sold"] == 4

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from flashorder.application import handlers
+from flashorder.application.placement import ReservePlacement
 from flashorder.application.ports import StockGate, UnitOfWork, UnitOfWorkFactory
 from flashorder.application.sold_out import SoldOutCache
 from flashorder.domain import commands
@@ -133,7 +134,7 @@ async def test_added_stock_and_cancelled_orders_are_sold_again_at_once(tmp_path:
 
 
 async def test_stock_added_by_another_process_is_sold_within_the_ttl(tmp_path: Path) -> None:
-    ttl = 0.5
+    ttl = 1.0
     async with embedded(tmp_path, sold_out_cache_seconds=ttl) as api:
         pid = await new_product(api, stock=1)
         assert (await place(api, rid("u"), (pid, 1, 10050))).status == 201
@@ -154,7 +155,8 @@ async def test_stock_added_by_another_process_is_sold_within_the_ttl(tmp_path: P
 
         assert status == 201
         assert refusals > 0  # the cache did refuse, for a while
-        assert time.monotonic() - restocked <= ttl + 0.2
+        # Within the TTL, with a slack as long again for a loaded machine.
+        assert time.monotonic() - restocked <= 2 * ttl
         await check_stock(api.engine, api.gate, [pid])
 
 
@@ -167,7 +169,7 @@ async def test_every_api_process_sells_restocked_units_after_a_sell_out(api: Api
     assert reply.status == 200
     # Each request may land on any worker. A worker may still refuse on a reading taken
     # before the restock, but not once that reading is older than its time-to-live.
-    stale_until = time.monotonic() + api.settings.sold_out_cache_seconds + 0.2
+    stale_until = time.monotonic() + api.settings.sold_out_cache_seconds + 1.0
     taken = 0
     while taken < 2:
         started = time.monotonic()
@@ -178,3 +180,26 @@ async def test_every_api_process_sells_restocked_units_after_a_sell_out(api: Api
     assert (await place(api, rid("u"), (pid, 1, 10050))).status == 409
     figures = await check_stock(api.engine, api.gate, [pid])
     assert figures[pid] == {"stock": 5, "available": 0, "sold": 5}
+
+
+async def test_the_sold_out_cache_stays_bounded_under_a_flood_of_made_up_product_ids(
+    tmp_path: Path,
+) -> None:
+    limits_off = {"rate_user_per_second": 0, "rate_ip_per_second": 0}
+    async with embedded(tmp_path, sold_out_cache_size=100, **limits_off) as api:
+        placement = api.service.deps.placement
+        assert isinstance(placement, ReservePlacement)
+        sold_out, catalogue = placement.sold_out, api.service.deps.catalogue
+        assert sold_out is not None
+        sizes = []
+        for n in range(1_500):
+            pid = f"PRD_{240701120000001 + n}_{n % 9999:04d}_101"
+            reply = await place(api, rid("u"), (pid, 1, 10050))
+            assert reply.status == 422, reply.body
+            if n % 100 == 99:
+                sizes.append(len(sold_out))
+
+        # Flat: at most its size from the first hundred ids on, never growing with the flood.
+        assert max(sizes) <= 100, sizes
+        # Unknown products are never remembered by the catalogue cache.
+        assert len(catalogue) == 0

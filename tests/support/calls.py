@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
+
+from aiohttp import web
 
 from tests.support.api import Api, Reply
 
@@ -120,3 +124,21 @@ def mutations(pid: str) -> list[tuple[str, dict[str, Any] | list[Any] | str | No
     bad.append(("unknown product", order_body("u1", ("NO_SUCH_PRODUCT", 1, 10050))))
     bad.append(("duplicate lines", order_body("u1", (pid, 1, 10050), (pid, 1, 10050))))
     return bad
+
+
+@asynccontextmanager
+async def jwks_served(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """An identity provider's JWKS endpoint on a free local port: its URL."""
+    app = web.Application()
+    app.router.add_get("/jwks", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/jwks"
+    finally:
+        await runner.cleanup()

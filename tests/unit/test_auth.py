@@ -40,20 +40,53 @@ async def test_a_minted_token_names_its_user_and_role() -> None:
     ("claims", "admin"),
     [
         ({"roles": ["buyer", "admin"]}, True),
-        ({"admin": True}, True),
+        ({"roles": "admin"}, True),
         ({"roles": ["buyer"]}, False),
-        ({"roles": "admin"}, False),
-        ({"admin": "true"}, False),
-        ({"admin": 1}, False),
+        ({"roles": "administrator"}, False),
+        ({"roles": [["admin"]]}, False),
+        # Only the configured claim counts: another claim saying "admin" does not.
+        ({"admin": True}, False),
+        ({"scope": "admin"}, False),
         ({}, False),
     ],
 )
-async def test_only_an_admin_role_or_a_true_admin_claim_makes_an_admin(
+async def test_only_the_admin_claim_holding_the_admin_value_makes_an_admin(
     claims: dict[str, Any], admin: bool
 ) -> None:
     principal = await Authenticator(SETTINGS).principal(token(**claims))
 
     assert principal.admin is admin
+
+
+@pytest.mark.parametrize(
+    ("claim", "value", "claims", "admin"),
+    [
+        ("scope", "orders:admin", {"scope": "orders:read orders:admin"}, True),
+        ("scope", "orders:admin", {"scope": "orders:read", "roles": ["admin"]}, False),
+        ("realm_access.roles", "shop-admin", {"realm_access": {"roles": ["shop-admin"]}}, True),
+        ("realm_access.roles", "shop-admin", {"realm_access": {"roles": ["admin"]}}, False),
+        ("https://shop.example/roles", "admin", {"https://shop.example/roles": ["admin"]}, True),
+        ("is_admin", "true", {"is_admin": True}, True),
+        ("is_admin", "true", {"is_admin": "false"}, False),
+        ("is_admin", "true", {"is_admin": 1}, False),
+    ],
+)
+async def test_the_admin_claim_and_value_are_settings_for_real_identity_providers(
+    claim: str, value: str, claims: dict[str, Any], admin: bool
+) -> None:
+    settings = SETTINGS.model_copy(update={"jwt_admin_claim": claim, "jwt_admin_value": value})
+
+    principal = await Authenticator(settings).principal(token(**claims))
+
+    assert principal.admin is admin
+
+
+@pytest.mark.parametrize("sub", ["alice\n", "alice\r\n", "\nalice", "al ice", "a" * 65, ""])
+async def test_a_subject_outside_the_user_id_rule_is_refused_even_by_a_trailing_newline(
+    sub: str,
+) -> None:
+    with pytest.raises(Unauthorized, match="subject"):
+        await Authenticator(SETTINGS).principal(token(sub=sub))
 
 
 async def test_a_token_expired_within_the_leeway_is_still_accepted() -> None:
@@ -69,17 +102,75 @@ async def test_a_token_minted_with_a_negative_ttl_is_expired() -> None:
         await Authenticator(SETTINGS).principal(mint_token(SETTINGS, "bob", ttl=-3600))
 
 
-def test_a_deployment_with_the_development_secret_is_warned_loudly() -> None:
-    deployed = Settings(database_url="mysql+asyncmy://u:p@db/flashorder")
-    assert deployed.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+EXPOSED = [
+    {"host": "0.0.0.0"},
+    {"host": "10.1.2.3"},
+    {"host": "::"},
+    {"host": "api.shop.example"},
+    {"database_url": "mysql+asyncmy://u:p@db/flashorder"},
+    {"redis_url": "redis://cache:6379/0"},
+    {"kafka_bootstrap": "kafka:9092"},
+    {"database_url": "mysql+asyncmy://u:p@db/f", "jwt_algorithms": ["RS256", "HS384"]},
+]
 
-    warning = secret_warning(deployed)
 
+@pytest.mark.parametrize("exposed", EXPOSED)
+def test_the_development_secret_is_refused_beyond_loopback_or_with_a_real_store(
+    exposed: dict[str, Any],
+) -> None:
+    settings = Settings(**{"database_url": None, "redis_url": None, **exposed})
+    assert settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+
+    problem = settings.dev_secret_problem()
+
+    assert problem is not None
+    assert "FLASHORDER_JWT_SECRET" in problem
+    assert "FLASHORDER_ALLOW_DEV_SECRET" in problem
+    assert problem in settings.problems()
+    # The explicit development switch allows it, with a loud warning.
+    allowed = settings.model_copy(update={"allow_dev_secret": True})
+    assert allowed.dev_secret_problem() is None
+    warning = secret_warning(allowed)
     assert warning is not None
     assert "ANYONE CAN MINT" in warning
-    assert secret_warning(SETTINGS) is None
-    custom = Settings(database_url="mysql+asyncmy://u:p@db/flashorder", jwt_secret="s" * 40)
-    assert secret_warning(custom) is None
+
+
+@pytest.mark.parametrize(
+    "fine",
+    [
+        {},  # make run: loopback, embedded
+        {"host": "localhost"},
+        {"host": "::1"},
+        {"host": "0.0.0.0", "jwt_secret": "s" * 40},
+        {"database_url": "mysql+asyncmy://u:p@db/f", "jwt_secret": "s" * 40},
+        {
+            "host": "0.0.0.0",
+            "jwt_public_key": "PEM",
+            "database_url": "mysql+asyncmy://u:p@db/f",
+            "sale_session_secret": "t" * 40,
+        },
+    ],
+)
+def test_the_development_secret_is_fine_on_loopback_and_any_other_secret_anywhere(
+    fine: dict[str, Any],
+) -> None:
+    settings = Settings(**{"database_url": None, "redis_url": None, **fine})
+
+    assert settings.dev_secret_problem() is None
+    assert secret_warning(settings) is None
+
+
+def test_sale_sessions_signed_from_the_development_secret_are_warned_of() -> None:
+    # Tokens checked with a public key leave the development secret unused by them, but the
+    # sale page derives its session key from it unless it has a secret of its own.
+    settings = Settings(
+        host="0.0.0.0", jwt_public_key="PEM", database_url="mysql+asyncmy://u:p@db/f"
+    )
+
+    assert settings.dev_secret_problem() is None
+    warning = secret_warning(settings)
+    assert warning is not None
+    assert "FLASHORDER_SALE_SESSION_SECRET" in warning
 
 
 def test_a_secret_shorter_than_32_bytes_is_refused() -> None:

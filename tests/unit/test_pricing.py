@@ -14,7 +14,7 @@ from flashorder.domain.model import (
     Product,
     ProductId,
 )
-from flashorder.domain.pricing import RequestedLine, check_quote
+from flashorder.domain.pricing import DeliveryRule, Quote, RequestedLine, check_quote
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PID = ProductId("PRD_240701120000001_0001_101")
@@ -32,7 +32,8 @@ def quote(
     discount: int | None = None,
     fee: int = 0,
     payment: int,
-) -> object:
+    delivery: DeliveryRule | None = None,
+) -> Quote:
     return check_quote(
         requested=lines,
         catalogue=catalogue if catalogue is not None else {PID: product()},
@@ -41,6 +42,7 @@ def quote(
         delivery_fee=fee,
         claimed_payment=payment,
         at=NOW,
+        delivery=delivery or DeliveryRule(),
     )
 
 
@@ -67,9 +69,51 @@ def test_rejects_a_tampered_unit_price() -> None:
 
 def test_rejects_a_payment_amount_that_does_not_add_up() -> None:
     with pytest.raises(errors.PriceMismatch) as caught:
-        quote([RequestedLine(PID, 2, 10050)], fee=3000, payment=20100)
+        quote(
+            [RequestedLine(PID, 2, 10050)],
+            fee=3000,
+            payment=20100,
+            delivery=DeliveryRule(flat=3000),
+        )
     assert caught.value.field == "paymentAmount"
     assert caught.value.expected == 23100
+
+
+@pytest.mark.parametrize("claimed", [0, 1, 2999, 3001, 10**9])
+def test_rejects_a_delivery_fee_the_shop_does_not_charge(claimed: int) -> None:
+    with pytest.raises(errors.PriceMismatch) as caught:
+        quote(
+            [RequestedLine(PID, 1, 10050)],
+            fee=claimed,
+            payment=10050 + claimed,
+            delivery=DeliveryRule(flat=3000),
+        )
+    assert (caught.value.field, caught.value.expected, caught.value.given) == (
+        "deliveryFee",
+        3000,
+        claimed,
+    )
+
+
+def test_the_default_rule_charges_no_delivery_and_a_claimed_fee_is_refused() -> None:
+    with pytest.raises(errors.PriceMismatch) as caught:
+        quote([RequestedLine(PID, 1, 10050)], fee=5000, payment=15050)
+    assert caught.value.field == "deliveryFee"
+
+
+def test_delivery_is_free_from_the_shops_amount_after_the_discount() -> None:
+    rule = DeliveryRule(flat=3000, free_from=20000)
+    policy = DiscountPolicy(DiscountPolicyId("OFF"), DiscountKind.FIXED, 100)
+    # 2 x 10050 = 20100, minus 100 = 20000: free.
+    free = quote(
+        [RequestedLine(PID, 2, 10050)], policy=policy, discount=100, payment=20000, delivery=rule
+    )
+    assert free.delivery_fee == 0
+    # One unit: 10050 is below it, the flat fee is due.
+    charged = quote([RequestedLine(PID, 1, 10050)], fee=3000, payment=13050, delivery=rule)
+    assert charged.payment_amount == 13050
+    with pytest.raises(errors.PriceMismatch):
+        quote([RequestedLine(PID, 1, 10050)], fee=0, payment=10050, delivery=rule)
 
 
 def test_rejects_a_discount_the_policy_does_not_give() -> None:
@@ -131,6 +175,7 @@ def test_the_server_price_is_always_consistent(
         claimed_discount=discount,
         delivery_fee=fee,
         claimed_payment=subtotal - discount + fee,
+        delivery=DeliveryRule(flat=fee),
         at=NOW,
     )
     assert 0 <= q.discount_amount <= q.items_amount

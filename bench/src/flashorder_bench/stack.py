@@ -134,6 +134,10 @@ class Stack:
             "FLASHORDER_PROJECTOR_GROUP": f"{self.name}-projector",
             "FLASHORDER_DATA_DIR": str(logs),
             "FLASHORDER_LOG_LEVEL": "warning",
+            # The API listens on 127.0.0.1 only, and the tests mint their tokens with the
+            # development secret: allowed there, where the service otherwise refuses it with
+            # a store configured.
+            "FLASHORDER_ALLOW_DEV_SECRET": "1",
             **(extra_env or {}),
         }
         # A fresh folder: the API supervisor would otherwise reuse another run's metrics.

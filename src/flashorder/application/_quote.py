@@ -18,7 +18,7 @@ from flashorder.domain.model import (
     Product,
     ProductId,
 )
-from flashorder.domain.pricing import check_quote
+from flashorder.domain.pricing import DeliveryRule, check_quote
 
 
 def new_order_id() -> OrderId:
@@ -34,6 +34,7 @@ async def priced_order(
     catalogue: CatalogueCache,
     now: datetime,
     pay_within: timedelta,
+    delivery: DeliveryRule,
 ) -> tuple[Order, list[ReservationLine]]:
     """The order and the stock it needs; any figure of the client's that differs is a 422,
     a product outside its sale window a 409. ``pay_within`` is the deadline of products that
@@ -55,6 +56,7 @@ async def priced_order(
         delivery_fee=cmd.delivery_fee,
         claimed_payment=cmd.payment_amount,
         at=now,
+        delivery=delivery,
     )
     order = Order.place(
         order_id=new_order_id(),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from flashorder.application.expiring import ExpiringMap
 from flashorder.domain.model import DiscountPolicy, DiscountPolicyId, Product, ProductId
 
 ProductLoader = Callable[[Sequence[ProductId]], Awaitable[dict[ProductId, Product]]]
@@ -21,11 +22,25 @@ PolicyLoader = Callable[[DiscountPolicyId], Awaitable[DiscountPolicy | None]]
 
 
 class CatalogueCache:
-    def __init__(self, *, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+    """At most ``max_size`` products and as many policies, each for ``ttl``: only what exists
+    is remembered, and a catalogue larger than the cache costs reads, not memory."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 5.0,
+        max_size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ttl = ttl
         self._clock = clock
-        self._products: dict[ProductId, tuple[float, Product]] = {}
-        self._policies: dict[DiscountPolicyId, tuple[float, DiscountPolicy]] = {}
+        self._products: ExpiringMap[ProductId, Product] = ExpiringMap(max_size=max_size)
+        self._policies: ExpiringMap[DiscountPolicyId, DiscountPolicy] = ExpiringMap(
+            max_size=max_size
+        )
+
+    def __len__(self) -> int:
+        return len(self._products) + len(self._policies)
 
     async def products(
         self, ids: Sequence[ProductId], load: ProductLoader
@@ -36,31 +51,36 @@ class CatalogueCache:
         found: dict[ProductId, Product] = {}
         missing: list[ProductId] = []
         for pid in ids:
-            entry = self._products.get(pid)
-            if entry is not None and entry[0] > now:
-                found[pid] = entry[1]
+            product = self._products.get(pid, now)
+            if product is not None:
+                found[pid] = product
             else:
                 missing.append(pid)
         if missing:
             loaded = await load(missing)
             for pid, product in loaded.items():
-                self._products[pid] = (now + self._ttl, product)
+                self._products.put(pid, product, expires_at=now + self._ttl, now=now)
             found.update(loaded)
         return found
+
+    def cached_products(self, ids: Sequence[ProductId]) -> list[Product]:
+        """The products among ``ids`` that this process holds now; never a read."""
+        now = self._clock()
+        return [p for pid in ids if (p := self._products.get(pid, now)) is not None]
 
     def forget(self, ids: Sequence[ProductId]) -> None:
         """Drop these products: they changed, here."""
         for pid in ids:
-            self._products.pop(pid, None)
+            self._products.discard(pid)
 
     async def policy(
         self, policy_id: DiscountPolicyId, load: PolicyLoader
     ) -> DiscountPolicy | None:
         now = self._clock()
-        entry = self._policies.get(policy_id)
-        if entry is not None and entry[0] > now:
-            return entry[1]
+        policy = self._policies.get(policy_id, now)
+        if policy is not None:
+            return policy
         policy = await load(policy_id)
         if policy is not None:
-            self._policies[policy_id] = (now + self._ttl, policy)
+            self._policies.put(policy_id, policy, expires_at=now + self._ttl, now=now)
         return policy

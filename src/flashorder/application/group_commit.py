@@ -156,7 +156,10 @@ class GroupCommit:
         while not self._queue.empty():
             queued.append(self._queue.get_nowait())
         if queued:
-            self._settle(queued, [errors.Unavailable("service", "shutting down") for _ in queued])
+            self._settle(
+                queued,
+                [errors.Unavailable("service", "shutting down", public=True) for _ in queued],
+            )
         await asyncio.gather(*self._settling, return_exceptions=True)
 
     def _submit(self, pending: PendingOrder) -> None:
@@ -355,7 +358,7 @@ def _fresh(exc: BaseException) -> BaseException:
     """Each waiter gets its own exception: one instance raised in many tasks would gather
     their tracebacks into one another."""
     if isinstance(exc, errors.Unavailable):
-        return errors.Unavailable(exc.dependency, exc.detail)
+        return errors.Unavailable(exc.dependency, exc.reason, public=exc.public)
     if isinstance(exc, asyncio.CancelledError):
-        return errors.Unavailable("service", "shutting down")
+        return errors.Unavailable("service", "shutting down", public=True)
     return errors.Unavailable("database", f"batch failed: {type(exc).__name__}")

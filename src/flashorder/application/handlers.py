@@ -19,7 +19,7 @@ The database stays the source of truth; the stock gate only keeps doomed request
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -45,6 +45,7 @@ from flashorder.domain.model import (
     ProductId,
     stock_changed,
 )
+from flashorder.domain.pricing import DeliveryRule
 
 Clock = Callable[[], datetime]
 
@@ -87,6 +88,8 @@ class Deps:
     #: Spans around the steps of an order (``NO_TRACER``: none, at no cost); the placement
     #: holds the same tracer.
     tracer: Tracer = NO_TRACER
+    #: What delivery costs (the shop's rule; the buyer's figure is checked against it).
+    delivery: DeliveryRule = field(default_factory=DeliveryRule)
 
 
 async def sold_out_among(product_ids: Sequence[ProductId], *, deps: Deps) -> ProductId | None:
@@ -108,8 +111,20 @@ async def refuse_off_sale(product_ids: Sequence[ProductId], *, deps: Deps, keyed
         async with deps.uow() as uow:
             return await uow.products.get_many(ids)
 
+    _check_windows((await deps.catalogue.products(product_ids, load)).values(), deps, keyed)
+
+
+def refuse_known_off_sale(product_ids: Sequence[ProductId], *, deps: Deps, keyed: bool) -> None:
+    """``refuse_off_sale`` for the products this process already holds, with no I/O at all:
+    it runs before admission, so that the crowd waiting for a known product's start costs no
+    rate-limit round trip either, while a product id never seen still pays admission before
+    it costs a database read."""
+    _check_windows(deps.catalogue.cached_products(product_ids), deps, keyed)
+
+
+def _check_windows(products: Iterable[Product], deps: Deps, keyed: bool) -> None:
     now = deps.clock()
-    for product in (await deps.catalogue.products(product_ids, load)).values():
+    for product in products:
         try:
             product.check_on_sale(now)
         except errors.SaleEnded:
@@ -145,7 +160,12 @@ async def _place(cmd: commands.PlaceOrder, fp: str, *, deps: Deps) -> PlacedOrde
     if gone is not None:
         raise errors.SoldOut(gone)
     order, lines = await priced_order(
-        cmd, uow=deps.uow, catalogue=deps.catalogue, now=deps.clock(), pay_within=deps.pay_within
+        cmd,
+        uow=deps.uow,
+        catalogue=deps.catalogue,
+        now=deps.clock(),
+        pay_within=deps.pay_within,
+        delivery=deps.delivery,
     )
     # Pricing before the lock: the buyer's lock is held only for the stock and the write.
     async with deps.locks.hold(f"user:{cmd.user_id}"):

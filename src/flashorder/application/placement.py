@@ -84,6 +84,11 @@ class ReservePlacement:
         self._writer = writer
         self._sold_out = sold_out
 
+    @property
+    def sold_out(self) -> SoldOutCache | None:
+        """The process's sold-out cache, if any (its size is what a flood could grow)."""
+        return self._sold_out
+
     async def known_sold_out(self, product_ids: Sequence[ProductId]) -> ProductId | None:
         if self._sold_out is None:
             return None

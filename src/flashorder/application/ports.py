@@ -488,11 +488,12 @@ class RateLimiter(Protocol):
     """Token buckets shared by every process that uses the same store."""
 
     async def take(self, buckets: Sequence[Bucket]) -> float:
-        """Take one token from each bucket that has one.
+        """Take one token from every bucket, or from none.
 
-        Returns 0 when every bucket had a token; otherwise how many seconds until the
-        emptiest of them will have one. Each bucket is atomic on its own; a token taken from
-        one bucket is not given back when another is empty. Raises Unavailable.
+        Returns 0 when every bucket had a token and one was taken from each; otherwise how
+        many seconds until the emptiest of them will have one, and no bucket was touched (a
+        caller refused by their own bucket costs a shared one nothing). Atomic over all the
+        buckets: concurrent takes never overdraw any. Raises Unavailable.
         """
         ...
 

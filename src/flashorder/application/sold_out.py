@@ -15,7 +15,9 @@ Invariants:
   and cancels drop its readings at once): an order that could succeed is refused for at
   most ``ttl`` after the stock came back;
 - when the gate cannot be read, nothing is refused: the order goes on to the gate, which
-  answers for itself.
+  answers for itself;
+- it holds at most ``max_size`` readings, none long past ``ttl``: a flood of orders naming
+  made-up product ids costs a bounded map, not a permanent entry each.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+from flashorder.application.expiring import ExpiringMap
 from flashorder.application.ports import StockGate
 from flashorder.domain import errors
 from flashorder.domain.model import ProductId
@@ -31,13 +34,18 @@ from flashorder.domain.model import ProductId
 
 class SoldOutCache:
     def __init__(
-        self, gate: StockGate, *, ttl: float, clock: Callable[[], float] = time.monotonic
+        self,
+        gate: StockGate,
+        *,
+        ttl: float,
+        max_size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._gate = gate
         self._ttl = ttl
         self._clock = clock
-        #: product -> (when the reading started, sold out)
-        self._readings: dict[ProductId, tuple[float, bool]] = {}
+        #: product -> sold out, until ``ttl`` after the reading started
+        self._readings: ExpiringMap[ProductId, bool] = ExpiringMap(max_size=max_size)
         self._reading: dict[ProductId, asyncio.Task[bool]] = {}
         # Bumped by ``forget``: a reading that started before it may predate the change.
         self._generation = 0
@@ -49,10 +57,10 @@ class SoldOutCache:
         now = self._clock()
         stale: list[ProductId] = []
         for pid in product_ids:
-            reading = self._readings.get(pid)
-            if reading is None or now - reading[0] >= self._ttl:
+            sold_out = self._readings.get(pid, now)
+            if sold_out is None:
                 stale.append(pid)
-            elif reading[1]:
+            elif sold_out:
                 return pid
         # The readings run side by side; each is awaited in turn (no task per caller: a
         # crowd meets a stale reading at once, and a gather would wrap each wait in a task).
@@ -67,7 +75,7 @@ class SoldOutCache:
         """Drop what is known of these products: their stock just changed, here."""
         self._generation += 1
         for pid in product_ids:
-            self._readings.pop(pid, None)
+            self._readings.discard(pid)
 
     def _reading_of(self, pid: ProductId) -> asyncio.Task[bool]:
         # One reading per product at a time: a crowd arriving when a reading is stale shares
@@ -93,5 +101,8 @@ class SoldOutCache:
         # No count (a fresh Redis) is not sold out: the order primes the gate from the database.
         sold_out = available is not None and available <= 0
         if generation == self._generation:
-            self._readings[pid] = (started, sold_out)
+            self._readings.put(pid, sold_out, expires_at=started + self._ttl, now=self._clock())
         return sold_out
+
+    def __len__(self) -> int:
+        return len(self._readings)

@@ -168,6 +168,12 @@ class UnknownReference(Invalid):
 
 
 class Unavailable(FlashOrderError):
-    def __init__(self, dependency: str, detail: str = "") -> None:
+    """A dependency is down or slow. ``detail`` may hold what a driver said (hosts, ports,
+    users): it is for the logs, and reaches a client only when ``public`` says it was written
+    for one."""
+
+    def __init__(self, dependency: str, detail: str = "", *, public: bool = False) -> None:
         super().__init__(f"{dependency} is unavailable{': ' + detail if detail else ''}")
         self.dependency = dependency
+        self.reason = detail
+        self.public = public

@@ -18,6 +18,21 @@ class RequestedLine:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryRule:
+    """What delivery costs, as the shop sets it: a flat fee per order, waived when the items
+    amount after the discount reaches ``free_from`` (None: never waived). The buyer's
+    ``deliveryFee`` is checked against it like any price, never trusted."""
+
+    flat: Money = 0
+    free_from: Money | None = None
+
+    def fee_for(self, amount: Money) -> Money:
+        if self.free_from is not None and amount >= self.free_from:
+            return 0
+        return self.flat
+
+
+@dataclass(frozen=True, slots=True)
 class Quote:
     lines: tuple[OrderLine, ...]
     items_amount: Money
@@ -35,10 +50,12 @@ def check_quote(
     delivery_fee: Money,
     claimed_payment: Money,
     at: datetime,
+    delivery: DeliveryRule = DeliveryRule(),
 ) -> Quote:
     """Price the order from the catalogue and reject any figure of the client's that differs.
 
-    ``claimed_discount`` may be omitted (null) only when there is no discount to give.
+    ``claimed_discount`` may be omitted (null) only when there is no discount to give;
+    ``delivery_fee`` is the client's figure, checked against the shop's ``delivery`` rule.
     """
     if not requested:
         raise errors.InvalidOrder("an order needs at least one item")
@@ -62,9 +79,10 @@ def check_quote(
     discount = policy.discount_for(items_amount, at) if policy is not None else 0
     if (claimed_discount or 0) != discount:
         raise errors.PriceMismatch("discountAmount", discount, claimed_discount or 0)
-    if delivery_fee < 0:
-        raise errors.InvalidOrder("deliveryFee cannot be negative")
-    payment = items_amount - discount + delivery_fee
+    fee = delivery.fee_for(items_amount - discount)
+    if delivery_fee != fee:
+        raise errors.PriceMismatch("deliveryFee", fee, delivery_fee)
+    payment = items_amount - discount + fee
     if claimed_payment != payment:
         raise errors.PriceMismatch("paymentAmount", payment, claimed_payment)
-    return Quote(tuple(lines), items_amount, discount, delivery_fee, payment)
+    return Quote(tuple(lines), items_amount, discount, fee, payment)

@@ -66,13 +66,19 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
     workers: Annotated[int | None, typer.Option(help="API worker processes")] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(help="Proxies whose X-Forwarded-For is believed (comma-separated, or *)"),
+    ] = None,
 ) -> None:
     """Serve the API (embedded by default; see FLASHORDER_* settings for the full stack)."""
     import shutil
 
     import uvicorn
 
-    settings = _settings(host=host, port=port, workers=workers)
+    settings = _settings(
+        host=host, port=port, workers=workers, forwarded_allow_ips=forwarded_allow_ips
+    )
     if problems := settings.problems():
         for problem in problems:
             typer.echo(f"error: {problem}", err=True)
@@ -96,6 +102,8 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
         backlog=4096,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
         # The supervisor pings each worker every half second and kills one that does not
         # answer within this. uvicorn's 5 s is shorter than a worker's start (a fresh

@@ -3,7 +3,9 @@
 Redis Cluster runs a script only when all its keys live in one slot, and the slot of a key
 is decided by its tag (the part in braces). So the tags decide what can be done atomically:
 
-    {user:<userId>}  the user's lock, idempotency keys and rate bucket: one slot per buyer
+    {user:<userId>}  the user's lock and idempotency keys: one slot per buyer
+    {rate}           every rate-limit bucket: one script takes from all of a request's
+                     buckets (its user's, its address's) or from none
     {p:<productId>}  a product's count, per-user counts and reservation lines (sharded gate)
     {r:<n>}          one of ``LEDGER_SHARDS`` shards of the sharded gate's order ledger
     {stock}          the standalone gate: every product in one slot, for one Redis only
@@ -35,10 +37,11 @@ def idempotency(prefix: str, user_id: str, key: str) -> str:
 
 
 def rate(prefix: str, bucket: str) -> str:
-    """``P:rate:{<bucket>}``; a user's bucket is ``user:<userId>``, in the user's slot. One
-    script can take from several buckets only if they share a tag: the buckets of one
-    request (user and client address) are taken call by call on a cluster."""
-    return f"{prefix}:rate:{{{bucket}}}"
+    """``P:rate:{rate}:<bucket>``. A request's buckets (user and client address) are taken
+    all-or-nothing by one script, which a cluster runs only on keys of one slot: so every
+    bucket shares the tag ``{rate}`` and one master serves the rate limits (a take is one
+    short script, as the standalone ``{stock}`` gate's)."""
+    return f"{prefix}:rate:{{rate}}:{bucket}"
 
 
 def standalone_stock(prefix: str) -> str:

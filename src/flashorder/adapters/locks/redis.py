@@ -237,7 +237,14 @@ class RedisLocks:
         lease_ms = max(1, int(1000 * (self._default_lease if lease is None else lease)))
         key = self.key(name)
         token = uuid.uuid4().hex
-        await self._acquire(name, key, token, wait_s, lease_ms)
+        try:
+            await self._acquire(name, key, token, wait_s, lease_ms)
+        except asyncio.CancelledError:
+            # Cancelled while an attempt was in flight, Redis may have granted the lock to
+            # this holder, which never learns it: give it back by its token (a no-op when it
+            # was not granted), or every other waiter would wait out the lease.
+            await asyncio.shield(self._let_go(name, key, token, held=False))
+            raise
         done = asyncio.Event()
         # Most holds end long before a third of the lease: a timer, not a task per hold,
         # starts the renewals only for a body that is still running then.
@@ -266,7 +273,7 @@ class RedisLocks:
     async def _try(self, key: str, token: str, lease_ms: int) -> int | None:
         """None when acquired, else the holder's remaining lease in ms (-1: no expiry)."""
         # Hazard: cancelled while this is in flight, Redis may grant the lock to a holder that
-        # never learns it. Nothing releases it then but the lease, hence leases stay short.
+        # never learns it; ``hold`` then releases it by its token.
         with translated():
             result = await self._acquire_script(keys=[key], args=[token, lease_ms])
         return None if int(result[0]) == 1 else int(result[1])
@@ -316,7 +323,8 @@ class RedisLocks:
                     return
             await wait_for_signal(done, lease_ms / 3000)
 
-    async def _let_go(self, name: str, key: str, token: str) -> None:
+    async def _let_go(self, name: str, key: str, token: str, *, held: bool = True) -> None:
+        """Release by token. ``held=False``: perhaps never granted (a cancelled attempt)."""
         # Failing here must not fail the body, whose work is done: the lease frees the lock.
         try:
             released = int(
@@ -325,5 +333,5 @@ class RedisLocks:
         except RedisError as exc:
             log.warning("lock.release_failed", extra={"lock": name, "error": repr(exc)})
             return
-        if not released:
+        if not released and held:
             log.warning("lock.lost_before_release", extra={"lock": name})

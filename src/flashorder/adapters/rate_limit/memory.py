@@ -35,27 +35,32 @@ class MemoryRateLimiter:
 
     async def take(self, buckets: Sequence[Bucket]) -> float:
         now = self._clock()
-        waits = [self._take_one(bucket, now) for bucket in buckets]
+        held = [self._tokens(bucket, now) for bucket in buckets]
+        # Whole milliseconds, rounded up, as the script answers.
+        wait = max(
+            (
+                math.ceil((1 - tokens) * 1000 / bucket.rate) / 1000
+                for bucket, tokens in zip(buckets, held, strict=True)
+                if tokens < 1
+            ),
+            default=0.0,
+        )
+        if wait == 0:
+            # Every bucket has a token: take one from each. Otherwise none is touched.
+            for bucket, tokens in zip(buckets, held, strict=True):
+                left = tokens - 1
+                self._buckets[bucket.key] = _State(
+                    tokens=left, at=now, full_at=now + (bucket.burst - left) / bucket.rate
+                )
         if now - self._swept_at >= _SWEEP_EVERY:
             self._sweep(now)
-        return max(waits, default=0.0)
+        return wait
 
-    def _take_one(self, bucket: Bucket, now: float) -> float:
+    def _tokens(self, bucket: Bucket, now: float) -> float:
         state = self._buckets.get(bucket.key)
         if state is None or state.full_at <= now:
-            tokens = float(bucket.burst)
-        else:
-            tokens = min(bucket.burst, state.tokens + max(0.0, now - state.at) * bucket.rate)
-        wait = 0.0
-        if tokens >= 1:
-            tokens -= 1
-        else:
-            # Whole milliseconds, rounded up, as the script answers.
-            wait = math.ceil((1 - tokens) * 1000 / bucket.rate) / 1000
-        self._buckets[bucket.key] = _State(
-            tokens=tokens, at=now, full_at=now + (bucket.burst - tokens) / bucket.rate
-        )
-        return wait
+            return float(bucket.burst)
+        return min(bucket.burst, state.tokens + max(0.0, now - state.at) * bucket.rate)
 
     def _sweep(self, now: float) -> None:
         self._buckets = {key: s for key, s in self._buckets.items() if s.full_at > now}

@@ -1,8 +1,10 @@
 """Admission: the rate limits in front of the commands that take stock (place, cancel).
 
 Two token buckets per request, one for the caller's user and one for the client address
-(behind a proxy, uvicorn's ``--forwarded-allow-ips`` decides whether ``X-Forwarded-For`` is
-believed). Both are taken in one round trip; a refused request changes nothing else.
+(behind a proxy, ``FLASHORDER_FORWARDED_ALLOW_IPS`` / ``flashorder serve
+--forwarded-allow-ips`` decides whose ``X-Forwarded-For`` is believed). A token is taken from
+both or from neither, in one round trip: a user refused by their own bucket costs the shared
+address bucket nothing, and a refused request changes nothing else.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from flashorder.entrypoints.api import (
     sales,
 )
 from flashorder.entrypoints.api.auth import Authenticator, secret_warning
-from flashorder.entrypoints.api.limits import BodyLimit
+from flashorder.entrypoints.api.limits import SizeLimits
 from flashorder.entrypoints.api.metrics import (
     Metrics,
     MetricsMiddleware,
@@ -41,6 +41,7 @@ from flashorder.entrypoints.api.metrics import (
     sql_pool,
     watch_runtime,
 )
+from flashorder.entrypoints.api.probes import Probes
 from flashorder.entrypoints.api.sale_session import Sessions
 from flashorder.entrypoints.heap import freeze_startup_heap
 
@@ -54,6 +55,7 @@ class State(TypedDict):
     service: Service
     metrics: Metrics
     authenticator: Authenticator
+    probes: Probes
     sessions: Sessions
     sale_watch: SaleWatch
 
@@ -96,10 +98,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        for warning in (secret_warning(settings), _webhook_secret_warning(settings)):
-            if not warning:
-                continue
-            log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
+        if problem := settings.dev_secret_problem():
+            # ``flashorder serve`` refuses these settings before it starts; this catches any
+            # other way of serving the app (another ASGI server, an import).
+            raise RuntimeError(problem)
+        if warning := secret_warning(settings):
+            log.warning("auth.development_secret", extra={"warning": warning})
+        if warning := _webhook_secret_warning(settings):
+            log.warning("payments.development_secret", extra={"warning": warning})
         authenticator = Authenticator(settings)
         async with AsyncExitStack() as stack:
             if tracer is not None:
@@ -122,6 +128,7 @@ def create_app(
                 "service": service,
                 "metrics": metrics,
                 "authenticator": authenticator,
+                "probes": Probes(service, ttl=settings.probe_cache_seconds),
                 "sessions": Sessions(settings),
                 "sale_watch": watch,
             }
@@ -148,7 +155,11 @@ def create_app(
     problems.install(app)
     openapi.install(app, settings)
     docs_ui.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        SizeLimits,
+        max_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if tracer is not None:
         # Imported only with tracing on (it loads the SDK). Outermost: the request's span

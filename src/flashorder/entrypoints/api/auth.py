@@ -1,10 +1,13 @@
 """Who is calling: bearer JWTs, checked on every request that needs them.
 
-A token carries ``sub`` (the user id) and is an admin's when ``roles`` contains ``"admin"``
-or ``admin`` is ``true``. It must carry ``exp``, ``iss`` and ``aud`` and they must match the
-settings. HS256 tokens are checked with the shared secret; RS256/ES256 ones with the
-configured public key or the provider's JWKS. Which ``alg`` values are accepted is a setting,
-so a token cannot pick a weaker algorithm than the deployment allows.
+A token carries ``sub`` (the user id) and is an admin's when its admin claim holds the admin
+value (settings ``jwt_admin_claim`` / ``jwt_admin_value``; by default ``roles`` contains
+``"admin"``). It must carry ``exp``, ``iss`` and ``aud`` and they must match the settings.
+HS256 tokens are checked with the shared secret; RS256/ES256 ones with the configured public
+key or the provider's JWKS. Which ``alg`` values are accepted is a setting, so a token cannot
+pick a weaker algorithm than the deployment allows, and a key only checks the algorithms of
+its own type (an ``ES256`` header never meets an RSA key). Whatever a token holds, it is
+accepted or answered 401: never a 500.
 
 Rules of the API (the routes apply them):
 
@@ -19,20 +22,24 @@ Rules of the API (the routes apply them):
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from flashorder.config import DEV_JWT_SECRET, Settings
 from flashorder.domain.model import UserId
-from flashorder.entrypoints.api.jwks import JwksKeys
+from flashorder.entrypoints.api.jwks import RSA_ALGORITHMS, JwksKeys
 from flashorder.entrypoints.api.problems import Forbidden, ProblemType, Unauthorized, documented
+
+log = logging.getLogger(__name__)
 
 #: The answers of any route behind a token, for the OpenAPI document.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -45,7 +52,10 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 # The wire format's identifier rule: a subject outside it could never match an order's user.
-_USER_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,64}$")
+# Matched in full (``$`` would let a trailing newline through).
+_USER_ID = re.compile(r"[A-Za-z0-9_.:@\-]{1,64}")
+
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +67,15 @@ class Principal:
 
 
 def secret_warning(settings: Settings) -> str | None:
-    """What is wrong with the token settings of a deployment, or None."""
-    if (
-        settings.database_url is not None
-        and "HS256" in settings.effective_jwt_algorithms
-        and settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
-    ):
-        return (
-            "FLASHORDER_JWT_SECRET is the documented development secret while "
-            "FLASHORDER_DATABASE_URL is set: ANYONE CAN MINT ADMIN TOKENS. Set a random "
-            "secret of at least 32 bytes, or a public key / JWKS URL with FLASHORDER_JWT_"
-            "ALGORITHMS that leaves out HS256."
-        )
+    """What is wrong with the token settings of a deployment, or None: the development secret
+    used beyond ``make run``, allowed by the development switch (else the service refuses to
+    start, see ``Settings.dev_secret_problem``), or the sale page's sessions signed with a key
+    derived from it."""
+    if settings.allow_dev_secret:
+        saved = settings.model_copy(update={"allow_dev_secret": False})
+        problem = saved.dev_secret_problem()
+        if problem is not None:
+            return f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN MINT ADMIN TOKENS. {problem}"
     if (
         settings.database_url is not None
         and settings.sale_session_secret is None
@@ -80,6 +87,18 @@ def secret_warning(settings: Settings) -> str | None:
             "FLASHORDER_SALE_SESSION_SECRET (or FLASHORDER_JWT_SECRET) to a random secret."
         )
     return None
+
+
+def algorithms_of(key: object) -> frozenset[str]:
+    """The ``alg`` values a public key can check: those of its type (and curve), no other."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return RSA_ALGORITHMS
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        curve = _EC_ALGORITHMS.get(key.curve.name)
+        return frozenset({curve}) if curve else frozenset()
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return frozenset({"EdDSA"})
+    return frozenset()
 
 
 class Authenticator:
@@ -101,6 +120,7 @@ class Authenticator:
             if settings.jwt_public_key is not None
             else None
         )
+        self._public_key_algorithms = algorithms_of(self._public_key)
         self._jwks = (
             JwksKeys(
                 settings.jwt_jwks_url,
@@ -110,6 +130,7 @@ class Authenticator:
             if settings.jwt_jwks_url is not None
             else None
         )
+        self._admin = _AdminClaim(settings.jwt_admin_claim, settings.jwt_admin_value)
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
@@ -139,11 +160,11 @@ class Authenticator:
         """The token's principal and the time after which it is expired, checked in full."""
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        except Exception:
             raise Unauthorized("the bearer token is not a JWT") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
-            raise Unauthorized(f"tokens signed with {alg!r} are not accepted")
+            raise Unauthorized(f"tokens signed with {_shown(alg)} are not accepted")
         key = await self._key(alg, header.get("kid"))
         try:
             claims = jwt.decode(
@@ -159,31 +180,66 @@ class Authenticator:
             raise Unauthorized("the token has expired") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"the token is not valid: {exc}") from None
+        except Exception as exc:
+            # The library's other errors (a key it cannot use for this token raises
+            # TypeError or ValueError): still the token's fault, never a 500.
+            log.info("auth.token_refused", extra={"error": type(exc).__name__})
+            raise Unauthorized("the token is not valid") from None
         # ``exp`` is required and PyJWT checked that it is a number.
-        return _principal_of(claims), float(claims["exp"]) + self._leeway
+        return self._principal_of(claims), float(claims["exp"]) + self._leeway
 
     async def _key(self, alg: str, kid: object) -> Any:
         if alg.startswith("HS"):
             return self._secret
         if self._jwks is not None:
-            found = await self._jwks.key(kid if isinstance(kid, str) else None)
-            if found is None:
-                raise Unauthorized(f"no published key has the id {kid!r}")
-            return found.key
-        if self._public_key is not None:
-            return self._public_key
-        raise Unauthorized(f"no key is configured for {alg} tokens")
+            if kid is not None and not isinstance(kid, str):
+                raise Unauthorized("the token's key id is not a string")
+            published = await self._jwks.key(kid)
+            if published is None:
+                raise Unauthorized(f"no published key has the id {_shown(kid)}")
+            key, algorithms = published.key, published.algorithms
+        elif self._public_key is not None:
+            key, algorithms = self._public_key, self._public_key_algorithms
+        else:
+            raise Unauthorized(f"no key is configured for {alg} tokens")
+        if alg not in algorithms:
+            raise Unauthorized(f"a {alg} token cannot be checked with this key")
+        return key
+
+    def _principal_of(self, claims: dict[str, Any]) -> Principal:
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not _USER_ID.fullmatch(sub):
+            raise Unauthorized("the token's subject is not a valid user id")
+        return Principal(UserId(sub), self._admin.held_by(claims))
 
 
-def _principal_of(claims: dict[str, Any]) -> Principal:
-    sub = claims.get("sub")
-    if not isinstance(sub, str) or not _USER_ID.match(sub):
-        raise Unauthorized("the token's subject is not a valid user id")
-    roles = claims.get("roles")
-    admin = claims.get("admin") is True or (
-        isinstance(roles, list) and any(role == "admin" for role in roles)
-    )
-    return Principal(UserId(sub), admin)
+class _AdminClaim:
+    """The claim that makes an admin, and its value (see ``Settings.jwt_admin_claim``)."""
+
+    def __init__(self, name: str, value: str) -> None:
+        self._name = name
+        self._path = name.split(".")
+        self._value = value
+
+    def held_by(self, claims: dict[str, Any]) -> bool:
+        found: Any = claims.get(self._name)
+        if found is None and len(self._path) > 1:
+            found = claims
+            for part in self._path:
+                found = found.get(part) if isinstance(found, dict) else None
+        if found is True:
+            return self._value == "true"
+        if isinstance(found, str):
+            return found == self._value or self._value in found.split(" ")
+        if isinstance(found, list):
+            return any(item == self._value for item in found)
+        return False
+
+
+def _shown(value: object) -> str:
+    # A header value echoed in a problem: cut short, whatever its size.
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _bearer = HTTPBearer(

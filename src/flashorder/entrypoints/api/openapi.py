@@ -173,12 +173,19 @@ def problem_schemas() -> dict[str, Any]:
                     "type": "array",
                     "items": {"$ref": _SCHEMAS + "ProblemIssue"},
                 },
+                "requestId": {
+                    "description": "`unavailable`, `internal`: the reference of the log line "
+                    "that holds the details, also sent as the `X-Request-Id` header (a sane "
+                    "`X-Request-Id` of the caller's is reused)",
+                    "type": "string",
+                },
             },
         },
     }
 
 
 _PRODUCT = "PRD_240701120000001_0001_101"
+_REQUEST = "5f0c3e2a9b7d4e1f8a6b2c4d0e9f7a13"
 
 #: Examples of the members a type carries besides the common ones, and of its detail.
 _EXAMPLES: dict[ProblemType, Callable[[], tuple[str, dict[str, Any]]]] = {
@@ -208,6 +215,10 @@ _EXAMPLES: dict[ProblemType, Callable[[], tuple[str, dict[str, Any]]]] = {
         {},
     ),
     ProblemType.NOT_FOUND: lambda: (errors.OrderNotFound("0190…").detail, {}),
+    ProblemType.UNAVAILABLE: lambda: (
+        f"database is unavailable; retry shortly (reference {_REQUEST})",
+        {"requestId": _REQUEST},
+    ),
 }
 
 

@@ -1,4 +1,5 @@
-"""Liveness, readiness and metrics."""
+"""Liveness, readiness and metrics: open to anyone, so what they read of the dependencies
+is shared for ``FLASHORDER_PROBE_CACHE_SECONDS`` (see ``probes``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from flashorder.bootstrap import Service
 from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.metrics import Metrics, gauge
+from flashorder.entrypoints.api.probes import Probes
 from flashorder.entrypoints.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["operations"])
@@ -34,9 +36,10 @@ async def healthz() -> JSONResponse:
     responses={503: {"model": Readiness, "description": "A dependency is down: not ready"}},
     summary="Readiness: every dependency answers; read-model lag in detail",
 )
-async def readyz(service: ServiceDep) -> JSONResponse:
-    checks = await service.readiness()
-    lag = await service.lag()
+async def readyz(request: Request) -> JSONResponse:
+    probes: Probes = request.state.probes
+    checks = await probes.readiness()
+    lag = await probes.lag()
     ready = all(state == "ok" for state in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks, "lag": lag},
@@ -47,7 +50,8 @@ async def readyz(service: ServiceDep) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
 async def metrics(request: Request, service: ServiceDep) -> Response:
     registry: Metrics = request.state.metrics
-    lag = await service.lag()
+    probes: Probes = request.state.probes
+    lag = await probes.lag()
     registry.lag_events.set(lag.get("events", 0))
     registry.lag_seconds.set(lag.get("seconds", 0.0))
     body, content_type = registry.exposition(await _database_figures(service))

@@ -55,6 +55,7 @@ async def deadline(seconds: float) -> AsyncIterator[None]:
             "service",
             f"no answer within {seconds:g}s; the outcome is unknown, retry with the same "
             "Idempotency-Key",
+            public=True,
         ) from None
 
 
@@ -122,23 +123,30 @@ async def place_order(
         raise errors.InvalidOrder(
             f"quantity is at most {service.settings.max_quantity_per_item} per item"
         )
+    product_ids = [ProductId(item.product_id) for item in body.items]
+    # The crowd before a known product's start is refused from what this process holds,
+    # before anything else: no rate-limit token, no read, no write.
+    handlers.refuse_known_off_sale(
+        product_ids, deps=service.deps, keyed=idempotency_key is not None
+    )
+    # Then admitted: whatever else an order names costs its caller a token before it costs
+    # the service a read or a cache entry (a made-up product id would otherwise be a free
+    # database reading).
+    await admit(request, principal, service)
     # The crowd before a sale's start is refused here, from the process's catalogue cache:
-    # no rate-limit take, no idempotency claim, no database.
+    # no idempotency claim, no reservation, no write.
     await handlers.refuse_off_sale(
-        [ProductId(item.product_id) for item in body.items],
+        product_ids,
         deps=service.deps,
         keyed=idempotency_key is not None,
     )
     if idempotency_key is None:
-        # Refused before the rate limits: an unkeyed order of a product this process knows
-        # to be sold out costs no round trip and changes nothing. (A keyed one may be the
-        # retry of an order that was placed: the handler answers it from the key's record.)
-        gone = await handlers.sold_out_among(
-            [ProductId(item.product_id) for item in body.items], deps=service.deps
-        )
+        # An unkeyed order of a product this process knows to be sold out costs no further
+        # round trip and changes nothing. (A keyed one may be the retry of an order that was
+        # placed: the handler answers it from the key's record.)
+        gone = await handlers.sold_out_among(product_ids, deps=service.deps)
         if gone is not None:
             raise errors.SoldOut(gone)
-    await admit(request, principal, service)
     cmd = commands.PlaceOrder(
         user_id=UserId(body.user_id),
         lines=tuple(

@@ -3,7 +3,9 @@
 Each case has a stable ``type`` that clients can switch on (``ProblemType``: the closed set of
 this version of the API; a new case is a new member, announced in the changelog); ``detail``
 is for people. Some types carry extension members (``productId``, ``limit``; ``field``,
-``expected``, ``given``; ``errors``), all declared in the ``Problem`` schema (``openapi``).
+``expected``, ``given``; ``errors``; ``requestId`` on a 500 or 503, also in the
+``X-Request-Id`` header, naming the log line that holds the details), all declared in the
+``Problem`` schema (``openapi``).
 
 Besides the domain's errors, requests can be refused at the HTTP edge, before any handler
 runs::
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import uuid
 from enum import StrEnum
 from typing import Any
 
@@ -39,6 +43,9 @@ MEDIA_TYPE = "application/problem+json"
 OUTCOME_KEY = "flashorder.outcome"
 #: Where every error response of the OpenAPI document points.
 PROBLEM_REF = "#/components/schemas/Problem"
+#: Names the log line of a failure in the answer: a caller's own id is reused when it is sane.
+REQUEST_ID = "X-Request-Id"
+_SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 
 class ProblemType(StrEnum):
@@ -63,6 +70,7 @@ class ProblemType(StrEnum):
     LENGTH_REQUIRED = PROBLEM_BASE + "length-required"
     PAYLOAD_TOO_LARGE = PROBLEM_BASE + "payload-too-large"
     UNSUPPORTED_MEDIA_TYPE = PROBLEM_BASE + "unsupported-media-type"
+    REQUEST_HEADER_FIELDS_TOO_LARGE = PROBLEM_BASE + "request-header-fields-too-large"
     VALIDATION_ERROR = PROBLEM_BASE + "validation-error"
     INVALID_REQUEST = PROBLEM_BASE + "invalid-request"
     PRICE_MISMATCH = PROBLEM_BASE + "price-mismatch"
@@ -102,6 +110,7 @@ CASES: dict[ProblemType, tuple[int, str]] = {
     ProblemType.LENGTH_REQUIRED: (411, "Length required"),
     ProblemType.PAYLOAD_TOO_LARGE: (413, "Payload too large"),
     ProblemType.UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported media type"),
+    ProblemType.REQUEST_HEADER_FIELDS_TOO_LARGE: (431, "Request header fields too large"),
     ProblemType.VALIDATION_ERROR: (422, "Validation error"),
     ProblemType.INVALID_REQUEST: (422, "Invalid request"),
     ProblemType.PRICE_MISMATCH: (422, "Price mismatch"),
@@ -285,7 +294,7 @@ def _headers(exc: errors.FlashOrderError, type_: ProblemType) -> dict[str, str] 
         # Whole seconds until the start, rounded up: a client that waits this long and
         # comes back finds the sale open (RFC 9110 §10.2.3).
         return {"Retry-After": str(max(1, math.ceil(exc.seconds_left)))}
-    return {"Retry-After": "1"} if type_ is ProblemType.UNAVAILABLE else None
+    return None
 
 
 def common_responses() -> dict[int | str, dict[str, Any]]:
@@ -298,25 +307,70 @@ def common_responses() -> dict[int | str, dict[str, Any]]:
             "The body is over the size limit; nothing was read", ProblemType.PAYLOAD_TOO_LARGE
         ),
         422: documented("The request does not match the schema", ProblemType.VALIDATION_ERROR),
+        431: documented(
+            "The headers are over the size limit; none was read",
+            ProblemType.REQUEST_HEADER_FIELDS_TOO_LARGE,
+        ),
         503: documented(
             "A dependency is down or slow; nothing was written",
             ProblemType.UNAVAILABLE,
-            headers={"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+            headers={
+                "Retry-After": {"schema": {"type": "integer", "minimum": 1}},
+                REQUEST_ID: {
+                    "description": "The reference of the log line that holds the details "
+                    "(the caller's own when it sent a sane one)",
+                    "schema": {"type": "string"},
+                },
+            },
         ),
     }
 
 
+def request_id(request: Request) -> str:
+    """The caller's ``X-Request-Id`` when it is a sane token, else a fresh one."""
+    given = request.headers.get(REQUEST_ID)
+    if given is not None and _SANE_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.FlashOrderError)
+    if isinstance(exc, errors.Unavailable):
+        return _unavailable(request, exc)
     type_ = classify(exc)
-    headers = _headers(exc, type_)
     return problem(
         type_,
         exc.detail,
         instance=request.url.path,
-        headers=headers,
+        headers=_headers(exc, type_),
         request=request,
         **_extra(exc),
+    )
+
+
+def _unavailable(request: Request, exc: errors.Unavailable) -> Response:
+    # A driver's message names hosts, ports, users and addresses: it goes to the log, under
+    # an id that the answer names, and the client learns only which part is down.
+    rid = request_id(request)
+    log.warning(
+        "api.unavailable",
+        extra={
+            "method": request.method,
+            "path": request.url.path,
+            "request_id": rid,
+            "dependency": exc.dependency,
+            "error": exc.detail,
+        },
+    )
+    said = exc.detail if exc.public else f"{exc.dependency} is unavailable"
+    return problem(
+        ProblemType.UNAVAILABLE,
+        f"{said}; retry shortly (reference {rid})",
+        instance=request.url.path,
+        headers={"Retry-After": "1", REQUEST_ID: rid},
+        request=request,
+        requestId=rid,
     )
 
 
@@ -374,8 +428,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A bug, by definition: log it whole, tell the client nothing about internals.
-    log.exception("api.unhandled_error", extra={"method": request.method, "path": request.url.path})
-    return problem(ProblemType.INTERNAL, "an unexpected error occurred", request=request)
+    rid = request_id(request)
+    log.exception(
+        "api.unhandled_error",
+        extra={"method": request.method, "path": request.url.path, "request_id": rid},
+    )
+    return problem(
+        ProblemType.INTERNAL,
+        f"an unexpected error occurred (reference {rid})",
+        headers={REQUEST_ID: rid},
+        request=request,
+        requestId=rid,
+    )
 
 
 def install(app: FastAPI) -> None:

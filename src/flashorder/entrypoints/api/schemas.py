@@ -102,6 +102,8 @@ class PlaceOrderIn(Wire):
     items: Annotated[list[OrderItemIn], Field(min_length=1, max_length=1000)]
     discount_policy_id: Ident | None = None
     discount_amount: Amount | None = None
+    #: The shop's fee (``FLASHORDER_DELIVERY_FEE``, free from ``_DELIVERY_FREE_FROM``): any
+    #: other figure is a 422 price-mismatch.
     delivery_fee: Amount = 0
     payment_amount: Amount
     payment_type: Payment
