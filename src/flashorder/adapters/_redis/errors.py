@@ -17,6 +17,18 @@ def translated() -> Iterator[None]:
         yield
     except RedisError as exc:
         raise errors.Unavailable("redis", str(exc) or type(exc).__name__) from exc
+    except RuntimeError as exc:
+        # After a failover the cluster client may write to a connection whose transport the
+        # event loop already closed; redis-py lets the loop's RuntimeError through as it is.
+        # It is a lost connection like any other, not a bug of the request.
+        if not _closed_transport(exc):
+            raise
+        raise errors.Unavailable("redis", f"connection lost: {exc}") from exc
+
+
+def _closed_transport(exc: RuntimeError) -> bool:
+    message = str(exc)
+    return "handler is closed" in message or "transport" in message.lower()
 
 
 def text(value: object) -> str:
