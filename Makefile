@@ -29,11 +29,10 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/flashorder serve
 
-## The whole test suite against real MariaDB, Redis and Kafka (started here), the fault
-## drills included: they stop and start a MariaDB and a Redis of their own (tests/drills).
-## The drills of the full cluster topology run apart: make cluster-drills.
+## The whole test suite against real MariaDB, Redis and Kafka (started here). The fault
+## drills run apart (make drills: on a MariaDB and a Redis of their own; make cluster-drills).
 test: install services chromium asyncapi-tools promtool
-	$(BIN)/pytest -m "not cluster_drill"
+	$(BIN)/pytest -m "not drill"
 
 ## promtool (Debian's prometheus package), which checks and unit-tests the alert rules in
 ## deploy/prometheus. Idempotent.
