@@ -164,6 +164,8 @@ async def test_one_order_is_one_trace_across_redis_mariadb_the_outbox_and_kafka(
             kafka_bootstrap=kafka_bootstrap,
             kafka_topic_prefix=f"{name}.",
             data_dir=tmp_path,
+            # Tokens are minted with the development secret; the app listens nowhere.
+            allow_dev_secret=True,
         )
         async with in_process_stack(settings, tracer, f"{name}-projector") as api:
             pid = await new_product(api, stock=5)
