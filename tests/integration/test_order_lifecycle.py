@@ -405,7 +405,9 @@ async def expire_across_a_restart(
 
     expired = await world.expirer().run_once()
 
-    assert sorted(expired) == sorted([*old, fresh])
+    # The database is the module's: other tests' due orders may be expired here too.
+    mine = [*old, fresh]
+    assert sorted(o for o in expired if o in mine) == sorted(mine)
     # The database has every unit back; the gate only the fresh order's (the old
     # reservations died with Redis): it trails by four until reconciliation.
     assert await world.gate.available(pid) == 6
