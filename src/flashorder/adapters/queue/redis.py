@@ -185,7 +185,7 @@ if room > 0 then
   end
   redis.call('HSET', META, 'cursor', cursor)
   redis.call('HINCRBY', META, 'admitted', admitted)
-  redis.call('HINCRBY', META, 'leftw', -skipped)
+  if skipped > 0 then redis.call('HINCRBY', META, 'leftw', -skipped) end
 end
 if rate > 0 then
   redis.call('HSET', META, 'allowance', tostring(allowance - admitted))
