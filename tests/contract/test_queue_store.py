@@ -122,7 +122,8 @@ async def test_ten_thousand_early_buyers_are_admitted_in_an_order_independent_of
     )
     batch = {}
     for u, ticket in zip(users, seen, strict=True):
-        assert ticket is not None and ticket.status is TicketStatus.ADMITTED
+        assert ticket is not None
+        assert ticket.status is TicketStatus.ADMITTED
         assert ticket.admitted_until_ms is not None
         batch[u] = (ticket.admitted_until_ms - TOKEN_MS - START) // 1000
 
@@ -132,7 +133,7 @@ async def test_ten_thousand_early_buyers_are_admitted_in_an_order_independent_of
     drawn = sorted(users, key=lambda u: draw_score("audit-seed", u))
     assert [batch[u] for u in drawn] == sorted(batch.values())
     assert [tickets[u].ticket_id for u in drawn] == [
-        t.ticket_id for t in sorted(seen, key=lambda t: t.position or 0) if t
+        t.ticket_id for t in sorted((t for t in seen if t), key=lambda t: t.position or 0)
     ]
     # Independent of the join order: no rank correlation between joining and admission,
     # and every join decile spread evenly over the admission deciles. (A fixed seed: the
@@ -206,7 +207,8 @@ async def test_an_unused_turn_expires_and_the_next_ticket_is_admitted(store: Que
     await store.advance(pid, terms(window=1, token_ms=1000))
     ahead, behind = sorted([first, second], key=lambda t: draw_score("s", t.user_id))
     admitted = await store.ticket(pid, ahead.ticket_id, now_ms=START)
-    assert admitted is not None and admitted.admitted_until_ms == START + 1000
+    assert admitted is not None
+    assert admitted.admitted_until_ms == START + 1000
 
     state = await store.advance(pid, terms(START + 1000, window=1, token_ms=1000))
 
@@ -221,13 +223,13 @@ async def test_an_order_uses_the_turn_and_frees_its_place(store: QueueStore) -> 
     pid = product()
     tickets = [await join(store, pid, f"u{i}") for i in range(3)]
     await store.advance(pid, terms(window=1))
-    seen = await statuses(store, pid, tickets, START)
-    first = tickets[seen.index(TicketStatus.ADMITTED)]
+    first = tickets[(await statuses(store, pid, tickets, START)).index(TicketStatus.ADMITTED)]
 
     state = await store.advance(pid, terms(START + 1, window=1), [UserId(first.user_id)])
 
     seen = await store.ticket(pid, first.ticket_id, now_ms=START + 1)
-    assert seen is not None and seen.status is TicketStatus.ORDERED
+    assert seen is not None
+    assert seen.status is TicketStatus.ORDERED
     assert (state.ordered, state.admitted, state.live, state.waiting) == (1, 2, 1, 1)
 
 
@@ -250,7 +252,8 @@ async def test_a_leaver_is_skipped_and_may_join_again_at_the_same_draw_place(
     pid = product()
     a = await join(store, pid, "a")
     left = await store.leave(pid, a.ticket_id, now_ms=START - 10)
-    assert left is not None and left.status is TicketStatus.LEFT
+    assert left is not None
+    assert left.status is TicketStatus.LEFT
     b = await join(store, pid, "b")
     again = await join(store, pid, "a")
     assert again.ticket_id != a.ticket_id
@@ -273,6 +276,7 @@ async def test_nothing_is_admitted_before_the_start(store: QueueStore) -> None:
 
     assert (state.drawn, state.admitted) == (False, 0)
     seen = await store.ticket(pid, ticket.ticket_id, now_ms=START - 1)
-    assert seen is not None and seen.status is TicketStatus.WAITING
+    assert seen is not None
+    assert seen.status is TicketStatus.WAITING
     assert await store.ticket(pid, "t-unknown", now_ms=START) is None
     assert await store.state(product()) is None

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from flashorder.application.waiting_room import admission_key
+from flashorder.domain.model import ProductId
 from flashorder.domain.queue import sign_admission
 from tests.invariants import check_stock
 from tests.support.api import Api, Reply
@@ -92,7 +93,8 @@ async def test_a_queued_drop_admits_as_many_as_there_are_units_then_says_sold_ou
     joined = await asyncio.gather(*(join(api, pid, u) for u in users))
     again = await join(api, pid, users[0])
     assert [r.status for r in joined] == [201] * 12
-    assert again.status == 200 and again.body["ticketId"] == joined[0].body["ticketId"]
+    assert again.status == 200
+    assert again.body["ticketId"] == joined[0].body["ticketId"]
     before = joined[0].body
     assert (before["status"], before["position"], before["ahead"]) == ("WAITING", None, None)
     refused = await order(api, pid, users[0], None)
@@ -104,7 +106,8 @@ async def test_a_queued_drop_admits_as_many_as_there_are_units_then_says_sold_ou
     # Nobody is admitted for a unit that is not there: three units, three turns.
     await asyncio.sleep(0.6)
     views = await until(api, pid, tickets, lambda v: True)
-    assert count(views, "ADMITTED") == 3 and count(views, "WAITING") == 9
+    assert count(views, "ADMITTED") == 3
+    assert count(views, "WAITING") == 9
     assert sorted(v["position"] for v in views.values()) == list(range(1, 13))
     admitted = [u for u, v in views.items() if v["status"] == "ADMITTED"]
     waiting = [u for u, v in views.items() if v["status"] == "WAITING"]
@@ -172,11 +175,22 @@ async def test_expired_holds_reopen_admission(api: Api) -> None:
     views = await until(api, pid, tickets, lambda v: count(v, "ADMITTED") == 1)
     buyer = next(u for u, v in views.items() if v["status"] == "ADMITTED")
     other = second if buyer == first else first
-    assert (await order(api, pid, buyer, views[buyer]["admissionToken"])).status == 201
+    placed = await order(api, pid, buyer, views[buyer]["admissionToken"])
+    assert placed.status == 201
     await until(api, pid, tickets, lambda v: v[other]["status"] == "SOLD_OUT", timeout=5)
-
     # Unpaid, the hold expires (in about a second); its unit comes back, and the line moves.
-    reopened = await until(api, pid, tickets, lambda v: v[other]["status"] == "ADMITTED")
+    try:
+        reopened = await until(
+            api, pid, tickets, lambda v: v[other]["status"] == "ADMITTED", timeout=30
+        )
+    except AssertionError:
+        held = await api.call(
+            "GET", f"/api/v1/orders/{placed.body['orderId']}", token=api.token(buyer)
+        )
+        raise AssertionError(
+            f"not re-opened: the order is {held.body['status']}, "
+            f"the gate has {await api.gate.available(ProductId(pid))} available"
+        ) from None
 
     assert (await order(api, pid, other, reopened[other]["admissionToken"])).status == 201
     await check_stock(api.engine, api.gate, [pid])
@@ -213,7 +227,8 @@ async def test_hundreds_of_concurrent_joins_give_one_ticket_each_and_nobody_is_a
     stats = await api.call("GET", f"/api/v1/sales/{pid}/queue", token=admin(api))
     assert stats.status == 200
     assert (stats.body["joined"], stats.body["admitted"], stats.body["soldOut"]) == (200, 40, True)
-    assert stats.body["drawn"] is True and len(stats.body["seed"]) == 32
+    assert stats.body["drawn"] is True
+    assert len(stats.body["seed"]) == 32
 
 
 async def test_bad_queue_requests_get_4xx_problems(api: Api) -> None:
@@ -224,13 +239,14 @@ async def test_bad_queue_requests_get_4xx_problems(api: Api) -> None:
         {"productId": plain, "name": "plain", "price": PRICE, "stock": 1},
         token=admin(api),
     )
-    assert reply.status == 201 and reply.body["queued"] is False
+    assert reply.status == 201
+    assert reply.body["queued"] is False
     later = datetime.now(UTC) + timedelta(hours=1)
     opens_later = await queued_sale(api, stock=1, starts_in=7200, queueOpensAt=later.isoformat())
     pid = await queued_sale(api, stock=1, starts_in=60)
     user = rid("u")
     ticket = (await join(api, pid, user)).body["ticketId"]
-    bad_products = [
+    bad_products: list[dict[str, Any]] = [
         {"queued": True},
         {
             "queued": True,
@@ -264,9 +280,11 @@ async def test_bad_queue_requests_get_4xx_problems(api: Api) -> None:
     not_open = await join(api, opens_later, user)
     assert int(not_open.headers["Retry-After"]) > 3000
     left = await api.call("DELETE", f"/api/v1/sales/{pid}/queue/{ticket}", token=api.token(user))
-    assert left.status == 200 and left.body["status"] == "LEFT"
+    assert left.status == 200
+    assert left.body["status"] == "LEFT"
     rejoined = await join(api, pid, user)
-    assert rejoined.status == 201 and rejoined.body["ticketId"] != ticket
+    assert rejoined.status == 201
+    assert rejoined.body["ticketId"] != ticket
 
 
 @pytest.mark.services
@@ -287,4 +305,5 @@ async def test_the_ticket_stream_pushes_the_admission(stack_api: Any) -> None:
                     seen.append(orjson.loads(line[6:])["status"])
                     if seen[-1] == "ADMITTED":
                         break
-    assert seen[0] == "WAITING" and seen[-1] == "ADMITTED"
+    assert seen[0] == "WAITING"
+    assert seen[-1] == "ADMITTED"
