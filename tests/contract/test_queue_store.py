@@ -62,6 +62,8 @@ def terms(
     per_second: float | None = None,
     window: int | None = 100,
     token_ms: int = TOKEN_MS,
+    units_per_turn: int = 1,
+    burst_ms: int = 1000,
 ) -> AdmissionTerms:
     return AdmissionTerms(
         now_ms=now,
@@ -70,6 +72,8 @@ def terms(
         per_second=per_second,
         window=window,
         token_ms=token_ms,
+        units_per_turn=units_per_turn,
+        burst_ms=burst_ms,
     )
 
 
@@ -244,6 +248,30 @@ async def test_the_rate_admits_that_many_a_second(store: QueueStore) -> None:
     later = await store.advance(pid, terms(START + 1500, per_second=10, window=None))
 
     assert [at_start.admitted, half.admitted, again.admitted, later.admitted] == [0, 5, 5, 15]
+
+
+async def test_a_late_step_admits_no_more_than_the_burst(store: QueueStore) -> None:
+    pid = product()
+    for i in range(100):
+        await join(store, pid, f"u{i}")
+
+    # The first step comes two seconds after the start: half a second's worth, not two.
+    late = await store.advance(pid, terms(START + 2000, per_second=10, window=None, burst_ms=500))
+
+    assert late.admitted == 5
+
+
+async def test_a_turn_counts_the_units_one_buyer_may_take(store: QueueStore) -> None:
+    pid = product()
+    tickets = [await join(store, pid, f"u{i}") for i in range(10)]
+
+    await store.advance(pid, terms(available=7, units_per_turn=2))
+    three = await statuses(store, pid, tickets, START)
+    # Two units went to someone's order: five left, and the three turns on may take six.
+    state = await store.advance(pid, terms(START + 1, available=5, units_per_turn=2))
+
+    assert three.count(TicketStatus.ADMITTED) == 3
+    assert (state.admitted, state.live) == (3, 3)
 
 
 async def test_a_leaver_is_skipped_and_may_join_again_at_the_same_draw_place(
