@@ -252,6 +252,10 @@ class WaitingRoom:
             if not self._watchers[product_id]:
                 del self._watchers[product_id]
 
+    def watching(self, product_id: ProductId) -> int:
+        """Streams of the room open in this process."""
+        return self._watchers.get(product_id, 0)
+
     async def _next_state(self, product_id: ProductId, seen: QueueState | None) -> QueueState:
         while True:
             state = self._states.get(product_id)
