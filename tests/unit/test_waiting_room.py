@@ -193,3 +193,20 @@ async def test_a_stream_closed_while_it_waits_for_a_step_ends_cleanly() -> None:
     assert first.ticket.status is TicketStatus.WAITING
     assert isinstance(ended, asyncio.CancelledError), ended
     assert waiting_room.watching(sale.product_id) == 0
+
+
+async def test_closing_the_room_ends_its_streams() -> None:
+    store, clock = MemoryQueueStore(), Clock(START - timedelta(seconds=1))
+    waiting_room, sale = room(store, clock)
+    (view, _) = await waiting_room.join(sale.product_id, UserId("alice"))
+    stream = waiting_room.follow(sale.product_id, view.ticket.ticket_id, viewer=None)
+    await anext(stream)
+
+    async def rest() -> list[TicketView]:
+        return [v async for v in stream]
+
+    following = asyncio.create_task(rest())
+    await asyncio.sleep(0.01)
+    waiting_room.close()
+
+    assert await asyncio.wait_for(following, 1) == []
