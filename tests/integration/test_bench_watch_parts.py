@@ -71,8 +71,10 @@ async def test_a_page_refused_says_so_and_receives_nothing(sale_site: str) -> No
         await pages.settle(timeout=0.5)
     for tally in pages.tallies:
         assert tally.status == 401
-        assert tally.frames == 0 and not tally.history
-        assert tally.error is not None and "401" in tally.error
+        assert tally.frames == 0
+        assert not tally.history
+        assert tally.error is not None
+        assert "401" in tally.error
 
 
 def test_the_sink_counts_the_spans_the_otlp_exporter_sends() -> None:

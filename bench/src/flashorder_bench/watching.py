@@ -17,7 +17,7 @@ have exported spans.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -195,6 +195,11 @@ def side_by_side(result: WatchResult) -> str:
     for p in processes:
         title = "CPU ms/accepted order: " + ("stack (sum)" if p == "stack" else p)
         row(title, [_median([_cpu(r).get(p) for r in c]) for c in columns], 3)
+    for title, pick in (
+        ("accepted orders/s ÷ plain's, same pass", _accepted_per_s),
+        ("stack CPU ms/order ÷ plain's, same pass", _stack_ms),
+    ):
+        rows.append([title, *(number(_paired(result, v, pick), 2) for v in chosen)])
     frames = []
     for v, c in zip(chosen, columns, strict=True):
         if v != "viewers":
@@ -209,6 +214,29 @@ def side_by_side(result: WatchResult) -> str:
         frames.append(f"{_median(per_s) or 0:.2f}" if per_s else "-")
     rows.append(["frames per page per s of sale", *frames])
     return format_table(headers, rows)
+
+
+def _accepted_per_s(r: WatchRound) -> float | None:
+    return r.record.stats.accepted_per_s
+
+
+def _stack_ms(r: WatchRound) -> float | None:
+    return _cpu(r).get("stack")
+
+
+def _paired(
+    result: WatchResult, variant: Variant, pick: Callable[[WatchRound], float | None]
+) -> float | None:
+    """The median over the passes (one round of each variant, run back to back) of the
+    variant's figure over the plain round's of the same pass: neighbours in time share the
+    machine's mood, which a median over the whole run does not cancel as well."""
+    size = len(variants(result.viewers, result.tracing))
+    ratios: list[float | None] = []
+    for start in range(0, len(result.rounds), size):
+        passed = {r.variant: pick(r) for r in result.rounds[start : start + size]}
+        mine, plain = passed.get(variant), passed.get("plain")
+        ratios.append(mine / plain if mine is not None and plain else None)
+    return _median(ratios)
 
 
 def rounds_table(result: WatchResult) -> str:
