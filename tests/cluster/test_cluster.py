@@ -82,10 +82,6 @@ async def test_a_race_of_1000_buyers_for_100_units_over_both_hosts_sells_exactly
     await check_events_and_read_model(shop)
 
 
-# Out of make test for now: after the merges of this round one first answer after the
-# failover was a 500 in two of three runs (the cause is not yet found); make cluster-drills runs it.
-@pytest.mark.drill
-@pytest.mark.cluster_drill
 async def test_a_redis_master_killed_mid_sale_fails_over_and_nothing_is_lost(
     shop: Shop, topology: Topology
 ) -> None:
@@ -107,11 +103,10 @@ async def test_a_redis_master_killed_mid_sale_fails_over_and_nothing_is_lost(
         topology.script("redis-start", str(master))
     figures = report(f"Redis master :{master} killed", attempts, phases)
     print(f"   replica :{replica} promoted after {took['promoted']:.1f}s")
-    # Not yet definite, and retried: a 503, a cut connection, or no answer within the
-    # buyer's 20 s (right after the promotion a host can hang on the dead master's
-    # connections; docs/fault-drills.md). Never a 500 or another 4xx.
+    # Not yet definite, and retried: a 503 (with Retry-After) or a cut connection. Never a
+    # 500, another 4xx, or no answer within the buyer's 20 s (the request timeout is 15 s).
     answers = {answer for a in attempts for answer in (a.first, a.answer)}
-    transient = {"503", "connection error", "timeout"}
+    transient = {"503", "connection error"}
     assert answers <= {"201", "201 replayed", "409 sold-out"} | transient, figures
     await check_nothing_lost(shop, attempts)
     stock = await reconcile_and_check(shop, products)

@@ -248,6 +248,8 @@ class Shop:
                 host = got.headers.get("X-Served-By", "")
                 if got.status == 409:
                     return f"409 {reply['type'].removeprefix(PROBLEM)}", reply, host
+                if got.status == 503 and "Retry-After" not in got.headers:
+                    return "503 without Retry-After", reply, host
                 if got.headers.get("Idempotent-Replayed") == "true":
                     return f"{got.status} replayed", reply, host
                 return str(got.status), reply, host
