@@ -49,6 +49,7 @@ from typing import Any
 from flashorder.adapters._redis import keys
 from flashorder.adapters._redis.batch import Client, ScriptBatcher
 from flashorder.adapters._redis.errors import text, translated
+from flashorder.adapters.stock._counts import RedisCounts
 from flashorder.adapters.stock._lua import ADJUST, CORRECT_COUNT
 from flashorder.adapters.stock.lines import merged_lines
 from flashorder.application.ports import (
@@ -235,7 +236,7 @@ return {raw and 1 or 0, before, target, after, held, rebuilt}
 )
 
 
-class ShardedStockGate:
+class ShardedStockGate(RedisCounts):
     """``ReconcilableStockGate`` whose every script stays in one slot (see the module
     docstring); for Redis Cluster, and correct on one Redis too."""
 
@@ -272,6 +273,9 @@ class ShardedStockGate:
 
     def _p(self, product_id: str, name: str) -> str:
         return f"{keys.product(self._prefix, product_id)}:{name}"
+
+    def _count_key(self, product_id: str) -> str:
+        return self._p(product_id, "avail")
 
     def _line(self, product_id: str, order_id: str) -> list[str]:
         """The keys of one order's line of a product, as the take and give-back scripts
@@ -409,29 +413,6 @@ class ShardedStockGate:
             return int(await self._end(keys=self._order(order_id), args=[order_id, 0])) == 1
 
     # --- counts -----------------------------------------------------------------------
-
-    async def prime(self, product_id: ProductId, available: int) -> bool:
-        with translated():
-            return bool(await self._client.set(self._p(product_id, "avail"), available, nx=True))
-
-    async def put(self, product_id: ProductId, available: int) -> None:
-        with translated():
-            await self._client.set(self._p(product_id, "avail"), available)
-
-    async def adjust(self, product_id: ProductId, delta: int) -> int:
-        with translated():
-            result = await self._adjust(keys=[self._p(product_id, "avail")], args=[delta])
-        code = int(result[0])
-        if code == _UNKNOWN:
-            raise StockUnknown(product_id)
-        if code == _SOLD_OUT:
-            raise errors.StockBelowCommitted(product_id, committed=int(result[1]))
-        return int(result[1])
-
-    async def available(self, product_id: ProductId) -> int | None:
-        with translated():
-            value = await self._client.get(self._p(product_id, "avail"))
-        return None if value is None else int(value)
 
     async def set_user_count(self, product_id: ProductId, user_id: UserId, quantity: int) -> None:
         with translated():
