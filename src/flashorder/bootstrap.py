@@ -183,7 +183,11 @@ async def build(
             batcher = ScriptBatcher(redis)
             # On a cluster, each product in a slot of its own (see stock/redis_cluster.py).
             if isinstance(redis, RedisCluster):
-                stock = ShardedStockGate(redis, batcher=batcher)
+                stock = ShardedStockGate(
+                    redis,
+                    batcher=batcher,
+                    orphan_after=settings.reconcile_older_than_seconds,
+                )
             else:
                 stock = RedisStockGate(redis, batcher=batcher)
             redis_locks = RedisLocks(
