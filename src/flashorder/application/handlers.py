@@ -221,6 +221,7 @@ async def create_product(cmd: commands.CreateProduct, *, deps: Deps) -> Product:
         sale_starts_at=cmd.sale_starts_at,
         sale_ends_at=cmd.sale_ends_at,
         pay_within_seconds=cmd.pay_within_seconds,
+        delivery_fee=cmd.delivery_fee,
     )
     now = deps.clock()
     async with deps.uow() as uow:
@@ -265,7 +266,7 @@ async def change_stock(cmd: commands.ChangeStock, *, deps: Deps) -> Product:
 
 
 async def change_product(cmd: commands.ChangeProduct, *, deps: Deps) -> Product:
-    """Move a product's sale window or change its payment deadline.
+    """Move a product's sale window, change its payment deadline or its delivery fee.
 
     This process's catalogue cache forgets the product at once; the other processes see the
     change when their entry lapses (``CatalogueCache``'s time-to-live).
