@@ -283,7 +283,11 @@ class Settings(BaseSettings):
             )
         found += [
             problem
-            for problem in (self.dev_secret_problem(), self.webhook_secret_problem())
+            for problem in (
+                self.dev_secret_problem(),
+                self.sale_session_secret_problem(),
+                self.webhook_secret_problem(),
+            )
             if problem is not None
         ]
         return found
@@ -319,6 +323,28 @@ class Settings(BaseSettings):
             f"service {', '.join(exposed)}: anyone could mark orders paid. Set it (or "
             "FLASHORDER_PAYMENT_WEBHOOK_SECRET_FILE) to the secret your payment provider signs "
             "its webhook with; for development only, FLASHORDER_ALLOW_DEV_SECRET=1."
+        )
+
+    def sale_session_secret_problem(self) -> str | None:
+        """Why the sale page's sessions could be forged by anyone, or None: their key derived
+        from the documented token secret (no ``sale_session_secret``) where that secret is
+        refused. Tokens checked with a public key leave the secret unused by them, but not by
+        the sessions. Reported only when the token secret itself is not (one fix for both)."""
+        if (
+            self.sale_session_secret is not None
+            or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET
+            or self.allow_dev_secret
+            or self.dev_secret_problem() is not None
+        ):
+            return None
+        if not (exposed := self._exposure()):
+            return None
+        return (
+            "The sale page's sessions would be signed with a key derived from the documented "
+            f"development secret while the service {', '.join(exposed)}: anyone could forge an "
+            "admin session of /sales. Set FLASHORDER_SALE_SESSION_SECRET (or "
+            "FLASHORDER_JWT_SECRET) to a random secret of at least 32 bytes; for development "
+            "only, FLASHORDER_ALLOW_DEV_SECRET=1."
         )
 
     def _exposure(self) -> list[str]:

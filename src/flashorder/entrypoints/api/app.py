@@ -96,7 +96,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        if problem := settings.dev_secret_problem() or settings.webhook_secret_problem():
+        if problem := (
+            settings.dev_secret_problem()
+            or settings.sale_session_secret_problem()
+            or settings.webhook_secret_problem()
+        ):
             # ``flashorder serve`` refuses these settings before it starts; this catches any
             # other way of serving the app (another ASGI server, an import).
             raise RuntimeError(problem)
