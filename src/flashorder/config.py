@@ -76,7 +76,8 @@ class Settings(BaseSettings):
     #: Bounded so that no order's totals can overflow a BIGINT (see ``_totals_fit``).
     max_quantity_per_item: int = Field(default=1000, ge=1, le=1_000_000)
     #: What delivery costs: a flat fee per order, free when the items amount after the
-    #: discount reaches ``delivery_free_from`` (unset: never free). An order's ``deliveryFee``
+    #: discount reaches ``delivery_free_from`` (unset: never free). A product may set a fee
+    #: of its own; an order's ``deliveryFee`` is the highest of these (``DeliveryRule``) and
     #: must equal it (422 otherwise, like a tampered price).
     delivery_fee: int = Field(default=0, ge=0, le=LARGEST_AMOUNT)
     delivery_free_from: int | None = Field(default=None, ge=0, le=LARGEST_AMOUNT)

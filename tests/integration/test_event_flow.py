@@ -12,6 +12,7 @@ Run with ``-s`` to see the figures, among them the commit → read-model latency
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections import Counter
@@ -347,6 +348,11 @@ def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DrillService
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
     )
+    # The broker's jars are the suite's (the same pom): linked, not fetched again with Maven.
+    shared = Path(os.environ.get("FLASHORDER_SERVICES_DIR", SERVICES.parents[1] / ".services"))
+    if (shared / "kafka" / "libs" / ".pom.sha256").is_file():
+        (own.folder / "kafka").mkdir()
+        (own.folder / "kafka" / "libs").symlink_to(shared / "kafka" / "libs")
     try:
         own.run("up", "kafka")
         yield own
@@ -388,7 +394,7 @@ async def test_orders_are_accepted_while_kafka_is_down_and_their_events_arrive_a
         await kafka_outage(stacks, own_kafka)
     finally:
         for stack in stacks.started:
-            stack.down()
+            await asyncio.to_thread(stack.down)
 
 
 async def kafka_outage(stacks: Stacks, own_kafka: DrillServices) -> None:
