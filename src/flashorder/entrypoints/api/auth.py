@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from flashorder.config import DEV_JWT_SECRET, Settings
+from flashorder.config import Settings
 from flashorder.domain.model import UserId
 from flashorder.entrypoints.api.jwks import RSA_ALGORITHMS, JwksKeys
 from flashorder.entrypoints.api.problems import Forbidden, ProblemType, Unauthorized, documented
