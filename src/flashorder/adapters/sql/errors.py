@@ -86,14 +86,17 @@ def as_unavailable(exc: BaseException) -> errors.Unavailable | None:
     if isinstance(exc, sa_exc.PendingRollbackError):
         # Raised only after an earlier statement of this transaction lost its connection.
         return errors.Unavailable("database", "the connection was lost mid-transaction")
-    if isinstance(
-        exc,
-        asyncmy_errors.OperationalError
-        | asyncmy_errors.InterfaceError
-        | sqlite3.OperationalError
-        | sqlite3.InterfaceError
-        | OSError,  # includes ConnectionError and the builtin TimeoutError
-    ) and _mariadb_code(exc) not in _MARIADB_BUG:
+    if (
+        isinstance(
+            exc,
+            asyncmy_errors.OperationalError
+            | asyncmy_errors.InterfaceError
+            | sqlite3.OperationalError
+            | sqlite3.InterfaceError
+            | OSError,  # includes ConnectionError and the builtin TimeoutError
+        )
+        and _mariadb_code(exc) not in _MARIADB_BUG
+    ):
         return errors.Unavailable("database", f"{type(exc).__name__}: {exc}")
     return None
 
