@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(default=1, ge=1, le=64)
+    #: With several workers, each listens on a socket of its own (``SO_REUSEPORT``) and the
+    #: kernel spreads the connections evenly; off: they share one socket, and one accept
+    #: queue, as uvicorn does by default (see ``entrypoints/listening.py``).
+    reuse_port: bool = True
     log_level: str = "info"
     log_json: bool = False
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -76,6 +76,8 @@ def serve(
 
     import uvicorn
 
+    from flashorder.entrypoints import listening
+
     settings = _settings(
         host=host, port=port, workers=workers, forwarded_allow_ips=forwarded_allow_ips
     )
@@ -91,8 +93,7 @@ def serve(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     mode = "embedded" if settings.embedded else "full stack"
     typer.echo(f"flashorder ({mode}) on http://{settings.host}:{settings.port}  docs: /docs")
-    uvicorn.run(
-        "flashorder.entrypoints.api.app:serving_app",
+    options: dict[str, Any] = dict(
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -112,6 +113,20 @@ def serve(
         # and a crashed worker was not replaced (found by the worker-kill drill).
         timeout_worker_healthcheck=60,
     )
+    app = "flashorder.entrypoints.api.app:serving_app"
+    if settings.workers > 1 and settings.reuse_port and listening.AVAILABLE:
+        # uvicorn.run's own supervisor, with a listening socket per worker (``listening``).
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config(app, **options)
+        try:
+            Multiprocess(
+                config, sockets=[listening.supervisor_socket(settings.host, settings.port)]
+            ).run()
+        except KeyboardInterrupt:
+            pass
+        return
+    uvicorn.run(app, **options)
 
 
 @cli.command()
