@@ -21,7 +21,9 @@ WORKERS = 2
 CONNECTIONS = 64
 
 
-def _worker(sockets: list[socket.socket], ready: Queue[int], done: Event, counts: Queue[int]) -> None:
+def _worker(
+    sockets: list[socket.socket], ready: Queue[int], done: Event, counts: Queue[int]
+) -> None:
     # As uvicorn's worker gets it: the supervisor's socket list, pickled by spawn.
     (sock,) = sockets
     sock.listen(CONNECTIONS)

@@ -6,6 +6,7 @@ load neither the web framework nor the database or broker clients (a test holds 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -119,12 +120,10 @@ def serve(
         from uvicorn.supervisors import Multiprocess
 
         config = uvicorn.Config(app, **options)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             Multiprocess(
                 config, sockets=[listening.supervisor_socket(settings.host, settings.port)]
             ).run()
-        except KeyboardInterrupt:
-            pass
         return
     uvicorn.run(app, **options)
 
