@@ -77,8 +77,6 @@ def serve(
 
     import uvicorn
 
-    from flashorder.entrypoints import listening
-
     settings = _settings(
         host=host, port=port, workers=workers, forwarded_allow_ips=forwarded_allow_ips
     )
@@ -115,15 +113,21 @@ def serve(
         timeout_worker_healthcheck=60,
     )
     app = "flashorder.entrypoints.api.app:serving_app"
-    if settings.workers > 1 and settings.reuse_port and listening.AVAILABLE:
-        # uvicorn.run's own supervisor, with a listening socket per worker (``listening``).
-        from uvicorn.supervisors import Multiprocess
+    if settings.workers > 1:
+        # uvicorn.run's own supervisor, with a listening socket per worker (``listening``)
+        # and a dead worker noticed at once (``supervisor``).
+        import socket
+
+        from flashorder.entrypoints import listening, supervisor
 
         config = uvicorn.Config(app, **options)
+        sock: socket.socket
+        if settings.reuse_port and listening.AVAILABLE:
+            sock = listening.supervisor_socket(settings.host, settings.port)
+        else:
+            sock = config.bind_socket()
         with contextlib.suppress(KeyboardInterrupt):
-            Multiprocess(
-                config, sockets=[listening.supervisor_socket(settings.host, settings.port)]
-            ).run()
+            supervisor.supervise(config, [sock])
         return
     uvicorn.run(app, **options)
 
