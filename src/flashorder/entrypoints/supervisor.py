@@ -5,7 +5,7 @@ The supervisor checks each worker every half second by a ping over a pipe, and w
 for the answer. uvicorn keeps the worker's end of that pipe open in the supervisor too, so
 a worker killed while the supervisor waits for its answer never closes the pipe: the
 supervisor waits the whole 60 s before it looks again and starts a replacement. The
-worker-kill drill met it (a worker killed mid-sale, not replaced within 30 s, in 2 of 7
+worker-kill drill met it (a worker killed mid-sale, not replaced within 30 s, in 4 of 10
 runs); the busier the worker, the longer each ping waits for it, and the likelier a kill
 falls into one.
 
