@@ -60,6 +60,11 @@ class BenchOptions:
     #: ``noshow``: the product's payment deadline, and the share of winners who never pay.
     pay_within: int = 3
     unpaid_share: float = 0.3
+    #: Open sale pages (``/sales/{productId}`` streams) during the hot sale's rounds with
+    #: viewers; 0: no such rounds.
+    viewers: int = 0
+    #: Also run rounds on a second stack started with tracing on (``watching``).
+    tracing: bool = False
 
     def spec(self, tag: str, *, requests: int | None = None, echo: bool = False) -> ScenarioSpec:
         """The scenario of one phase. ``requests`` (an open-loop step) scales the stock of a

@@ -104,6 +104,9 @@ class Product:
     sale_ends_at: datetime | None = None
     #: Seconds a buyer has to pay for an order of it; None: the service's default.
     pay_within_seconds: int | None = None
+    #: What delivering it costs at least (bulky, chilled...): an order's fee is the highest of
+    #: its products' fees and the shop's flat fee (``pricing.DeliveryRule``). 0: nothing more.
+    delivery_fee: Money = 0
 
     def __post_init__(self) -> None:
         if (
@@ -114,6 +117,8 @@ class Product:
             raise errors.InvalidOrder("saleEndsAt must be after saleStartsAt")
         if self.pay_within_seconds is not None and self.pay_within_seconds < 1:
             raise errors.InvalidOrder("payWithinSeconds must be at least 1")
+        if self.delivery_fee < 0:
+            raise errors.InvalidOrder("deliveryFee cannot be negative")
 
     @property
     def sold(self) -> int:

@@ -70,6 +70,7 @@ _PRODUCT_COLUMNS = (
     _p.sale_starts_at,
     _p.sale_ends_at,
     _p.pay_within_seconds,
+    _p.delivery_fee,
 )
 _GET_PRODUCT = select(*_PRODUCT_COLUMNS).where(_p.product_id == bindparam("pid"))
 _GET_PRODUCT_FOR_UPDATE = _GET_PRODUCT.with_for_update()
@@ -107,6 +108,7 @@ _CHANGE_SALE = (
         sale_starts_at=bindparam("starts"),
         sale_ends_at=bindparam("ends"),
         pay_within_seconds=bindparam("pay_within"),
+        delivery_fee=bindparam("fee"),
         updated_at=bindparam("at"),
     )
 )
@@ -138,6 +140,7 @@ def _product(row: Row[Any]) -> Product:
         sale_starts_at=row.sale_starts_at,
         sale_ends_at=row.sale_ends_at,
         pay_within_seconds=row.pay_within_seconds,
+        delivery_fee=row.delivery_fee,
     )
 
 
@@ -170,6 +173,7 @@ class SqlProducts:
             "sale_starts_at": product.sale_starts_at,
             "sale_ends_at": product.sale_ends_at,
             "pay_within_seconds": product.pay_within_seconds,
+            "delivery_fee": product.delivery_fee,
         }
         await self._db.insert_new(_INSERT_PRODUCT, row, f"product {product.product_id!r}")
 
@@ -194,6 +198,7 @@ class SqlProducts:
             "starts": product.sale_starts_at,
             "ends": product.sale_ends_at,
             "pay_within": product.pay_within_seconds,
+            "fee": product.delivery_fee,
             "at": at,
         }
         await self._db.run(_CHANGE_SALE, params)

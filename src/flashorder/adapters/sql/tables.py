@@ -115,6 +115,8 @@ products = Table(
     Column("sale_starts_at", UtcDateTime(), nullable=True),
     Column("sale_ends_at", UtcDateTime(), nullable=True),
     Column("pay_within_seconds", Integer, nullable=True),
+    # What delivering it costs at least (pricing.DeliveryRule).
+    Column("delivery_fee", BigInteger, nullable=False, server_default="0"),
     # The no-oversell promise, enforced by the database itself as the last line of defence.
     CheckConstraint("available >= 0 AND available <= stock", name="available_within_stock"),
     **MARIADB_TABLE_OPTIONS,

@@ -39,6 +39,7 @@ def _product_out(product: Product, default_pay_within: timedelta) -> ProductOut:
         sale_starts_at=product.sale_starts_at,
         sale_ends_at=product.sale_ends_at,
         pay_within_seconds=int(product.pay_within(default_pay_within).total_seconds()),
+        delivery_fee=product.delivery_fee,
         server_time=datetime.now(UTC),
     )
 
@@ -75,6 +76,7 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
             sale_starts_at=body.sale_starts_at,
             sale_ends_at=body.sale_ends_at,
             pay_within_seconds=body.pay_within_seconds,
+            delivery_fee=body.delivery_fee,
         ),
         deps=service.deps,
     )
@@ -83,9 +85,11 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
 
 @router.patch(
     "/products/{product_id}",
-    summary="Change a product's sale window or payment deadline (admin)",
-    description="Only the fields sent change; `null` clears a bound of the window. Every API "
-    "process applies the change within its catalogue cache's time-to-live (5 s).",
+    summary="Change a product's sale window, payment deadline or delivery fee (admin)",
+    description="Only the fields sent change; `null` clears a bound of the window or the "
+    "payment deadline. Every API process applies the change within its catalogue cache's "
+    "time-to-live (5 s): an order priced with the old delivery fee meanwhile is refused "
+    "(422 `price-mismatch`) by a process that already has the new one, and the other way round.",
     responses={
         404: documented("No such product", ProblemType.NOT_FOUND),
         422: documented("A window that ends before it starts", ProblemType.INVALID_REQUEST),
@@ -101,6 +105,7 @@ async def change_product(
             sale_starts_at=body.sale_starts_at,
             sale_ends_at=body.sale_ends_at,
             pay_within_seconds=body.pay_within_seconds,
+            delivery_fee=body.delivery_fee,
         ),
         deps=service.deps,
     )

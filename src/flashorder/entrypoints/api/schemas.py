@@ -151,14 +151,20 @@ class ProductIn(Wire):
     sale_ends_at: Instant | None = None
     #: Seconds a buyer has to pay; unset: the service's default.
     pay_within_seconds: PayWithin | None = None
+    #: What delivering it costs at least: an order's ``deliveryFee`` is the highest of its
+    #: products' fees and the shop's flat fee (which alone the free-delivery threshold waives).
+    delivery_fee: Amount = 0
 
 
 class ProductChangeIn(Wire):
-    """Only the fields sent change; ``null`` clears a bound of the window."""
+    """Only the fields sent change; ``null`` clears a bound of the window or the payment
+    deadline (back to the service's default). ``deliveryFee`` takes a number (0: nothing
+    more than the shop's fee)."""
 
     sale_starts_at: Instant | None = None
     sale_ends_at: Instant | None = None
     pay_within_seconds: PayWithin | None = None
+    delivery_fee: Amount = 0
 
 
 class ProductOut(WireOut):
@@ -174,6 +180,8 @@ class ProductOut(WireOut):
     sale_starts_at: datetime | None
     sale_ends_at: datetime | None
     pay_within_seconds: int
+    #: What delivering it costs at least (see ``deliveryFee`` of the product's creation).
+    delivery_fee: int
     #: The server's clock when it answered, so that a client can count down to the start.
     server_time: datetime
 
