@@ -54,9 +54,9 @@ def api(
     }
     log = tmp_path / "api.log"
     with log.open("wb") as out:
+        command = [str(Path(sys.executable).parent / "flashorder"), "serve", "--workers", "2"]
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "flashorder"), "serve"]
-            + ["--port", str(_free_port()), "--workers", "2"],
+            [*command, "--port", str(_free_port())],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
