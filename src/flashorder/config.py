@@ -194,6 +194,16 @@ class Settings(BaseSettings):
     #: How often the sale page's figures are sampled (once per process, whatever the viewers).
     sale_page_sample_seconds: float = Field(default=1.0, ge=0.1, le=60)
 
+    #: The waiting rooms of queued sales (docs/waiting-room.md): how long an admitted buyer
+    #: has to order (the admission token's life); at most how many admitted buyers may be
+    #: ordering at once when a sale sets no ``admissionPerSecond``; how often each process
+    #: runs the admission step of the rooms it serves; the key admission tokens are signed
+    #: with (unset: derived from ``jwt_secret``).
+    queue_token_seconds: int = Field(default=60, ge=5, le=3600)
+    queue_window: int = Field(default=100, ge=1, le=1_000_000)
+    queue_tick_seconds: float = Field(default=0.25, gt=0, le=5)
+    queue_secret: SecretStr | None = Field(default=None, min_length=32)
+
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
     #: ceiling of the HTTP stack that ``flashorder-bench`` compares the real routes with.
     bench_endpoints: bool = False
@@ -298,6 +308,7 @@ class Settings(BaseSettings):
             for problem in (
                 self.dev_secret_problem(),
                 self.sale_session_secret_problem(),
+                self.queue_secret_problem(),
                 self.webhook_secret_problem(),
             )
             if problem is not None
@@ -357,6 +368,28 @@ class Settings(BaseSettings):
             "admin session of /sales. Set FLASHORDER_SALE_SESSION_SECRET (or "
             "FLASHORDER_JWT_SECRET) to a random secret of at least 32 bytes; for development "
             "only, FLASHORDER_ALLOW_DEV_SECRET=1."
+        )
+
+    def queue_secret_problem(self) -> str | None:
+        """Why anyone could skip a queued sale's line, or None: the admission tokens' key
+        derived from the documented token secret (no ``queue_secret``) where that secret is
+        refused. Reported only when the token secret itself is not (one fix for both), as for
+        the sale page's sessions."""
+        if (
+            self.queue_secret is not None
+            or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET
+            or self.allow_dev_secret
+            or self.dev_secret_problem() is not None
+        ):
+            return None
+        if not (exposed := self._exposure()):
+            return None
+        return (
+            "Queued sales' admission tokens would be signed with a key derived from the "
+            f"documented development secret while the service {', '.join(exposed)}: anyone "
+            "could skip the queue. Set FLASHORDER_QUEUE_SECRET (or FLASHORDER_JWT_SECRET) to a "
+            "random secret of at least 32 bytes; for development only, "
+            "FLASHORDER_ALLOW_DEV_SECRET=1."
         )
 
     def _exposure(self) -> list[str]:

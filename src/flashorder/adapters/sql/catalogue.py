@@ -70,6 +70,9 @@ _PRODUCT_COLUMNS = (
     _p.sale_starts_at,
     _p.sale_ends_at,
     _p.pay_within_seconds,
+    _p.queued,
+    _p.queue_opens_at,
+    _p.admission_per_second,
     _p.delivery_fee,
 )
 _GET_PRODUCT = select(*_PRODUCT_COLUMNS).where(_p.product_id == bindparam("pid"))
@@ -108,6 +111,9 @@ _CHANGE_SALE = (
         sale_starts_at=bindparam("starts"),
         sale_ends_at=bindparam("ends"),
         pay_within_seconds=bindparam("pay_within"),
+        queued=bindparam("queued"),
+        queue_opens_at=bindparam("queue_opens"),
+        admission_per_second=bindparam("admission"),
         delivery_fee=bindparam("fee"),
         updated_at=bindparam("at"),
     )
@@ -140,6 +146,9 @@ def _product(row: Row[Any]) -> Product:
         sale_starts_at=row.sale_starts_at,
         sale_ends_at=row.sale_ends_at,
         pay_within_seconds=row.pay_within_seconds,
+        queued=bool(row.queued),
+        queue_opens_at=row.queue_opens_at,
+        admission_per_second=row.admission_per_second,
         delivery_fee=row.delivery_fee,
     )
 
@@ -173,6 +182,9 @@ class SqlProducts:
             "sale_starts_at": product.sale_starts_at,
             "sale_ends_at": product.sale_ends_at,
             "pay_within_seconds": product.pay_within_seconds,
+            "queued": product.queued,
+            "queue_opens_at": product.queue_opens_at,
+            "admission_per_second": product.admission_per_second,
             "delivery_fee": product.delivery_fee,
         }
         await self._db.insert_new(_INSERT_PRODUCT, row, f"product {product.product_id!r}")
@@ -198,6 +210,9 @@ class SqlProducts:
             "starts": product.sale_starts_at,
             "ends": product.sale_ends_at,
             "pay_within": product.pay_within_seconds,
+            "queued": product.queued,
+            "queue_opens": product.queue_opens_at,
+            "admission": product.admission_per_second,
             "fee": product.delivery_fee,
             "at": at,
         }

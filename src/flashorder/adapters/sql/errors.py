@@ -5,7 +5,8 @@
 
 A duplicate key stays a SQLAlchemy ``IntegrityError`` here; only the repository that knows
 what the key means turns it into ``AlreadyExists`` (``is_duplicate_key``). Every other error
-(a bad statement, a violated CHECK) is a bug and propagates as it is.
+(a bad statement, a column the schema lacks, a violated CHECK) is a bug and propagates as it
+is: a 500, never a 503 that would pass it off as an outage.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ _SQLITE_DUPLICATE = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAIN
 # credentials, an unknown database): too many connections, shutdown in progress, connection
 # killed, can't connect (socket, TCP), server gone away, connection lost.
 _MARIADB_UNREACHABLE = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013})
+# A statement that does not fit the schema or the data is a bug, however the driver classes
+# it (asyncmy raises some as OperationalError): as a failure of the server it would look like
+# an outage to clients and probes. Unknown column, parse error, no such table, column count,
+# NULL into NOT NULL, wrong value, data too long, out of range, not in GROUP BY.
+_MARIADB_BUG = frozenset({1054, 1064, 1146, 1136, 1048, 1366, 1406, 1264, 1055})
 
 
 class SerializationFailure(errors.Unavailable):
@@ -62,8 +68,11 @@ def as_unavailable(exc: BaseException) -> errors.Unavailable | None:
         return exc
     if isinstance(exc, sa_exc.DBAPIError):
         orig = exc.orig
-        if _mariadb_code(orig) in _MARIADB_RETRYABLE:
+        code = _mariadb_code(orig)
+        if code in _MARIADB_RETRYABLE:
             return SerializationFailure(str(orig))
+        if code in _MARIADB_BUG:
+            return None
         if _sqlite_name(orig).startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
             # The busy timeout ran out while another connection held the write lock.
             return SerializationFailure(str(orig))
@@ -84,7 +93,7 @@ def as_unavailable(exc: BaseException) -> errors.Unavailable | None:
         | sqlite3.OperationalError
         | sqlite3.InterfaceError
         | OSError,  # includes ConnectionError and the builtin TimeoutError
-    ):
+    ) and _mariadb_code(exc) not in _MARIADB_BUG:
         return errors.Unavailable("database", f"{type(exc).__name__}: {exc}")
     return None
 

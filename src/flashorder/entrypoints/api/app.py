@@ -29,6 +29,7 @@ from flashorder.entrypoints.api import (
     orders,
     payments,
     problems,
+    queue,
     sales,
 )
 from flashorder.entrypoints.api.auth import Authenticator, secret_warning
@@ -99,6 +100,7 @@ def create_app(
         if problem := (
             settings.dev_secret_problem()
             or settings.sale_session_secret_problem()
+            or settings.queue_secret_problem()
             or settings.webhook_secret_problem()
         ):
             # ``flashorder serve`` refuses these settings before it starts; this catches any
@@ -150,6 +152,7 @@ def create_app(
     app.include_router(orders.router, responses=problems.common_responses())
     app.include_router(catalogue.router, responses=problems.common_responses())
     app.include_router(payments.router, responses=problems.common_responses())
+    app.include_router(queue.router, responses=problems.common_responses())
     app.include_router(ops.router)
     app.include_router(sales.router)
     if settings.bench_endpoints:

@@ -67,9 +67,9 @@ class Principal:
 
 
 def secret_warning(settings: Settings) -> str | None:
-    """What the development switch lets through of the token settings where they would be
-    refused otherwise (``Settings.dev_secret_problem``, ``sale_session_secret_problem``), or
-    None."""
+    """What the development switch lets through of the secret settings where they would be
+    refused otherwise (``Settings.dev_secret_problem``, ``sale_session_secret_problem``,
+    ``queue_secret_problem``), or None."""
     if not settings.allow_dev_secret:
         return None
     saved = settings.model_copy(update={"allow_dev_secret": False})
@@ -77,6 +77,8 @@ def secret_warning(settings: Settings) -> str | None:
         return f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN MINT ADMIN TOKENS. {problem}"
     if problem := saved.sale_session_secret_problem():
         return f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN FORGE AN ADMIN SESSION. {problem}"
+    if problem := saved.queue_secret_problem():
+        return f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN SKIP THE QUEUE. {problem}"
     return None
 
 

@@ -39,6 +39,9 @@ def _product_out(product: Product, default_pay_within: timedelta) -> ProductOut:
         sale_starts_at=product.sale_starts_at,
         sale_ends_at=product.sale_ends_at,
         pay_within_seconds=int(product.pay_within(default_pay_within).total_seconds()),
+        queued=product.queued,
+        queue_opens_at=product.queue_opens_at,
+        admission_per_second=product.admission_per_second,
         delivery_fee=product.delivery_fee,
         server_time=datetime.now(UTC),
     )
@@ -62,7 +65,10 @@ def _policy_out(policy: DiscountPolicy) -> DiscountPolicyOut:
     summary="Create a product (admin)",
     responses={
         409: documented("A product with this id exists", ProblemType.ALREADY_EXISTS),
-        422: documented("Negative price or stock", ProblemType.INVALID_REQUEST),
+        422: documented(
+            "Negative price or stock; a queued sale without saleStartsAt",
+            ProblemType.INVALID_REQUEST,
+        ),
     },
 )
 async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> ProductOut:
@@ -76,6 +82,9 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
             sale_starts_at=body.sale_starts_at,
             sale_ends_at=body.sale_ends_at,
             pay_within_seconds=body.pay_within_seconds,
+            queued=body.queued,
+            queue_opens_at=body.queue_opens_at,
+            admission_per_second=body.admission_per_second,
             delivery_fee=body.delivery_fee,
         ),
         deps=service.deps,
@@ -85,7 +94,7 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
 
 @router.patch(
     "/products/{product_id}",
-    summary="Change a product's sale window, payment deadline or delivery fee (admin)",
+    summary="Change a product's sale window, payment deadline, delivery fee or queue (admin)",
     description="Only the fields sent change; `null` clears a bound of the window or the "
     "payment deadline. Every API process applies the change within its catalogue cache's "
     "time-to-live (5 s): an order priced with the old delivery fee meanwhile is refused "
@@ -105,6 +114,9 @@ async def change_product(
             sale_starts_at=body.sale_starts_at,
             sale_ends_at=body.sale_ends_at,
             pay_within_seconds=body.pay_within_seconds,
+            queued=body.queued,
+            queue_opens_at=body.queue_opens_at,
+            admission_per_second=body.admission_per_second,
             delivery_fee=body.delivery_fee,
         ),
         deps=service.deps,
