@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(default=1, ge=1, le=64)
+    #: With several workers, each listens on a socket of its own (``SO_REUSEPORT``) and the
+    #: kernel spreads the connections evenly; off: they share one socket, and one accept
+    #: queue, as uvicorn does by default (see ``entrypoints/listening.py``).
+    reuse_port: bool = True
     log_level: str = "info"
     log_json: bool = False
 
@@ -88,6 +92,13 @@ class Settings(BaseSettings):
     kafka_replication: int = Field(default=1, ge=1)
     projector_group: str = "flashorder-projector"
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    #: The event path's batching, traded against its lag: after a batch smaller than
+    #: ``relay_batch_size`` the relay waits this long before it looks again, and a
+    #: projector's fetch waits up to ``projector_fetch_wait_ms`` for 64 KiB of events.
+    #: Longer waits mean larger batches, less CPU per event and a longer lag
+    #: (docs/benchmarks.md measures both).
+    relay_idle_seconds: float = Field(default=0.1, gt=0, le=10)
+    projector_fetch_wait_ms: int = Field(default=200, ge=0, le=10_000)
     outbox_retention_hours: int = Field(default=24, ge=1)
     #: Each API process reconciles the stock gate with the database this often (0: never;
     #: ``flashorder reconcile`` does it on demand), releasing reservations left pending

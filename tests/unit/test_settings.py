@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+from uvicorn.supervisors import multiprocess
 
 from flashorder.config import Settings
+from flashorder.entrypoints import listening, supervisor
 from flashorder.entrypoints.api.app import create_app
 from flashorder.entrypoints.cli import cli
 
@@ -93,3 +96,44 @@ def test_the_trusted_proxies_are_a_setting_passed_to_the_server(
     assert result.exit_code == 0, result.output
     assert served[0]["forwarded_allow_ips"] == expected
     assert served[0]["proxy_headers"] is True
+
+
+@pytest.mark.parametrize(("reuse_port", "own_sockets"), [("true", True), ("false", False)])
+def test_several_workers_listen_on_a_socket_each_unless_told_otherwise_and_are_supervised(
+    monkeypatch: pytest.MonkeyPatch, reuse_port: str, own_sockets: bool
+) -> None:
+    monkeypatch.setenv("FLASHORDER_DATABASE_URL", "mysql+asyncmy://u:p@127.0.0.1:1/none")
+    monkeypatch.setenv("FLASHORDER_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("FLASHORDER_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    monkeypatch.setenv("FLASHORDER_ALLOW_DEV_SECRET", "1")
+    monkeypatch.setenv("FLASHORDER_REUSE_PORT", reuse_port)
+    # ``serve`` exports its options for its worker processes: undone after the test.
+    for name in ("HOST", "PORT", "WORKERS"):
+        monkeypatch.setenv(f"FLASHORDER_{name}", "0")
+    monkeypatch.setattr("flashorder.entrypoints.cli._prepare", lambda settings: None)
+    supervised: list[list[object]] = []
+    served: list[dict[str, object]] = []
+
+    class Supervisor:
+        def __init__(self, config: object, *, sockets: list[object]) -> None:
+            supervised.append(sockets)
+
+        def run(self) -> None:
+            for sock in supervised[-1]:
+                assert isinstance(sock, socket.socket)
+                sock.close()
+
+    # ``supervise`` swaps uvicorn's worker class: undone after the test.
+    monkeypatch.setattr("uvicorn.supervisors.multiprocess.Process", multiprocess.Process)
+    monkeypatch.setattr("uvicorn.supervisors.multiprocess.Multiprocess", Supervisor)
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: served.append(k))
+
+    result = CliRunner().invoke(
+        cli, ["serve", "--host", "127.0.0.1", "--port", "0", "--workers", "2"]
+    )
+
+    assert result.exit_code == 0, result.output
+    ((sock,),) = supervised
+    assert isinstance(sock, listening.ReusePortSocket) is own_sockets
+    assert served == []
+    assert multiprocess.Process is supervisor.Worker

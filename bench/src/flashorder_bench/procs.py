@@ -165,8 +165,8 @@ def socket_inodes(pid: int) -> set[int]:
 
 def connections(pids: Mapping[str, int], port: int) -> dict[str, int]:
     """How many established connections to local ``port`` each labelled process holds: the
-    split of the clients over an API's workers (they share one listening socket, and each
-    connection belongs to the worker that accepted it)."""
+    split of the clients over an API's workers (each connection belongs to the worker that
+    accepted it, whether the workers listen on one socket or on one each)."""
     established = {inode for p, state, inode in _sockets() if p == port and state == ESTABLISHED}
     return {label: len(socket_inodes(pid) & established) for label, pid in pids.items()}
 

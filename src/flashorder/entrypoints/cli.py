@@ -6,10 +6,11 @@ load neither the web framework nor the database or broker clients (a test holds 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -106,8 +107,7 @@ def serve(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     mode = "embedded" if settings.embedded else "full stack"
     typer.echo(f"flashorder ({mode}) on http://{settings.host}:{settings.port}  docs: /docs")
-    uvicorn.run(
-        "flashorder.entrypoints.api.app:serving_app",
+    options: dict[str, Any] = dict(
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -127,6 +127,24 @@ def serve(
         # and a crashed worker was not replaced (found by the worker-kill drill).
         timeout_worker_healthcheck=60,
     )
+    app = "flashorder.entrypoints.api.app:serving_app"
+    if settings.workers > 1:
+        # uvicorn.run's own supervisor, with a listening socket per worker (``listening``)
+        # and a dead worker noticed at once (``supervisor``).
+        import socket
+
+        from flashorder.entrypoints import listening, supervisor
+
+        config = uvicorn.Config(app, **options)
+        sock: socket.socket
+        if settings.reuse_port and listening.AVAILABLE:
+            sock = listening.supervisor_socket(settings.host, settings.port)
+        else:
+            sock = config.bind_socket()
+        with contextlib.suppress(KeyboardInterrupt):
+            supervisor.supervise(config, [sock])
+        return
+    uvicorn.run(app, **options)
 
 
 @cli.command()

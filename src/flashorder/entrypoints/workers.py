@@ -60,6 +60,7 @@ async def relay_main(settings: Settings) -> None:
                 publisher,
                 stop=stop,
                 batch_size=settings.relay_batch_size,
+                idle_sleep=settings.relay_idle_seconds,
                 retention=timedelta(hours=settings.outbox_retention_hours),
                 tracer=tracer or NO_TRACER,
                 metrics=metrics,
@@ -80,6 +81,7 @@ async def projector_main(settings: Settings) -> None:
         settings.kafka_bootstrap,
         group_id=settings.projector_group,
         topic_prefix=settings.kafka_topic_prefix,
+        fetch_wait_ms=settings.projector_fetch_wait_ms,
     )
     stats = ProjectorStats(name=name)
     registry = CollectorRegistry()

@@ -53,8 +53,11 @@ class KafkaEventConsumer:
         timeout: float = 10.0,
         client_id: str = "flashorder-projector",
         topic_prefix: str = "",
+        fetch_wait_ms: int = 200,
     ) -> None:
         self._bootstrap = bootstrap
+        #: How long a fetch waits for 64 KiB of events (batching against lag).
+        self._fetch_wait_ms = fetch_wait_ms
         self._topics = topic_names(topic_prefix)
         self._timeout = timeout
         self._client_id = client_id
@@ -105,7 +108,7 @@ class KafkaEventConsumer:
             auto_offset_reset=self._start_from,
             request_timeout_ms=int(self._timeout * 1000),
             fetch_min_bytes=65536,
-            fetch_max_wait_ms=200,
+            fetch_max_wait_ms=self._fetch_wait_ms,
         )
         try:
             async with asyncio.timeout(self._timeout):
