@@ -39,7 +39,8 @@ def _skips(text: str) -> tuple[str, ...]:
 @cli.command()
 def bench(
     scenario: Annotated[
-        str, typer.Option(help="hot | many | retry | mixed | noshow (see docs/benchmarks.md)")
+        str,
+        typer.Option(help="hot | many | retry | mixed | noshow | queue (see docs/benchmarks.md)"),
     ] = "hot",
     strategies: Annotated[str, typer.Option(help="Comma-separated: reserve,lock")] = "reserve,lock",
     requests: Annotated[int | None, typer.Option(help="Order requests per run")] = None,
@@ -81,6 +82,24 @@ def bench(
     unpaid_share: Annotated[
         float, typer.Option(help="noshow: the share of winners who never pay", min=0, max=1)
     ] = 0.3,
+    admission_rate: Annotated[
+        float,
+        typer.Option(
+            help="queue: the queued product's admissionPerSecond (0: as fast as the service "
+            "sustains)",
+            min=0,
+        ),
+    ] = 100.0,
+    prequeue: Annotated[
+        float, typer.Option(help="queue: seconds of pre-queue before the start", min=1)
+    ] = 5.0,
+    burst: Annotated[
+        float, typer.Option(help="queue: seconds the crowd's orders spread over without it", min=0)
+    ] = 1.0,
+    late_share: Annotated[
+        float,
+        typer.Option(help="queue: the share of the crowd that joins after the start", min=0, max=1),
+    ] = 0.1,
     services_dir: Annotated[
         Path | None,
         typer.Option(
@@ -127,6 +146,10 @@ def bench(
         skip_checks=skips,
         pay_within=pay_within,
         unpaid_share=unpaid_share,
+        admission_rate=admission_rate or None,
+        prequeue_s=prequeue,
+        burst_s=burst,
+        late_share=late_share,
         services_dir=services_dir or Path(os.environ.get("FLASHORDER_SERVICES_DIR") or ".services"),
     )
     signal.signal(signal.SIGTERM, _terminated)

@@ -18,6 +18,8 @@ DEFAULTS: dict[ScenarioName, dict[str, int]] = {
     "many": {"requests": 30_000, "stock": 0, "users": 20_000, "products": 1_000},
     "mixed": {"requests": 30_000, "stock": 0, "users": 20_000, "products": 10},
     "noshow": {"requests": 3_000, "stock": 300, "users": 3_000, "max_per_user": 4},
+    # A crowd of 3,000 distinct buyers (``requests``) for 300 units, on each side.
+    "queue": {"requests": 3_000, "stock": 300, "users": 3_000, "max_per_user": 4},
 }
 
 
@@ -60,6 +62,13 @@ class BenchOptions:
     #: ``noshow``: the product's payment deadline, and the share of winners who never pay.
     pay_within: int = 3
     unpaid_share: float = 0.3
+    #: ``queue``: the queued product's admissionPerSecond (None: as fast as the service
+    #: sustains), the pre-queue before the start, the crowd's spread at the start without the
+    #: queue, and the share of the crowd that joins the queue after the start.
+    admission_rate: float | None = 100.0
+    prequeue_s: float = 5.0
+    burst_s: float = 1.0
+    late_share: float = 0.1
 
     def spec(self, tag: str, *, requests: int | None = None, echo: bool = False) -> ScenarioSpec:
         """The scenario of one phase. ``requests`` (an open-loop step) scales the stock of a

@@ -1,0 +1,586 @@
+"""The queued drop (``queue``): one crowd, two drops of the same stock on one stack, one
+bought head-on and one through the waiting room.
+
+- **Without the queue** (``P<tag>_0000``, a plain product): every buyer sends its order at
+  the start, the crowd spread over ``burst_s`` (an open-loop burst: a call's latency counts
+  from when it was due). The fastest connections win, and the service takes the whole crowd
+  at once.
+- **With the queue** (``P<tag>_0001``, ``queued``, its pre-queue open at once, its start
+  ``prequeue_s`` later): the same buyers join during the pre-queue (``late_share`` of them
+  after the start), wait on their ticket (``GET …/queue/{ticketId}``, polled before the
+  draw at the start, then at half the ticket's estimated wait, between ``POLL_MIN_S`` and
+  ``poll_max_s``), and order with their ``Admission-Token`` once admitted. A buyer stops at
+  its order's answer, at a SOLD_OUT ticket, or after ``MAX_WAIT_S``.
+
+Each buyer buys 1 or 2 units once on each side. Every call is recorded as the load
+generator records it (``Samples``), so that both sides are measured alike and the promises
+are checked with the other scenarios' checks; the tickets' ends (``TicketEnd``), read again
+from the service after the drop, feed the queue's own checks (``checks``).
+
+The crowd runs in the bench's own process, on the generator's lean client (``wire``): a
+waiting buyer is a timer, not a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import httptools
+import orjson
+
+from flashorder_bench import scenarios
+from flashorder_bench.auth import Mint, user_headers
+from flashorder_bench.client import BenchClient
+from flashorder_bench.samples import ORDER, QUEUE_JOIN, QUEUE_POLL, TRANSPORT_ERROR, Samples
+from flashorder_bench.scenarios import Call, Job, ProductSeed, ScenarioSpec
+from flashorder_bench.stats import Latency, phase_stats
+from flashorder_bench.wire import WireClient
+
+#: A buyer who is still waiting this long after the start gives up (its ticket ends STUCK).
+MAX_WAIT_S = 120.0
+#: The shortest pause between two reads of one ticket.
+POLL_MIN_S = 0.2
+#: Joins end this long before the start, so that a join sent "before the start" arrives
+#: before it too.
+JOIN_MARGIN_S = 0.5
+#: How long the late buyers take to arrive, after the start.
+LATE_WINDOW_S = 1.0
+#: Tickets read again after the drop, at a time.
+REREAD_PARALLEL = 32
+
+#: Ticket statuses (the contract of issue 17, docs/queue.md).
+WAITING, ADMITTED, SOLD_OUT, ORDERED = "WAITING", "ADMITTED", "SOLD_OUT", "ORDERED"
+#: How a buyer's turn ended besides a ticket status: an order placed (``ORDERED``), an order
+#: refused (``REFUSED:<problem type>``), a call that failed (``ERROR``), or still waiting at
+#: ``MAX_WAIT_S`` (``STUCK``).
+ERROR, STUCK, REFUSED = "ERROR", "STUCK", "REFUSED:"
+
+
+@dataclass(frozen=True, slots=True)
+class DropPlan:
+    """What a drop is asked to be (``BenchOptions``: ``--admission-rate``, ``--prequeue``,
+    ``--burst``, ``--late-share``)."""
+
+    admission_per_second: float | None
+    prequeue_s: float = 5.0
+    burst_s: float = 1.0
+    late_share: float = 0.1
+    poll_max_s: float = 2.0
+    timeout_s: float = 30.0
+    #: The request deadline of the stack (a 503 that took this long is the deadline's).
+    deadline_s: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Buyer:
+    index: int
+    user: str
+    quantity: int
+    #: Joins after the start (the back of the line, in arrival order).
+    late: bool
+
+
+def crowd(spec: ScenarioSpec, late_share: float) -> list[Buyer]:
+    """The crowd, the same for both sides: ``spec.requests`` distinct buyers, 1 or 2 units
+    each; the last ``late_share`` of them join the queue after the start."""
+    rng = random.Random(f"{spec.seed}:drop:{spec.tag}")
+    late = round(spec.requests * late_share)
+    return [
+        Buyer(i, scenarios.user_id(spec, i), rng.choice((1, 2)), late=i >= spec.requests - late)
+        for i in range(spec.requests)
+    ]
+
+
+class TicketEnd(NamedTuple):
+    """One buyer's way through the queue, as the checks read it."""
+
+    user: str
+    ticket_id: str | None
+    #: The join was answered before the start (surely in the draw), or sent after it.
+    before_start: bool
+    after_start: bool
+    #: The order in which the joins were sent.
+    join_rank: int
+    #: The admission's ``admittedUntil`` (the service's clock; None: never admitted).
+    admitted_until: datetime | None
+    ended: str
+    #: The ticket's status read again after the drop (None: not read).
+    final: str | None
+    order_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DropSide:
+    """One side's figures. Latencies are in ms; ``wait`` (join → admitted, as the buyers saw
+    it) and ``sold_out_notice`` (the last accepted order → a waiting ticket read SOLD_OUT)
+    too."""
+
+    name: str
+    product_id: str
+    buyers: int
+    order_calls: int
+    accepted: int
+    units: int
+    order_latency: Latency
+    accepted_per_s: float
+    #: From the first order call due to the last order answered.
+    seconds: float
+    server_errors: int
+    deadline_503: int
+    transport_errors: int
+    #: The most order calls in flight at once (sent, not yet answered).
+    peak_in_flight: int
+    queue_calls: int = 0
+    queue_latency: Latency | None = None
+    wait: Latency | None = None
+    admitted: int = 0
+    #: Admissions over their span on the service's clock (``admittedUntil``).
+    admitted_per_s: float | None = None
+    sold_out_notice: Latency | None = None
+    endings: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DropOutcome:
+    without: DropSide
+    queued: DropSide
+    admission_per_second: float | None
+    tickets: list[TicketEnd]
+
+
+@dataclass
+class DropRun:
+    """What the run folds into its answers and checks: each side's jobs (one order call per
+    buyer, indexed by buyer) and samples."""
+
+    outcome: DropOutcome
+    jobs: list[Job]
+    without: Samples
+    queued: Samples
+
+
+def queue_path(product_id: str, ticket_id: str | None = None) -> str:
+    base = f"/api/v1/sales/{product_id}/queue"
+    return base if ticket_id is None else f"{base}/{ticket_id}"
+
+
+def problem_type(payload: Mapping[str, Any] | None) -> str:
+    """The last segment of a problem's ``type`` (``…/sold-out`` → ``sold-out``)."""
+    kind = str((payload or {}).get("type") or "unknown")
+    return kind.rstrip("/").rsplit("/", 1)[-1]
+
+
+def peak_in_flight(samples: Samples, kind: int = ORDER) -> int:
+    """The most calls of ``kind`` sent and not yet answered at one moment."""
+    edges = sorted(
+        edge
+        for i in range(len(samples))
+        if samples.kind[i] == kind
+        for edge in ((samples.start[i], 1), (samples.end[i], -1))
+    )
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def admissions_per_second(admitted: Sequence[datetime]) -> float | None:
+    """Admissions over the span from the first to the last (None: fewer than two, or all
+    at one instant)."""
+    if len(admitted) < 2:
+        return None
+    span = (max(admitted) - min(admitted)).total_seconds()
+    return (len(admitted) - 1) / span if span > 0 else None
+
+
+class _Caller:
+    """The crowd's calls, recorded into a side's ``Samples``."""
+
+    def __init__(self, base_url: str, timeout_s: float, headers: Mapping[str, Mapping[str, str]]):
+        self.client = WireClient(base_url, timeout=timeout_s)
+        self.headers = headers
+
+    async def call(
+        self,
+        samples: Samples,
+        *,
+        job: int,
+        kind: int,
+        method: str,
+        path: str,
+        user: str,
+        body: bytes | None = None,
+        extra: Mapping[str, str] | None = None,
+        due: float | None = None,
+    ) -> tuple[int, dict[str, Any] | None]:
+        headers = {"Content-Type": "application/json", **self.headers[user], **(extra or {})}
+        raw = self.client.encode(method, path, headers, body)
+        status, payload, error = TRANSPORT_ERROR, None, None
+        started = time.monotonic()
+        try:
+            status, answer = await self.client.call(raw)
+            payload = orjson.loads(answer) if answer else None
+        except (OSError, TimeoutError, httptools.HttpParserError, orjson.JSONDecodeError) as exc:
+            error = type(exc).__name__
+        found = payload if isinstance(payload, dict) else None
+        order_id = None
+        if kind == ORDER and 200 <= status < 300 and found is not None:
+            order_id = str(found.get("orderId"))
+        samples.add(
+            job=job,
+            intended=started if due is None else due,
+            start=started,
+            end=time.monotonic(),
+            status=status,
+            kind=kind,
+            order_id=order_id,
+            error=error,
+        )
+        return status, found
+
+
+def _order_call(spec: ScenarioSpec, buyer: Buyer, product_id: str) -> Call:
+    return Call(
+        kind=ORDER,
+        method="POST",
+        path=scenarios.ORDERS_PATH,
+        body=scenarios.order_body(buyer.user, product_id, buyer.quantity, spec.price),
+        user_id=buyer.user,
+        product_id=product_id,
+        quantity=buyer.quantity,
+    )
+
+
+async def _until(moment: float) -> None:
+    await asyncio.sleep(max(0.0, moment - time.monotonic()))
+
+
+async def _head_on(
+    caller: _Caller, spec: ScenarioSpec, plan: DropPlan, buyers: Sequence[Buyer], product: str
+) -> tuple[Samples, list[Job]]:
+    """Every buyer orders at the start, the crowd spread over ``burst_s``."""
+    samples = Samples()
+    jobs = [Job((_order_call(spec, b, product),)) for b in buyers]
+    start = time.monotonic() + 0.2
+
+    async def buy(buyer: Buyer) -> None:
+        due = start + buyer.index * plan.burst_s / max(1, len(buyers))
+        await _until(due)
+        call = jobs[buyer.index].calls[0]
+        await caller.call(
+            samples,
+            job=buyer.index,
+            kind=ORDER,
+            method="POST",
+            path=call.path,
+            user=buyer.user,
+            body=call.body,
+            due=due,
+        )
+
+    async with asyncio.TaskGroup() as group:
+        for buyer in buyers:
+            group.create_task(buy(buyer))
+    return samples, jobs
+
+
+@dataclass
+class _Way:
+    """One buyer's way through the queue while it runs."""
+
+    buyer: Buyer
+    join_rank: int = 0
+    join_sent: float = 0.0
+    joined: float | None = None
+    ticket_id: str | None = None
+    admitted_seen: float | None = None
+    admitted_until: datetime | None = None
+    ended: str = STUCK
+    ended_at: float | None = None
+    order_id: str | None = None
+    final: str | None = None
+
+
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _pause(ticket: Mapping[str, Any], start: float, plan: DropPlan, rng: random.Random) -> float:
+    """How long a waiting buyer waits before reading its ticket again: until just after the
+    draw, then half its estimated wait, within ``POLL_MIN_S`` and ``poll_max_s``."""
+    now = time.monotonic()
+    if now < start:
+        return start - now + rng.uniform(0.0, 0.5)
+    estimate = ticket.get("estimatedWaitSeconds")
+    half = float(estimate) / 2 if isinstance(estimate, int | float) else plan.poll_max_s
+    return min(max(half, POLL_MIN_S), plan.poll_max_s) * rng.uniform(0.9, 1.1)
+
+
+async def _through_queue(
+    caller: _Caller,
+    client: BenchClient,
+    spec: ScenarioSpec,
+    plan: DropPlan,
+    buyers: Sequence[Buyer],
+    product: str,
+) -> tuple[Samples, list[Job], list[_Way], float]:
+    """Seed the queued product, run the pre-queue, the draw and the admissions to the end;
+    returns the samples, the jobs, each buyer's way, and the start (monotonic)."""
+    samples = Samples()
+    jobs = [Job((_order_call(spec, b, product),)) for b in buyers]
+    wall, now = time.time(), time.monotonic()
+    start = now + plan.prequeue_s
+    seed = ProductSeed(
+        product,
+        spec.stock,
+        spec.price,
+        spec.max_per_user,
+        sale_starts_at=datetime.fromtimestamp(wall + plan.prequeue_s, UTC),
+        queued=True,
+        admission_per_second=plan.admission_per_second,
+    )
+    await client.seed([seed])
+    early = [b for b in buyers if not b.late]
+    late = [b for b in buyers if b.late]
+    opened = time.monotonic()
+    join_window = max(0.0, start - JOIN_MARGIN_S - opened)
+    due = {b.index: opened + n * join_window / max(1, len(early)) for n, b in enumerate(early)}
+    due |= {b.index: start + n * LATE_WINDOW_S / max(1, len(late)) for n, b in enumerate(late)}
+    ranks = {index: rank for rank, index in enumerate(sorted(due, key=lambda i: (due[i], i)))}
+    ways = [_Way(b, join_rank=ranks[b.index]) for b in buyers]
+    give_up = start + MAX_WAIT_S
+    rng = random.Random(f"{spec.seed}:drop-poll:{spec.tag}")
+
+    async def wait_and_buy(way: _Way) -> None:
+        buyer = way.buyer
+        await _until(due[buyer.index])
+        way.join_sent = time.monotonic()
+        status, ticket = await caller.call(
+            samples,
+            job=buyer.index,
+            kind=QUEUE_JOIN,
+            method="POST",
+            path=queue_path(product),
+            user=buyer.user,
+        )
+        way.joined = time.monotonic()
+        while ticket is not None and status in (200, 201):
+            way.ticket_id = str(ticket.get("ticketId"))
+            state = str(ticket.get("status"))
+            if state == ADMITTED:
+                await order(way, ticket)
+                return
+            if state != WAITING:
+                way.ended, way.ended_at = state, time.monotonic()
+                return
+            if time.monotonic() > give_up:
+                way.ended = STUCK
+                return
+            await asyncio.sleep(_pause(ticket, start, plan, rng))
+            status, ticket = await caller.call(
+                samples,
+                job=buyer.index,
+                kind=QUEUE_POLL,
+                method="GET",
+                path=queue_path(product, way.ticket_id),
+                user=buyer.user,
+            )
+        way.ended, way.ended_at = ERROR, time.monotonic()
+
+    async def order(way: _Way, ticket: Mapping[str, Any]) -> None:
+        way.admitted_seen = time.monotonic()
+        way.admitted_until = _instant(ticket.get("admittedUntil"))
+        call = jobs[way.buyer.index].calls[0]
+        status, answer = await caller.call(
+            samples,
+            job=way.buyer.index,
+            kind=ORDER,
+            method="POST",
+            path=call.path,
+            user=way.buyer.user,
+            body=call.body,
+            extra={"Admission-Token": str(ticket.get("admissionToken"))},
+        )
+        way.ended_at = time.monotonic()
+        if 200 <= status < 300 and answer is not None:
+            way.ended, way.order_id = ORDERED, str(answer.get("orderId"))
+        elif 400 <= status < 500:
+            way.ended = REFUSED + problem_type(answer)
+        else:
+            way.ended = ERROR
+
+    async with asyncio.TaskGroup() as group:
+        for way in ways:
+            group.create_task(wait_and_buy(way))
+    await _reread(caller, samples, product, ways)
+    return samples, jobs, ways, start
+
+
+async def _reread(caller: _Caller, samples: Samples, product: str, ways: Sequence[_Way]) -> None:
+    """Read every ticket once more after the drop: how it ended on the service's side."""
+    gate = asyncio.Semaphore(REREAD_PARALLEL)
+
+    async def read(way: _Way) -> None:
+        if way.ticket_id is None:
+            return
+        async with gate:
+            status, ticket = await caller.call(
+                samples,
+                job=way.buyer.index,
+                kind=QUEUE_POLL,
+                method="GET",
+                path=queue_path(product, way.ticket_id),
+                user=way.buyer.user,
+            )
+        if status == 200 and ticket is not None:
+            way.final = str(ticket.get("status"))
+
+    async with asyncio.TaskGroup() as group:
+        for way in ways:
+            group.create_task(read(way))
+
+
+def _side(
+    name: str, product: str, buyers: int, samples: Samples, jobs: Sequence[Job], deadline_s: float
+) -> DropSide:
+    orders = Samples()
+    for i in range(len(samples)):
+        if samples.kind[i] == ORDER:
+            orders.add(
+                job=samples.job[i],
+                intended=samples.intended[i],
+                start=samples.start[i],
+                end=samples.end[i],
+                status=samples.status[i],
+                kind=ORDER,
+                order_id=samples.order_ids.get(i),
+            )
+    st = phase_stats(orders)
+    late_503 = sum(
+        1
+        for i in range(len(samples))
+        if samples.status[i] == 503 and samples.end[i] - samples.start[i] >= deadline_s
+    )
+    every = phase_stats(samples)
+    units = sum(jobs[orders.job[i]].calls[0].quantity for i in orders.order_ids)
+    return DropSide(
+        name=name,
+        product_id=product,
+        buyers=buyers,
+        order_calls=st.order_calls,
+        accepted=st.accepted,
+        units=units,
+        order_latency=st.order_latency,
+        accepted_per_s=st.accepted_per_s,
+        seconds=st.busy_s,
+        server_errors=every.server_errors - late_503,
+        deadline_503=late_503,
+        transport_errors=every.transport_errors,
+        peak_in_flight=peak_in_flight(orders),
+    )
+
+
+def _queue_figures(side: DropSide, samples: Samples, ways: Sequence[_Way]) -> DropSide:
+    queue_calls = [
+        (samples.end[i] - samples.start[i])
+        for i in range(len(samples))
+        if samples.kind[i] in (QUEUE_JOIN, QUEUE_POLL)
+    ]
+    waits = [
+        w.admitted_seen - w.join_sent
+        for w in ways
+        if w.admitted_seen is not None and w.joined is not None
+    ]
+    accepted_ends = [w.ended_at for w in ways if w.ended == ORDERED and w.ended_at is not None]
+    sold_out_at = max(accepted_ends, default=None)
+    notices = [
+        max(0.0, w.ended_at - sold_out_at)
+        for w in ways
+        if w.ended == SOLD_OUT and w.ended_at is not None and sold_out_at is not None
+    ]
+    admitted = [w.admitted_until for w in ways if w.admitted_until is not None]
+    return replace(
+        side,
+        queue_calls=len(queue_calls),
+        queue_latency=Latency.of(queue_calls),
+        wait=Latency.of(waits),
+        admitted=sum(w.admitted_seen is not None for w in ways),
+        admitted_per_s=admissions_per_second(admitted),
+        sold_out_notice=Latency.of(notices),
+        endings=dict(Counter(w.ended for w in ways).most_common()),
+    )
+
+
+def _ends(ways: Sequence[_Way], start: float) -> list[TicketEnd]:
+    return [
+        TicketEnd(
+            user=w.buyer.user,
+            ticket_id=w.ticket_id,
+            before_start=w.joined is not None and w.joined < start,
+            after_start=w.join_sent >= start,
+            join_rank=w.join_rank,
+            admitted_until=w.admitted_until,
+            ended=w.ended,
+            final=w.final,
+            order_id=w.order_id,
+        )
+        for w in ways
+    ]
+
+
+async def drive(client: BenchClient, spec: ScenarioSpec, plan: DropPlan, mint: Mint) -> DropRun:
+    """Both drops, one after the other, on the stack behind ``client``."""
+    buyers = crowd(spec, plan.late_share)
+    headers = user_headers(mint, (b.user for b in buyers))
+    plain, queued = scenarios.product_id(spec, 0), scenarios.product_id(spec, 1)
+    await client.seed([ProductSeed(plain, spec.stock, spec.price, spec.max_per_user)])
+    caller = _Caller(client.base_url, plan.timeout_s, headers)
+    try:
+        head_on, jobs_a = await _head_on(caller, spec, plan, buyers, plain)
+        through, jobs_b, ways, start = await _through_queue(
+            caller, client, spec, plan, buyers, queued
+        )
+    finally:
+        caller.client.close()
+    without = _side("without the queue", plain, len(buyers), head_on, jobs_a, plan.deadline_s)
+    side = _side("with the queue", queued, len(buyers), through, jobs_b, plan.deadline_s)
+    outcome = DropOutcome(
+        without=without,
+        queued=_queue_figures(side, through, ways),
+        admission_per_second=plan.admission_per_second,
+        tickets=_ends(ways, start),
+    )
+    # One job list for both sides: the queued side's jobs follow the plain side's.
+    shifted = Samples()
+    for i in range(len(through)):
+        shifted.add(
+            job=through.job[i] + len(jobs_a),
+            intended=through.intended[i],
+            start=through.start[i],
+            end=through.end[i],
+            status=through.status[i],
+            kind=through.kind[i],
+            order_id=through.order_ids.get(i),
+        )
+    return DropRun(outcome, [*jobs_a, *jobs_b], head_on, shifted)
+
+
+def admission_bound(rate: float, tick_s: float, window_s: float = 1.0) -> int:
+    """The most admissions a queue pacing at ``rate`` may make in ``window_s``: the rate's
+    share, plus one tick's batch (it admits once per tick), plus one."""
+    return math.ceil(rate * (window_s + tick_s)) + 1
