@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from flashorder_bench.checks import (
@@ -19,6 +21,7 @@ from flashorder_bench.checks import (
     tickets_end_check,
 )
 from flashorder_bench.drop import (
+    DropOutcome,
     DropSide,
     TicketEnd,
     admission_bound,
@@ -27,10 +30,13 @@ from flashorder_bench.drop import (
     peak_in_flight,
     problem_type,
 )
+from flashorder_bench.results import dumps
+from flashorder_bench.run import StrategyResult
 from flashorder_bench.samples import ORDER, QUEUE_POLL, Samples
 from flashorder_bench.scenarios import ScenarioSpec
 from flashorder_bench.stats import Latency
 from flashorder_bench.stores import OrderRow, ProductRow, WriteModel
+from flashorder_bench.summary import drop_tables
 
 T0 = datetime(2026, 12, 2, 14, 0, 0, tzinfo=UTC)
 QUEUED = "Pt_0001"
@@ -307,3 +313,30 @@ def test_peak_in_flight_counts_overlapping_order_calls_only() -> None:
 def test_problem_type_is_the_last_segment() -> None:
     assert problem_type({"type": "https://flashorder.dev/problems/sold-out"}) == "sold-out"
     assert problem_type(None) == "unknown"
+
+
+def test_the_drop_is_tabled_side_by_side_and_written_to_the_results() -> None:
+    queued = replace(
+        _side(20.0),
+        name="with the queue",
+        wait=Latency.of([1.0, 2.0, 4.0]),
+        admitted=3,
+        admitted_per_s=99.5,
+        sold_out_notice=Latency.of([0.2]),
+        endings={"SOLD_OUT": 90, "ORDERED": 10},
+    )
+    outcome = DropOutcome(
+        replace(_side(900.0), name="without the queue"), queued, 100.0, _fair_drop(30, 20)
+    )
+    result = StrategyResult("reserve", "http://127.0.0.1:1", drop=outcome)
+    orders, queue = drop_tables([result])
+    assert "without the queue" in orders
+    assert "| 900.0 " in orders
+    assert "SOLD_OUT 90, ORDERED 10" in queue
+    assert "| 4.00 " in queue  # the wait's p99, in seconds
+    written = orjson.loads(dumps({"strategies": [result]}))
+    drop = written["strategies"][0]["drop"]
+    assert drop["queued"]["admitted_per_s"] == 99.5
+    admitted = [t for t in drop["tickets"] if t[5] is not None]
+    assert len(admitted) == 20
+    assert admitted[0][5].startswith("2026-12-02T14:00")
