@@ -7,7 +7,7 @@ the running event loop and closed on the way out; nothing lives at module level.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +24,8 @@ from flashorder.adapters.idempotency.memory import MemoryIdempotencyCache
 from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
 from flashorder.adapters.locks.memory import MemoryLocks
 from flashorder.adapters.locks.redis import RedisLocks
+from flashorder.adapters.queue.memory import MemoryQueueStore
+from flashorder.adapters.queue.redis import RedisQueueStore
 from flashorder.adapters.rate_limit.memory import MemoryRateLimiter
 from flashorder.adapters.rate_limit.redis import RedisRateLimiter
 from flashorder.adapters.sql import projector_status
@@ -45,6 +47,7 @@ from flashorder.application.ports import (
     Locks,
     OrderLookup,
     OutboxRelayStore,
+    QueueStore,
     RateLimiter,
     ReadModel,
     ReconcilableStockGate,
@@ -55,7 +58,9 @@ from flashorder.application.reconcile import run_reconciler
 from flashorder.application.relay import run_relay
 from flashorder.application.sold_out import SoldOutCache
 from flashorder.application.tracing import NO_TRACER, Tracer
+from flashorder.application.waiting_room import WaitingRoom, admission_key
 from flashorder.config import Settings
+from flashorder.domain.model import Product, ProductId
 from flashorder.domain.pricing import DeliveryRule
 
 
@@ -78,6 +83,8 @@ class Service:
     gate: ReconcilableStockGate | None = None
     #: Token buckets for admission (per user, per client address).
     limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
+    #: The waiting rooms of queued sales (built in ``build``).
+    waiting_room: WaitingRoom | None = None
 
     async def lag(self) -> dict[str, float]:
         """How far the read model trails the write model: events not yet applied, and the
@@ -174,6 +181,7 @@ async def build(
         locks: Locks
         idempotency: IdempotencyCache
         limiter: RateLimiter
+        queues: QueueStore
         if settings.redis_url is not None:
             redis = redis_client(settings)
             stack.push_async_callback(redis.aclose)
@@ -200,6 +208,7 @@ async def build(
                 retention=settings.idempotency_retention_seconds,
             )
             limiter = RedisRateLimiter(redis, batcher=batcher)
+            queues = RedisQueueStore(redis, batcher=batcher)
         else:
             stock = MemoryStockGate()
             locks = MemoryLocks(
@@ -211,6 +220,7 @@ async def build(
                 retention=settings.idempotency_retention_seconds,
             )
             limiter = MemoryRateLimiter()
+            queues = MemoryQueueStore()
         read_model = SqlReadModel(engine)
         uow = SqlUnitOfWorkFactory(engine)
         placement = await _placement(
@@ -238,6 +248,7 @@ async def build(
             gate=stock,
             limiter=limiter,
         )
+        service.waiting_room = _start_waiting_room(service, queues, stack)
         if background and settings.kafka_bootstrap is None:
             await _start_embedded_events(service, stack)
             # One process does it all here; the full stack runs ``flashorder expirer``.
@@ -301,6 +312,51 @@ async def _start_embedded_events(service: Service, stack: AsyncExitStack) -> Non
         await asyncio.gather(relay, return_exceptions=True)
 
     stack.push_async_callback(shutdown)
+
+
+def _start_waiting_room(service: Service, store: QueueStore, stack: AsyncExitStack) -> WaitingRoom:
+    """The waiting rooms, and their admission step in this process (``waiting_room.py``)."""
+    settings, deps = service.settings, service.deps
+    reserves = isinstance(deps.placement, ReservePlacement)
+
+    async def product(product_id: ProductId) -> Product | None:
+        async def load(ids: Sequence[ProductId]) -> dict[ProductId, Product]:
+            async with deps.uow() as uow:
+                return await uow.products.get_many(ids)
+
+        return (await deps.catalogue.products([product_id], load)).get(product_id)
+
+    async def available(product_id: ProductId) -> int:
+        # The gate's figure moves with every reservation; the lock strategy leaves the gate
+        # out, and a gate that does not know the product yet says None: then the database.
+        if reserves:
+            level = await deps.stock.available(product_id)
+            if level is not None:
+                return level
+        async with deps.uow() as uow:
+            found = await uow.products.get(product_id)
+        return 0 if found is None else found.available
+
+    secret = settings.queue_secret or settings.jwt_secret
+    room = WaitingRoom(
+        store,
+        product=product,
+        available=available,
+        secret=admission_key(secret.get_secret_value()),
+        token_seconds=settings.queue_token_seconds,
+        window=settings.queue_window,
+        tick=settings.queue_tick_seconds,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(room.run(stop), name="waiting-room")
+    service.background.append(task)
+
+    async def shutdown() -> None:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+
+    stack.push_async_callback(shutdown)
+    return room
 
 
 def _start_expirer(service: Service, stack: AsyncExitStack) -> None:

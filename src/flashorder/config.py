@@ -177,6 +177,16 @@ class Settings(BaseSettings):
     #: How often the sale page's figures are sampled (once per process, whatever the viewers).
     sale_page_sample_seconds: float = Field(default=1.0, ge=0.1, le=60)
 
+    #: The waiting rooms of queued sales (docs/waiting-room.md): how long an admitted buyer
+    #: has to order (the admission token's life); at most how many admitted buyers may be
+    #: ordering at once when a sale sets no ``admissionPerSecond``; how often each process
+    #: runs the admission step of the rooms it serves; the key admission tokens are signed
+    #: with (unset: derived from ``jwt_secret``).
+    queue_token_seconds: int = Field(default=60, ge=5, le=3600)
+    queue_window: int = Field(default=100, ge=1, le=1_000_000)
+    queue_tick_seconds: float = Field(default=0.25, gt=0, le=5)
+    queue_secret: SecretStr | None = Field(default=None, min_length=32)
+
     #: Serve ``/api/v1/bench/*``: trivial routes with the orders' validation and no I/O, the
     #: ceiling of the HTTP stack that ``flashorder-bench`` compares the real routes with.
     bench_endpoints: bool = False

@@ -60,6 +60,7 @@ __all__ = [
     "discount_policy_view",
     "place_order",
     "product_view",
+    "queued_among",
     "refuse_off_sale",
     "sold_out_among",
 ]
@@ -120,6 +121,12 @@ def refuse_known_off_sale(product_ids: Sequence[ProductId], *, deps: Deps, keyed
     rate-limit round trip either, while a product id never seen still pays admission before
     it costs a database read."""
     _check_windows(deps.catalogue.cached_products(product_ids), deps, keyed)
+
+
+def queued_among(product_ids: Sequence[ProductId], *, deps: Deps) -> list[Product]:
+    """The queued sales among ``product_ids``, from this process's catalogue cache (which
+    ``refuse_off_sale`` just filled): their orders need an admission."""
+    return [p for p in deps.catalogue.cached_products(product_ids) if p.queued]
 
 
 def _check_windows(products: Iterable[Product], deps: Deps, keyed: bool) -> None:
@@ -221,6 +228,9 @@ async def create_product(cmd: commands.CreateProduct, *, deps: Deps) -> Product:
         sale_starts_at=cmd.sale_starts_at,
         sale_ends_at=cmd.sale_ends_at,
         pay_within_seconds=cmd.pay_within_seconds,
+        queued=cmd.queued,
+        queue_opens_at=cmd.queue_opens_at,
+        admission_per_second=cmd.admission_per_second,
     )
     now = deps.clock()
     async with deps.uow() as uow:

@@ -30,6 +30,7 @@ from flashorder.domain.model import (
     ProductId,
     UserId,
 )
+from flashorder.domain.queue import AdmissionTerms, QueueState, Ticket
 
 JsonObject = dict[str, Any]
 
@@ -550,3 +551,47 @@ class OrderCallsSample:
 
     outcomes: Mapping[str, float]
     latency_buckets: Sequence[tuple[float, float]]
+
+
+class QueueStore(Protocol):
+    """The waiting rooms of queued sales (``domain/queue.py``). Each call is atomic per
+    product; times are the caller's (ms since the epoch), so every adapter and every test
+    sees one clock."""
+
+    async def join(
+        self,
+        product_id: ProductId,
+        user_id: UserId,
+        *,
+        ticket_id: str,
+        seed: str,
+        now_ms: int,
+        starts_ms: int,
+    ) -> tuple[Ticket, bool]:
+        """The user's ticket, and whether it is new. A user has one ticket per sale: a join
+        while it waits or is admitted returns it (``ticket_id`` unused); a join after it left
+        or expired takes a new one (``ticket_id``). The sale's seed is ``seed`` if it has
+        none yet. Before the start and the draw a new ticket takes its draw score, after
+        them the next place at the back."""
+        ...
+
+    async def ticket(
+        self, product_id: ProductId, ticket_id: str, *, now_ms: int
+    ) -> Ticket | None: ...
+
+    async def leave(self, product_id: ProductId, ticket_id: str, *, now_ms: int) -> Ticket | None:
+        """Give the place up (a waiting or admitted ticket); other states stay as they are."""
+        ...
+
+    async def advance(
+        self, product_id: ProductId, terms: AdmissionTerms, ordered: Sequence[UserId] = ()
+    ) -> QueueState:
+        """One admission step, from the start on (before it, only the state): note the
+        ``ordered`` users' turns as used, end the turns that passed, record whether any
+        unit is available, then admit the next waiting tickets, as many as the terms allow.
+        Idempotent in time: steps run by many processes admit what one would."""
+        ...
+
+    async def state(self, product_id: ProductId) -> QueueState | None:
+        """The queue in figures; None if nobody ever joined it."""
+        ...

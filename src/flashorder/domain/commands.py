@@ -47,22 +47,37 @@ class CreateProduct:
     sale_starts_at: datetime | None = None
     sale_ends_at: datetime | None = None
     pay_within_seconds: int | None = None
+    queued: bool = False
+    queue_opens_at: datetime | None = None
+    admission_per_second: float | None = None
 
 
 #: The fields of a product that ``ChangeProduct`` may change.
-CHANGEABLE = frozenset({"sale_starts_at", "sale_ends_at", "pay_within_seconds"})
+CHANGEABLE = frozenset(
+    {
+        "sale_starts_at",
+        "sale_ends_at",
+        "pay_within_seconds",
+        "queued",
+        "queue_opens_at",
+        "admission_per_second",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ChangeProduct:
-    """Change a product's sale window or payment deadline. Only the fields named in
-    ``changes`` change (None there clears one); the others keep their value."""
+    """Change a product's sale window, payment deadline or waiting room. Only the fields
+    named in ``changes`` change (None there clears one); the others keep their value."""
 
     product_id: ProductId
     changes: frozenset[str]
     sale_starts_at: datetime | None = None
     sale_ends_at: datetime | None = None
     pay_within_seconds: int | None = None
+    queued: bool = False
+    queue_opens_at: datetime | None = None
+    admission_per_second: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ FlashOrderError
  │    ├── StockBelowCommitted
  │    ├── SaleNotStarted            carries when it starts (a Retry-After)
  │    ├── SaleEnded
+ │    ├── QueueNotOpen              a queued sale's waiting room before it opens (a Retry-After)
  │    └── OrderStateConflict        the order's state does not allow this step
  ├── Invalid                       the request contradicts the catalogue or itself
  │    ├── PriceMismatch
@@ -22,6 +23,10 @@ FlashOrderError
  │    ├── IdempotencyKeyReused
  │    ├── UnknownReference          the body names a product or policy that does not exist
  │    └── InvalidOrder
+ ├── AdmissionRefused              an order of a queued product without a valid admission
+ │    ├── AdmissionRequired         no admission token: join the queue
+ │    ├── AdmissionTokenInvalid     forged, or another user's or another product's
+ │    └── AdmissionTokenExpired     the admitted turn passed without an order
  └── Unavailable                   a dependency failed; nothing was half-written
 """
 
@@ -58,6 +63,19 @@ class DiscountPolicyNotFound(NotFound):
     def __init__(self, policy_id: str) -> None:
         super().__init__(f"discount policy {policy_id!r} does not exist")
         self.policy_id = policy_id
+
+
+class NoQueue(NotFound):
+    def __init__(self, product_id: str) -> None:
+        super().__init__(f"product {product_id!r} is not sold through a queue")
+        self.product_id = product_id
+
+
+class TicketNotFound(NotFound):
+    def __init__(self, product_id: str, ticket_id: str) -> None:
+        super().__init__(f"the queue of {product_id!r} has no ticket {ticket_id!r} of yours")
+        self.product_id = product_id
+        self.ticket_id = ticket_id
 
 
 class Conflict(FlashOrderError):
@@ -110,6 +128,14 @@ class SaleEnded(Conflict):
         super().__init__(f"the sale of {product_id!r} ended at {ended_at.isoformat()}")
         self.product_id = product_id
         self.ended_at = ended_at
+
+
+class QueueNotOpen(Conflict):
+    def __init__(self, product_id: str, opens_at: datetime, now: datetime) -> None:
+        super().__init__(f"the queue of {product_id!r} opens at {opens_at.isoformat()}")
+        self.product_id = product_id
+        self.opens_at = opens_at
+        self.seconds_left = max(0.0, (opens_at - now).total_seconds())
 
 
 class OrderStateConflict(Conflict):
@@ -165,6 +191,33 @@ class UnknownReference(Invalid):
         super().__init__(f"{what} {ident!r} does not exist")
         self.what = what
         self.ident = ident
+
+
+class AdmissionRefused(FlashOrderError):
+    """An order of a queued product that does not carry a valid admission; the detail says
+    how to get one."""
+
+    def __init__(self, product_id: str, reason: str) -> None:
+        super().__init__(
+            f"{reason}; product {product_id!r} is sold through a queue: join it with "
+            f"POST /api/v1/sales/{product_id}/queue and, once admitted, send its "
+            "admissionToken as the Admission-Token header"
+        )
+        self.product_id = product_id
+
+
+class AdmissionRequired(AdmissionRefused):
+    def __init__(self, product_id: str) -> None:
+        super().__init__(product_id, "no Admission-Token header")
+
+
+class AdmissionTokenInvalid(AdmissionRefused):
+    pass
+
+
+class AdmissionTokenExpired(AdmissionRefused):
+    def __init__(self, product_id: str) -> None:
+        super().__init__(product_id, "the admission token has expired: the turn has passed")
 
 
 class Unavailable(FlashOrderError):

@@ -104,6 +104,12 @@ class Product:
     sale_ends_at: datetime | None = None
     #: Seconds a buyer has to pay for an order of it; None: the service's default.
     pay_within_seconds: int | None = None
+    #: A queued sale: orders need an admission token from the waiting room
+    #: (``domain/queue.py``); buyers may join it from ``queue_opens_at`` (None: at once) and
+    #: are admitted at ``admission_per_second`` (None: as fast as admitted buyers order).
+    queued: bool = False
+    queue_opens_at: datetime | None = None
+    admission_per_second: float | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -114,6 +120,16 @@ class Product:
             raise errors.InvalidOrder("saleEndsAt must be after saleStartsAt")
         if self.pay_within_seconds is not None and self.pay_within_seconds < 1:
             raise errors.InvalidOrder("payWithinSeconds must be at least 1")
+        if self.queued and self.sale_starts_at is None:
+            raise errors.InvalidOrder("a queued sale needs saleStartsAt: the draw is at the start")
+        if (
+            self.queue_opens_at is not None
+            and self.sale_starts_at is not None
+            and self.queue_opens_at > self.sale_starts_at
+        ):
+            raise errors.InvalidOrder("queueOpensAt must not be after saleStartsAt")
+        if self.admission_per_second is not None and self.admission_per_second <= 0:
+            raise errors.InvalidOrder("admissionPerSecond must be positive")
 
     @property
     def sold(self) -> int:

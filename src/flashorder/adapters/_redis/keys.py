@@ -6,7 +6,8 @@ is decided by its tag (the part in braces). So the tags decide what can be done 
     {user:<userId>}  the user's lock and idempotency keys: one slot per buyer
     {rate}           every rate-limit bucket: one script takes from all of a request's
                      buckets (its user's, its address's) or from none
-    {p:<productId>}  a product's count, per-user counts and reservation lines (sharded gate)
+    {p:<productId>}  a product's count, per-user counts and reservation lines (sharded gate),
+                     and the product's waiting room (one script admits a batch)
     {r:<n>}          one of ``LEDGER_SHARDS`` shards of the sharded gate's order ledger
     {stock}          the standalone gate: every product in one slot, for one Redis only
 
@@ -64,3 +65,8 @@ def ledger(prefix: str, order_id: str) -> str:
 
 def ledger_shard(prefix: str, shard: int) -> str:
     return f"{prefix}:{{r:{shard}}}"
+
+
+def queue(prefix: str, product_id: str) -> str:
+    """A product's waiting room, ``P:{p:<productId>}:q``: in the product's slot."""
+    return f"{prefix}:{{p:{product_id}}}:q"

@@ -70,6 +70,9 @@ _PRODUCT_COLUMNS = (
     _p.sale_starts_at,
     _p.sale_ends_at,
     _p.pay_within_seconds,
+    _p.queued,
+    _p.queue_opens_at,
+    _p.admission_per_second,
 )
 _GET_PRODUCT = select(*_PRODUCT_COLUMNS).where(_p.product_id == bindparam("pid"))
 _GET_PRODUCT_FOR_UPDATE = _GET_PRODUCT.with_for_update()
@@ -107,6 +110,9 @@ _CHANGE_SALE = (
         sale_starts_at=bindparam("starts"),
         sale_ends_at=bindparam("ends"),
         pay_within_seconds=bindparam("pay_within"),
+        queued=bindparam("queued"),
+        queue_opens_at=bindparam("queue_opens"),
+        admission_per_second=bindparam("admission"),
         updated_at=bindparam("at"),
     )
 )
@@ -138,6 +144,9 @@ def _product(row: Row[Any]) -> Product:
         sale_starts_at=row.sale_starts_at,
         sale_ends_at=row.sale_ends_at,
         pay_within_seconds=row.pay_within_seconds,
+        queued=bool(row.queued),
+        queue_opens_at=row.queue_opens_at,
+        admission_per_second=row.admission_per_second,
     )
 
 
@@ -170,6 +179,9 @@ class SqlProducts:
             "sale_starts_at": product.sale_starts_at,
             "sale_ends_at": product.sale_ends_at,
             "pay_within_seconds": product.pay_within_seconds,
+            "queued": product.queued,
+            "queue_opens_at": product.queue_opens_at,
+            "admission_per_second": product.admission_per_second,
         }
         await self._db.insert_new(_INSERT_PRODUCT, row, f"product {product.product_id!r}")
 
@@ -194,6 +206,9 @@ class SqlProducts:
             "starts": product.sale_starts_at,
             "ends": product.sale_ends_at,
             "pay_within": product.pay_within_seconds,
+            "queued": product.queued,
+            "queue_opens": product.queue_opens_at,
+            "admission": product.admission_per_second,
             "at": at,
         }
         await self._db.run(_CHANGE_SALE, params)

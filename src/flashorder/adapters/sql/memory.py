@@ -165,6 +165,9 @@ class MemoryProducts:
                 sale_starts_at=product.sale_starts_at,
                 sale_ends_at=product.sale_ends_at,
                 pay_within_seconds=product.pay_within_seconds,
+                queued=product.queued,
+                queue_opens_at=product.queue_opens_at,
+                admission_per_second=product.admission_per_second,
             )
             self._work.put(products, product.product_id, changed)
 

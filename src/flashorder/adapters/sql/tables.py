@@ -27,6 +27,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -115,6 +116,10 @@ products = Table(
     Column("sale_starts_at", UtcDateTime(), nullable=True),
     Column("sale_ends_at", UtcDateTime(), nullable=True),
     Column("pay_within_seconds", Integer, nullable=True),
+    # The waiting room of a queued sale (``domain/queue.py``).
+    Column("queued", Boolean, nullable=False, server_default="0"),
+    Column("queue_opens_at", UtcDateTime(), nullable=True),
+    Column("admission_per_second", Double, nullable=True),
     # The no-oversell promise, enforced by the database itself as the last line of defence.
     CheckConstraint("available >= 0 AND available <= stock", name="available_within_stock"),
     **MARIADB_TABLE_OPTIONS,

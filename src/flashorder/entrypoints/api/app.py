@@ -29,6 +29,7 @@ from flashorder.entrypoints.api import (
     orders,
     payments,
     problems,
+    queue,
     sales,
 )
 from flashorder.entrypoints.api.auth import Authenticator, secret_warning
@@ -148,6 +149,7 @@ def create_app(
     app.include_router(orders.router, responses=problems.common_responses())
     app.include_router(catalogue.router, responses=problems.common_responses())
     app.include_router(payments.router, responses=problems.common_responses())
+    app.include_router(queue.router, responses=problems.common_responses())
     app.include_router(ops.router)
     app.include_router(sales.router)
     if settings.bench_endpoints:

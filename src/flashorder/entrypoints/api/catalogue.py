@@ -39,6 +39,9 @@ def _product_out(product: Product, default_pay_within: timedelta) -> ProductOut:
         sale_starts_at=product.sale_starts_at,
         sale_ends_at=product.sale_ends_at,
         pay_within_seconds=int(product.pay_within(default_pay_within).total_seconds()),
+        queued=product.queued,
+        queue_opens_at=product.queue_opens_at,
+        admission_per_second=product.admission_per_second,
         server_time=datetime.now(UTC),
     )
 
@@ -61,7 +64,10 @@ def _policy_out(policy: DiscountPolicy) -> DiscountPolicyOut:
     summary="Create a product (admin)",
     responses={
         409: documented("A product with this id exists", ProblemType.ALREADY_EXISTS),
-        422: documented("Negative price or stock", ProblemType.INVALID_REQUEST),
+        422: documented(
+            "Negative price or stock; a queued sale without saleStartsAt",
+            ProblemType.INVALID_REQUEST,
+        ),
     },
 )
 async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> ProductOut:
@@ -75,6 +81,9 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
             sale_starts_at=body.sale_starts_at,
             sale_ends_at=body.sale_ends_at,
             pay_within_seconds=body.pay_within_seconds,
+            queued=body.queued,
+            queue_opens_at=body.queue_opens_at,
+            admission_per_second=body.admission_per_second,
         ),
         deps=service.deps,
     )
@@ -83,7 +92,7 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
 
 @router.patch(
     "/products/{product_id}",
-    summary="Change a product's sale window or payment deadline (admin)",
+    summary="Change a product's sale window, payment deadline or queue (admin)",
     description="Only the fields sent change; `null` clears a bound of the window. Every API "
     "process applies the change within its catalogue cache's time-to-live (5 s).",
     responses={
@@ -101,6 +110,9 @@ async def change_product(
             sale_starts_at=body.sale_starts_at,
             sale_ends_at=body.sale_ends_at,
             pay_within_seconds=body.pay_within_seconds,
+            queued=body.queued,
+            queue_opens_at=body.queue_opens_at,
+            admission_per_second=body.admission_per_second,
         ),
         deps=service.deps,
     )

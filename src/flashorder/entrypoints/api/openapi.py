@@ -139,7 +139,9 @@ def problem_schemas() -> dict[str, Any]:
                 "instance": {"description": "The path of the request", "type": "string"},
                 "productId": {
                     "description": "`sold-out`, `limit-reached`, `sale-not-started`, "
-                    "`sale-ended`: the product concerned",
+                    "`sale-ended`, `queue-not-open`, `queue-admission-required`, "
+                    "`admission-token-invalid`, `admission-token-expired`: the product "
+                    "concerned",
                     "type": "string",
                 },
                 "limit": {
@@ -148,6 +150,12 @@ def problem_schemas() -> dict[str, Any]:
                 },
                 "saleStartsAt": {
                     "description": "`sale-not-started`: when the sale starts (also in "
+                    "`Retry-After`, as seconds from now)",
+                    "type": "string",
+                    "format": "date-time",
+                },
+                "queueOpensAt": {
+                    "description": "`queue-not-open`: when the sale's queue opens (also in "
                     "`Retry-After`, as seconds from now)",
                     "type": "string",
                     "format": "date-time",
@@ -210,6 +218,14 @@ _EXAMPLES: dict[ProblemType, Callable[[], tuple[str, dict[str, Any]]]] = {
         },
     ),
     ProblemType.IDEMPOTENCY_KEY_REUSED: lambda: (errors.IdempotencyKeyReused().detail, {}),
+    ProblemType.QUEUE_ADMISSION_REQUIRED: lambda: (
+        errors.AdmissionRequired(_PRODUCT).detail,
+        {"productId": _PRODUCT},
+    ),
+    ProblemType.ADMISSION_TOKEN_EXPIRED: lambda: (
+        errors.AdmissionTokenExpired(_PRODUCT).detail,
+        {"productId": _PRODUCT},
+    ),
     ProblemType.UNKNOWN_REFERENCE: lambda: (
         errors.UnknownReference("discount policy", "WELCOME10").detail,
         {},

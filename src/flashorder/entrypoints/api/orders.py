@@ -21,12 +21,23 @@ from flashorder.entrypoints.api.auth import AUTH_RESPONSES, UserDep
 from flashorder.entrypoints.api.deps import ServiceDep
 from flashorder.entrypoints.api.direct import direct_route
 from flashorder.entrypoints.api.problems import Forbidden, ProblemType, documented
+from flashorder.entrypoints.api.queue import room_of
 from flashorder.entrypoints.api.schemas import Ident, OrderOut, OrderPage, PlaceOrderIn
 
 router = APIRouter(prefix="/api/v1/orders", tags=["orders"], responses=AUTH_RESPONSES)
 
 #: Set on a replayed answer only, which is otherwise the first answer as it was (status 201).
 REPLAYED = "Idempotent-Replayed"
+
+AdmissionToken = Annotated[
+    str | None,
+    Header(
+        alias="Admission-Token",
+        max_length=2048,
+        description="A queued product's order: the `admissionToken` of the buyer's "
+        "ADMITTED ticket (`POST /api/v1/sales/{productId}/queue`).",
+    ),
+]
 
 IdempotencyKey = Annotated[
     str | None,
@@ -91,6 +102,14 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
             ProblemType.DUPLICATE_IN_FLIGHT,
             ProblemType.SALE_NOT_STARTED,
             ProblemType.SALE_ENDED,
+            ProblemType.QUEUE_ADMISSION_REQUIRED,
+            ProblemType.ADMISSION_TOKEN_EXPIRED,
+        ),
+        403: documented(
+            "`userId` is not the token's subject, or the `Admission-Token` is forged, "
+            "another user's or another product's",
+            ProblemType.FORBIDDEN,
+            ProblemType.ADMISSION_TOKEN_INVALID,
         ),
         422: documented(
             "Invalid, tampered or inconsistent; nothing was written",
@@ -112,6 +131,7 @@ async def place_order(
     service: ServiceDep,
     principal: UserDep,
     idempotency_key: IdempotencyKey = None,
+    admission_token: AdmissionToken = None,
 ) -> Response:
     if body.user_id != principal.user_id:
         raise Forbidden("an order is placed by its buyer: userId must be the token's subject")
@@ -140,6 +160,10 @@ async def place_order(
         deps=service.deps,
         keyed=idempotency_key is not None,
     )
+    # A queued product's order needs the buyer's admission (no I/O: the token is checked).
+    queued = handlers.queued_among(product_ids, deps=service.deps)
+    if queued:
+        room_of(service).check_order(queued, principal.user_id, admission_token)
     if idempotency_key is None:
         # An unkeyed order of a product this process knows to be sold out costs no further
         # round trip and changes nothing. (A keyed one may be the retry of an order that was
@@ -165,6 +189,8 @@ async def place_order(
         placed = await handlers.place_order(cmd, deps=service.deps)
     if placed.replayed:
         return _json(placed.body, placed.status_code, {REPLAYED: "true"})
+    if queued:
+        room_of(service).note_order(queued, principal.user_id)
     return _json(placed.body, placed.status_code)
 
 

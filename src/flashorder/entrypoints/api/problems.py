@@ -64,6 +64,10 @@ class ProblemType(StrEnum):
     SALE_NOT_STARTED = PROBLEM_BASE + "sale-not-started"
     SALE_ENDED = PROBLEM_BASE + "sale-ended"
     ORDER_STATE_CONFLICT = PROBLEM_BASE + "order-state-conflict"
+    QUEUE_NOT_OPEN = PROBLEM_BASE + "queue-not-open"
+    QUEUE_ADMISSION_REQUIRED = PROBLEM_BASE + "queue-admission-required"
+    ADMISSION_TOKEN_INVALID = PROBLEM_BASE + "admission-token-invalid"
+    ADMISSION_TOKEN_EXPIRED = PROBLEM_BASE + "admission-token-expired"
     BAD_SIGNATURE = PROBLEM_BASE + "bad-signature"
     PAYMENT_AMOUNT_MISMATCH = PROBLEM_BASE + "payment-amount-mismatch"
     PAYMENT_EVENT_REUSED = PROBLEM_BASE + "payment-event-reused"
@@ -104,6 +108,10 @@ CASES: dict[ProblemType, tuple[int, str]] = {
     ProblemType.SALE_NOT_STARTED: (409, "The sale has not started"),
     ProblemType.SALE_ENDED: (409, "The sale has ended"),
     ProblemType.ORDER_STATE_CONFLICT: (409, "Not possible in the order's state"),
+    ProblemType.QUEUE_NOT_OPEN: (409, "The queue is not open yet"),
+    ProblemType.QUEUE_ADMISSION_REQUIRED: (409, "Admission through the queue required"),
+    ProblemType.ADMISSION_TOKEN_INVALID: (403, "Admission token not valid"),
+    ProblemType.ADMISSION_TOKEN_EXPIRED: (409, "Admission token expired"),
     ProblemType.BAD_SIGNATURE: (401, "Bad signature"),
     ProblemType.PAYMENT_AMOUNT_MISMATCH: (422, "Payment amount mismatch"),
     ProblemType.PAYMENT_EVENT_REUSED: (422, "Payment event id reused"),
@@ -133,6 +141,10 @@ _DOMAIN: list[tuple[type[errors.FlashOrderError], ProblemType]] = [
     (errors.SaleNotStarted, ProblemType.SALE_NOT_STARTED),
     (errors.SaleEnded, ProblemType.SALE_ENDED),
     (errors.OrderStateConflict, ProblemType.ORDER_STATE_CONFLICT),
+    (errors.QueueNotOpen, ProblemType.QUEUE_NOT_OPEN),
+    (errors.AdmissionRequired, ProblemType.QUEUE_ADMISSION_REQUIRED),
+    (errors.AdmissionTokenInvalid, ProblemType.ADMISSION_TOKEN_INVALID),
+    (errors.AdmissionTokenExpired, ProblemType.ADMISSION_TOKEN_EXPIRED),
     (errors.NotFound, ProblemType.NOT_FOUND),
     (errors.PriceMismatch, ProblemType.PRICE_MISMATCH),
     (errors.PaymentAmountMismatch, ProblemType.PAYMENT_AMOUNT_MISMATCH),
@@ -280,8 +292,10 @@ def _extra(exc: errors.FlashOrderError) -> dict[str, Any]:
         return {"field": exc.field, "expected": exc.expected, "given": exc.given}
     if isinstance(exc, errors.LimitReached):
         return {"productId": exc.product_id, "limit": exc.limit}
-    if isinstance(exc, errors.SoldOut | errors.SaleEnded):
+    if isinstance(exc, errors.SoldOut | errors.SaleEnded | errors.AdmissionRefused):
         return {"productId": exc.product_id}
+    if isinstance(exc, errors.QueueNotOpen):
+        return {"productId": exc.product_id, "queueOpensAt": exc.opens_at.isoformat()}
     if isinstance(exc, errors.SaleNotStarted):
         return {"productId": exc.product_id, "saleStartsAt": exc.starts_at.isoformat()}
     if isinstance(exc, errors.PaymentAmountMismatch):
@@ -293,6 +307,8 @@ def _headers(exc: errors.FlashOrderError, type_: ProblemType) -> dict[str, str] 
     if isinstance(exc, errors.SaleNotStarted):
         # Whole seconds until the start, rounded up: a client that waits this long and
         # comes back finds the sale open (RFC 9110 §10.2.3).
+        return {"Retry-After": str(max(1, math.ceil(exc.seconds_left)))}
+    if isinstance(exc, errors.QueueNotOpen):
         return {"Retry-After": str(max(1, math.ceil(exc.seconds_left)))}
     return None
 

@@ -9,6 +9,7 @@ description must be able to read.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
@@ -27,6 +28,7 @@ Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_
 #: Money in the currency's smallest unit; the bound keeps sums far from any overflow.
 Amount = Annotated[int, Field(ge=0, le=10**12)]
 Count = Annotated[int, Field(ge=0, le=10**9)]
+PerSecond = Annotated[float, Field(gt=0, le=10**6)]
 # Models are strict ("1" is not 1), but FastAPI validates decoded JSON, where enums and times
 # can only arrive as strings: those fields take their string form.
 Payment = Annotated[PaymentType, Field(strict=False)]
@@ -151,6 +153,12 @@ class ProductIn(Wire):
     sale_ends_at: Instant | None = None
     #: Seconds a buyer has to pay; unset: the service's default.
     pay_within_seconds: PayWithin | None = None
+    #: A queued sale (needs ``saleStartsAt``): orders need an admission from its queue.
+    queued: bool = False
+    #: When buyers may join the queue (unset: at once); not after ``saleStartsAt``.
+    queue_opens_at: Instant | None = None
+    #: Admissions a second; unset: as fast as admitted buyers order (a window of them).
+    admission_per_second: PerSecond | None = None
 
 
 class ProductChangeIn(Wire):
@@ -159,6 +167,9 @@ class ProductChangeIn(Wire):
     sale_starts_at: Instant | None = None
     sale_ends_at: Instant | None = None
     pay_within_seconds: PayWithin | None = None
+    queued: bool = False
+    queue_opens_at: Instant | None = None
+    admission_per_second: PerSecond | None = None
 
 
 class ProductOut(WireOut):
@@ -174,8 +185,70 @@ class ProductOut(WireOut):
     sale_starts_at: datetime | None
     sale_ends_at: datetime | None
     pay_within_seconds: int
+    #: A queued sale: join ``POST /api/v1/sales/{productId}/queue`` to be admitted.
+    queued: bool
+    queue_opens_at: datetime | None
+    admission_per_second: float | None
     #: The server's clock when it answered, so that a client can count down to the start.
     server_time: datetime
+
+
+class TicketStatusOut(StrEnum):
+    """WAITING → ADMITTED → ORDERED | EXPIRED; WAITING | ADMITTED → LEFT. SOLD_OUT: waiting
+    while no unit is available (back to WAITING if units come back)."""
+
+    WAITING = "WAITING"
+    ADMITTED = "ADMITTED"
+    SOLD_OUT = "SOLD_OUT"
+    LEFT = "LEFT"
+    EXPIRED = "EXPIRED"
+    ORDERED = "ORDERED"
+
+
+class TicketOut(WireOut):
+    """A buyer's place in a queued sale's line."""
+
+    ticket_id: str
+    product_id: str
+    user_id: str
+    status: TicketStatusOut
+    #: 1-based place in the line; null before the draw at ``drawAt`` (the sale's start).
+    position: int | None
+    #: Tickets still to be admitted before this one (at most: some may have left).
+    ahead: int | None
+    #: From the measured admission rate; null when unknown (before the draw, sold out).
+    estimated_wait_seconds: int | None
+    draw_at: datetime
+    #: Once ADMITTED: send it as the ``Admission-Token`` header of the order, before
+    #: ``admittedUntil``.
+    admission_token: str | None = None
+    admitted_until: datetime | None = None
+
+
+class QueueStatsOut(WireOut):
+    """A queued sale's line in figures (admin): the draw's seed re-derives its order."""
+
+    product_id: str
+    opens_at: datetime | None
+    draw_at: datetime
+    drawn: bool
+    #: The draw: an early ticket's place is the first 13 hex digits of
+    #: SHA-1(seed ":" userId), smallest first.
+    seed: str
+    joined: int
+    waiting: int
+    admitted: int
+    #: Admitted buyers whose turn is on (no order yet, token alive).
+    live: int
+    ordered: int
+    expired: int
+    left: int
+    sold_out: bool
+    admission_per_second: float | None
+    #: Measured over the last 10 s, by the process that answers.
+    admitted_per_second: float | None
+    #: At most this many turns at once (when no admissionPerSecond is set).
+    window: int | None
 
 
 class StockChangeIn(Wire):
