@@ -101,14 +101,14 @@ function showQueue(queue) {
   text("queue-admitted", fmt(queue.admitted));
   text("queue-ordered", fmt(queue.ordered));
   text("queue-expired", fmt(queue.expired));
-  if (queue.seed) {
+  if (queue.drawn) {
     text("queue-draw", clock(queue.drawAt));
-    text("queue-draw-detail", `drawn: ${fmt(queue.drawn)} in the draw${queue.soldOut ? " · sold out" : ""}`);
-    text("queue-seed", queue.seed);
+    text("queue-draw-detail", `drawn at the start${queue.soldOut ? " · sold out" : ""}`);
+    text("queue-seed", queue.seed || "–");
   } else {
     text("queue-draw", "not yet");
-    text("queue-draw-detail", `at ${clock(queue.drawAt)} (pre-queue open ${clock(queue.opensAt)})`);
-    text("queue-seed", "drawn at the start");
+    text("queue-draw-detail", `at ${clock(queue.drawAt)} · pre-queue ${queue.opensAt ? `open since ${clock(queue.opensAt)}` : "open"}`);
+    text("queue-seed", "shown once drawn");
   }
 }
 
