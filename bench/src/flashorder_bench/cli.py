@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from flashorder_bench.checks import SKIPPABLE
-from flashorder_bench.options import BenchOptions, parse_scenario, parse_strategies
+from flashorder_bench.options import BenchOptions, parse_scenario, parse_strategies, parse_wait
 
 cli = typer.Typer(
     name="flashorder-bench",
@@ -90,6 +90,9 @@ def bench(
             min=0,
         ),
     ] = 100.0,
+    queue_wait: Annotated[
+        str, typer.Option(help="queue: how buyers wait on their ticket: stream | poll")
+    ] = "stream",
     prequeue: Annotated[
         float, typer.Option(help="queue: seconds of pre-queue before the start", min=1)
     ] = 5.0,
@@ -114,6 +117,7 @@ def bench(
 
     try:
         chosen, strategy_list = parse_scenario(scenario), parse_strategies(strategies)
+        wait = parse_wait(queue_wait)
         skips = _skips(skip_check)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -147,6 +151,7 @@ def bench(
         pay_within=pay_within,
         unpaid_share=unpaid_share,
         admission_rate=admission_rate or None,
+        queue_wait=wait,
         prequeue_s=prequeue,
         burst_s=burst,
         late_share=late_share,

@@ -7,10 +7,13 @@ bought head-on and one through the waiting room.
   at once.
 - **With the queue** (``P<tag>_0001``, ``queued``, its pre-queue open at once, its start
   ``prequeue_s`` later): the same buyers join during the pre-queue (``late_share`` of them
-  after the start), wait on their ticket (``GET …/queue/{ticketId}``, polled before the
-  draw at the start, then at half the ticket's estimated wait, between ``POLL_MIN_S`` and
-  ``poll_max_s``), and order with their ``Admission-Token`` once admitted. A buyer stops at
-  its order's answer, at a SOLD_OUT ticket, or after ``MAX_WAIT_S``.
+  after the start), wait on their ticket, and order with their ``Admission-Token`` once
+  admitted. They wait on the ticket's stream (``wait="stream"``: ``GET
+  …/queue/{ticketId}/events``, one connection each, reopened if it ends early) or poll it
+  (``wait="poll"``: ``GET …/queue/{ticketId}``, first within ``DRAW_SPREAD_S`` after the
+  start, then at half the ticket's estimated wait, between ``POLL_MIN_S`` and
+  ``poll_max_s``). A buyer stops at its order's answer, at a SOLD_OUT ticket, or after
+  ``MAX_WAIT_S``.
 
 Each buyer buys 1 or 2 units once on each side. Every call is recorded as the load
 generator records it (``Samples``), so that both sides are measured alike and the promises
@@ -31,7 +34,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
+from urllib.parse import urlsplit
 
 import httptools
 import orjson
@@ -41,13 +45,19 @@ from flashorder_bench.auth import Mint, user_headers
 from flashorder_bench.client import BenchClient
 from flashorder_bench.samples import ORDER, QUEUE_JOIN, QUEUE_POLL, TRANSPORT_ERROR, Samples
 from flashorder_bench.scenarios import Call, Job, ProductSeed, ScenarioSpec
+from flashorder_bench.sse import EventStream
 from flashorder_bench.stats import Latency, phase_stats
 from flashorder_bench.wire import WireClient
 
 #: A buyer who is still waiting this long after the start gives up (its ticket ends STUCK).
 MAX_WAIT_S = 120.0
 #: The shortest pause between two reads of one ticket.
-POLL_MIN_S = 0.2
+POLL_MIN_S = 0.5
+#: Polling buyers read their ticket first within this long after the start (the draw):
+#: spread, as pages that reload on their own clocks would.
+DRAW_SPREAD_S = 2.0
+#: A stream that ends while its ticket waits is opened again at most this many times.
+REOPENS = 3
 #: Joins end this long before the start, so that a join sent "before the start" arrives
 #: before it too.
 JOIN_MARGIN_S = 0.5
@@ -63,6 +73,9 @@ WAITING, ADMITTED, SOLD_OUT, ORDERED = "WAITING", "ADMITTED", "SOLD_OUT", "ORDER
 #: ``MAX_WAIT_S`` (``STUCK``).
 ERROR, STUCK, REFUSED = "ERROR", "STUCK", "REFUSED:"
 
+#: How the buyers wait on their tickets.
+Wait = Literal["stream", "poll"]
+
 
 @dataclass(frozen=True, slots=True)
 class DropPlan:
@@ -70,6 +83,7 @@ class DropPlan:
     ``--burst``, ``--late-share``)."""
 
     admission_per_second: float | None
+    wait: Wait = "stream"
     prequeue_s: float = 5.0
     burst_s: float = 1.0
     late_share: float = 0.1
@@ -173,9 +187,10 @@ def queue_path(product_id: str, ticket_id: str | None = None) -> str:
 
 
 def problem_type(payload: Mapping[str, Any] | None) -> str:
-    """The last segment of a problem's ``type`` (``…/sold-out`` → ``sold-out``)."""
-    kind = str((payload or {}).get("type") or "unknown")
-    return kind.rstrip("/").rsplit("/", 1)[-1]
+    """The last segment of a problem's ``type`` (``urn:flashorder:problem:sold-out`` or
+    ``…/sold-out`` → ``sold-out``)."""
+    kind = str((payload or {}).get("type") or "unknown").rstrip("/")
+    return kind.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
 
 
 def peak_in_flight(samples: Samples, kind: int = ORDER) -> int:
@@ -208,6 +223,37 @@ class _Caller:
     def __init__(self, base_url: str, timeout_s: float, headers: Mapping[str, Mapping[str, str]]):
         self.client = WireClient(base_url, timeout=timeout_s)
         self.headers = headers
+        self.timeout_s = timeout_s
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+
+    async def stream(
+        self, samples: Samples, *, job: int, path: str, user: str
+    ) -> EventStream | None:
+        """Open a stream (recorded as a read of the ticket, answered at its first event's
+        head); None if it could not be opened."""
+        headers = {"Accept": "text/event-stream", **self.headers[user]}
+        raw = self.client.encode("GET", path, headers, None)
+        started = time.monotonic()
+        stream, status, error = None, TRANSPORT_ERROR, None
+        try:
+            stream = await EventStream.open(self.host, self.port, raw, timeout=self.timeout_s)
+            status = stream.status
+        except (OSError, TimeoutError) as exc:
+            error = type(exc).__name__
+        samples.add(
+            job=job,
+            intended=started,
+            start=started,
+            end=time.monotonic(),
+            status=status,
+            kind=QUEUE_POLL,
+            error=error,
+        )
+        if stream is not None and status != 200:
+            stream.close()
+            return None
+        return stream
 
     async def call(
         self,
@@ -321,11 +367,12 @@ def _instant(value: object) -> datetime | None:
 
 
 def _pause(ticket: Mapping[str, Any], start: float, plan: DropPlan, rng: random.Random) -> float:
-    """How long a waiting buyer waits before reading its ticket again: until just after the
-    draw, then half its estimated wait, within ``POLL_MIN_S`` and ``poll_max_s``."""
+    """How long a waiting buyer waits before reading its ticket again: until some time in the
+    ``DRAW_SPREAD_S`` after the draw, then half its estimated wait, within ``POLL_MIN_S`` and
+    ``poll_max_s``."""
     now = time.monotonic()
     if now < start:
-        return start - now + rng.uniform(0.0, 0.5)
+        return start - now + rng.uniform(0.0, DRAW_SPREAD_S)
     estimate = ticket.get("estimatedWaitSeconds")
     half = float(estimate) / 2 if isinstance(estimate, int | float) else plan.poll_max_s
     return min(max(half, POLL_MIN_S), plan.poll_max_s) * rng.uniform(0.9, 1.1)
@@ -379,28 +426,79 @@ async def _through_queue(
             user=buyer.user,
         )
         way.joined = time.monotonic()
-        while ticket is not None and status in (200, 201):
-            way.ticket_id = str(ticket.get("ticketId"))
-            state = str(ticket.get("status"))
-            if state == ADMITTED:
-                await order(way, ticket)
-                return
-            if state != WAITING:
-                way.ended, way.ended_at = state, time.monotonic()
-                return
+        if ticket is None or status not in (200, 201):
+            way.ended, way.ended_at = ERROR, time.monotonic()
+            return
+        way.ticket_id = str(ticket.get("ticketId"))
+        waited = await (follow(way, ticket) if plan.wait == "stream" else poll(way, ticket))
+        if waited is None:
+            return
+        state = str(waited.get("status"))
+        if state == ADMITTED:
+            await order(way, waited)
+        else:
+            way.ended, way.ended_at = state, time.monotonic()
+
+    async def poll(way: _Way, ticket: dict[str, Any]) -> dict[str, Any] | None:
+        """Read the ticket until it no longer waits; None (and the way's end) if that fails."""
+        while ticket.get("status") == WAITING:
             if time.monotonic() > give_up:
                 way.ended = STUCK
-                return
+                return None
             await asyncio.sleep(_pause(ticket, start, plan, rng))
-            status, ticket = await caller.call(
+            status, read = await caller.call(
                 samples,
-                job=buyer.index,
+                job=way.buyer.index,
                 kind=QUEUE_POLL,
                 method="GET",
                 path=queue_path(product, way.ticket_id),
-                user=buyer.user,
+                user=way.buyer.user,
             )
-        way.ended, way.ended_at = ERROR, time.monotonic()
+            if read is None or status != 200:
+                way.ended, way.ended_at = ERROR, time.monotonic()
+                return None
+            ticket = read
+        return ticket
+
+    async def follow(way: _Way, ticket: dict[str, Any]) -> dict[str, Any] | None:
+        """Follow the ticket's stream until it no longer waits; None (and the way's end) if
+        the stream cannot be had or the wait outlasts ``MAX_WAIT_S``."""
+        path = f"{queue_path(product, way.ticket_id)}/events"
+        opened = 0
+        stream: EventStream | None = None
+        try:
+            while ticket.get("status") == WAITING:
+                if stream is None:
+                    if opened > REOPENS:
+                        way.ended, way.ended_at = ERROR, time.monotonic()
+                        return None
+                    opened += 1
+                    stream = await caller.stream(
+                        samples, job=way.buyer.index, path=path, user=way.buyer.user
+                    )
+                    if stream is None:
+                        continue
+                try:
+                    event = await stream.next(max(0.0, give_up - time.monotonic()))
+                except TimeoutError:
+                    way.ended = STUCK
+                    return None
+                if event is None:
+                    stream.close()
+                    stream = None
+                    continue
+                name, data = event
+                if name != "ticket":
+                    continue
+                try:
+                    ticket = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    way.ended, way.ended_at = ERROR, time.monotonic()
+                    return None
+        finally:
+            if stream is not None:
+                stream.close()
+        return ticket
 
     async def order(way: _Way, ticket: Mapping[str, Any]) -> None:
         way.admitted_seen = time.monotonic()

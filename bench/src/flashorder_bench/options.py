@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from flashorder_bench.drop import Wait
 from flashorder_bench.scenarios import HOT, SCENARIOS, ScenarioName, ScenarioSpec
 from flashorder_bench.settings import Strategy
 
@@ -63,9 +64,11 @@ class BenchOptions:
     pay_within: int = 3
     unpaid_share: float = 0.3
     #: ``queue``: the queued product's admissionPerSecond (None: as fast as the service
-    #: sustains), the pre-queue before the start, the crowd's spread at the start without the
+    #: sustains), how the buyers wait (the ticket's stream, or polling), the pre-queue before
+    #: the start, the crowd's spread at the start without the
     #: queue, and the share of the crowd that joins the queue after the start.
     admission_rate: float | None = 100.0
+    queue_wait: Wait = "stream"
     prequeue_s: float = 5.0
     burst_s: float = 1.0
     late_share: float = 0.1
@@ -123,3 +126,11 @@ def parse_strategies(text: str) -> tuple[Strategy, ...]:
         if known not in chosen:
             chosen.append(known)
     return tuple(chosen)
+
+
+def parse_wait(name: str) -> Wait:
+    if name == "stream":
+        return "stream"
+    if name == "poll":
+        return "poll"
+    raise ValueError(f"unknown way to wait {name!r}: stream or poll")

@@ -211,6 +211,7 @@ async def _measure(
             )
             plan = drop.DropPlan(
                 admission_per_second=opts.admission_rate,
+                wait=opts.queue_wait,
                 prequeue_s=opts.prequeue_s,
                 burst_s=opts.burst_s,
                 late_share=opts.late_share,
