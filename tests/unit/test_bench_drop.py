@@ -312,6 +312,7 @@ def test_peak_in_flight_counts_overlapping_order_calls_only() -> None:
 
 def test_problem_type_is_the_last_segment() -> None:
     assert problem_type({"type": "https://flashorder.dev/problems/sold-out"}) == "sold-out"
+    assert problem_type({"type": "urn:flashorder:problem:sold-out"}) == "sold-out"
     assert problem_type(None) == "unknown"
 
 

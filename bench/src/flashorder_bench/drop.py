@@ -478,8 +478,11 @@ async def _through_queue(
                     )
                     if stream is None:
                         continue
+                left = give_up - time.monotonic()
                 try:
-                    event = await stream.next(max(0.0, give_up - time.monotonic()))
+                    if left <= 0:
+                        raise TimeoutError
+                    event = await stream.next(left)
                 except TimeoutError:
                     way.ended = STUCK
                     return None
