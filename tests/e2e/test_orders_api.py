@@ -84,6 +84,9 @@ async def test_a_product_reports_stock_available_and_sold(api: Api) -> None:
         "saleStartsAt": None,
         "saleEndsAt": None,
         "payWithinSeconds": api.settings.pay_within_seconds,
+        "queued": False,
+        "queueOpensAt": None,
+        "admissionPerSecond": None,
     }
 
 

@@ -82,6 +82,13 @@ def test_each_operation_lists_its_own_problem_types(document: dict[str, Any]) ->
         "duplicate-in-flight",
         "sale-not-started",
         "sale-ended",
+        "queue-admission-required",
+        "admission-token-expired",
+    }
+    assert types("/api/v1/orders", "post", "403") == {"forbidden", "admission-token-invalid"}
+    assert types("/api/v1/sales/{product_id}/queue", "post", "409") == {
+        "queue-not-open",
+        "sale-ended",
     }
     assert "price-mismatch" in types("/api/v1/orders", "post", "422")
     assert "price-mismatch" not in types("/api/v1/orders/{order_id}", "get", "422")

@@ -57,6 +57,8 @@ StockLevel = Callable[[ProductId], Awaitable[int]]
 IDLE_SECONDS = 30.0
 #: Seconds of steps over which the admission rate is measured.
 RATE_WINDOW = 10.0
+#: A stream sends a waiting ticket's new position at most this often (a new status at once).
+POSITION_EVERY = 1.0
 _FINAL = frozenset({TicketStatus.LEFT, TicketStatus.EXPIRED, TicketStatus.ORDERED})
 
 
@@ -221,22 +223,29 @@ class WaitingRoom:
     ) -> AsyncIterator[TicketView]:
         """The ticket now, then each change of it, until it reaches a final state."""
         view = await self.ticket(product_id, ticket_id, viewer=viewer)
+        # ``view`` is what the stream sent last, ``ticket`` what is known now.
+        ticket, sent = view.ticket, time.monotonic()
         yield view
         self._watchers[product_id] = self._watchers.get(product_id, 0) + 1
         try:
             seen = self._states.get(product_id)
-            while view.ticket.status not in _FINAL:
+            while ticket.status not in _FINAL:
                 state = await self._next_state(product_id, seen)
                 before, seen = seen, state
                 self._touch(product_id)
                 product = await self._queued(product_id)
-                ticket = self._derived(view.ticket, state, before)
-                if ticket is None:
-                    ticket = await self._store.ticket(product_id, ticket_id, now_ms=self._now_ms())
-                    ticket = _owned(ticket, product_id, ticket_id, viewer)
+                derived = self._derived(ticket, state, before)
+                if derived is None:
+                    found = await self._store.ticket(product_id, ticket_id, now_ms=self._now_ms())
+                    derived = _owned(found, product_id, ticket_id, viewer)
+                ticket = derived
                 fresh = self._view(product, ticket)
-                if fresh != view:
-                    view = fresh
+                moved = fresh.ticket.status is not view.ticket.status
+                # A new place alone is sent at most once a POSITION_EVERY: a crowd of streams
+                # is not a crowd of events every tick.
+                due = time.monotonic() - sent >= POSITION_EVERY
+                if fresh != view and (moved or due):
+                    view, sent = fresh, time.monotonic()
                     yield view
         finally:
             self._watchers[product_id] -= 1
@@ -368,6 +377,8 @@ class WaitingRoom:
                 per_second=per_second,
                 window=self._window if per_second is None else None,
                 token_ms=self._token_ms,
+                units_per_turn=product.max_per_user or 1,
+                burst_ms=max(250, int(2 * self._tick * 1000)),
             )
             state = await self._store.advance(product_id, terms, sorted(ordered))
         except BaseException:

@@ -102,6 +102,12 @@ class AdmissionTerms:
     window: int | None
     #: The life of an admission.
     token_ms: int
+    #: Units one turn may take (the product's ``maxPerUser``; 1 when unset): a turn is
+    #: opened only for that many units not promised to the turns already on.
+    units_per_turn: int = 1
+    #: The rate's allowance holds at most this much time's worth of admissions: a step that
+    #: comes late (the first after the start, a busy host) admits no more than this burst.
+    burst_ms: int = 1000
 
 
 def sign_admission(

@@ -175,14 +175,14 @@ class MemoryQueueStore:
         room.expired += len(passed)
         room.sold_out = terms.available <= 0
         live = len(room.live)
-        space = terms.available - live
+        space = terms.available // terms.units_per_turn - live
         if terms.window is not None:
             space = min(space, terms.window - live)
         allowance = 0.0
         if terms.per_second is not None:
             at = terms.starts_ms if room.at is None else room.at
             allowance = room.allowance + max(0, now - at) * terms.per_second / 1000
-            allowance = min(allowance, max(terms.per_second, 1))
+            allowance = min(allowance, max(terms.per_second * terms.burst_ms / 1000, 1))
             space = min(space, math.floor(allowance))
             room.at = max(now, at)
         admitted = 0

@@ -121,15 +121,15 @@ return view(t, now)
 _TICKET = _COMMON + "return view(ARGV[1], tonumber(ARGV[2]))"
 _STATE = _COMMON + "return state()"
 
-# ARGV: now, starts, available, perSecond (-1: none), window (-1: none), token ms, then the
-# users whose order was seen. Returns the state.
+# ARGV: now, starts, available, perSecond (-1: none), window (-1: none), token ms, units per
+# turn, burst ms, then the users whose order was seen. Returns the state.
 _ADVANCE = (
     _COMMON
     + """
 local now, starts = tonumber(ARGV[1]), tonumber(ARGV[2])
 if now < starts then return state() end
 redis.call('HSET', META, 'drawn', '1')
-for i = 7, #ARGV do
+for i = 9, #ARGV do
   local t = redis.call('HGET', USERS, ARGV[i])
   if t then
     local st = redis.call('HGET', ST, t)
@@ -149,7 +149,7 @@ end
 local available = tonumber(ARGV[3])
 redis.call('HSET', META, 'soldout', available <= 0 and '1' or '0')
 local live = redis.call('ZCARD', LIVE)
-local room = available - live
+local room = math.floor(available / tonumber(ARGV[7])) - live
 local window = tonumber(ARGV[5])
 if window >= 0 then room = math.min(room, window - live) end
 local rate = tonumber(ARGV[4])
@@ -159,7 +159,7 @@ if rate > 0 then
   local at = tonumber(b[2] or ARGV[2])
   -- A clock behind the others' (another host) adds nothing rather than taking back.
   allowance = tonumber(b[1] or '0') + math.max(0, now - at) * rate / 1000
-  allowance = math.min(allowance, math.max(rate, 1))
+  allowance = math.min(allowance, math.max(rate * tonumber(ARGV[8]) / 1000, 1))
   room = math.min(room, math.floor(allowance))
   redis.call('HSET', META, 'at', string.format('%.0f', math.max(now, at)))
 end
@@ -185,7 +185,7 @@ if room > 0 then
   end
   redis.call('HSET', META, 'cursor', cursor)
   redis.call('HINCRBY', META, 'admitted', admitted)
-  redis.call('HINCRBY', META, 'leftw', -skipped)
+  if skipped > 0 then redis.call('HINCRBY', META, 'leftw', -skipped) end
 end
 if rate > 0 then
   redis.call('HSET', META, 'allowance', tostring(allowance - admitted))
@@ -249,6 +249,8 @@ class RedisQueueStore:
             -1 if terms.per_second is None else terms.per_second,
             -1 if terms.window is None else terms.window,
             terms.token_ms,
+            terms.units_per_turn,
+            terms.burst_ms,
             *ordered,
         ]
         with translated():

@@ -76,6 +76,10 @@ def describe(app: FastAPI, settings: Settings) -> dict[str, Any]:
         tags=[
             {"name": "orders", "description": "Place, read, list and cancel orders"},
             {"name": "catalogue", "description": "Products, stock and discount policies"},
+            {
+                "name": "queue",
+                "description": "The waiting room of a queued sale: join, where am I, follow",
+            },
             {"name": "operations", "description": "Liveness and readiness"},
         ],
         servers=[{"url": "/", "description": "The service that serves this description"}],

@@ -69,7 +69,7 @@ def _viewer(principal: Principal) -> UserId | None:
         **RATE_LIMITED,
     },
 )
-async def join(product_id: Ident, service: ServiceDep, principal: AdmittedDep) -> Response:
+async def join_queue(product_id: Ident, service: ServiceDep, principal: AdmittedDep) -> Response:
     view, new = await room_of(service).join(ProductId(product_id), principal.user_id)
     return _json(view.as_json(), 201 if new else 200)
 
@@ -80,7 +80,7 @@ async def join(product_id: Ident, service: ServiceDep, principal: AdmittedDep) -
     summary="A queued sale's line in figures, with the draw's seed (admin)",
     responses={404: _NOT_FOUND},
 )
-async def queue_stats(product_id: Ident, service: ServiceDep, _: AdminDep) -> Response:
+async def get_queue_stats(product_id: Ident, service: ServiceDep, _: AdminDep) -> Response:
     stats = await room_of(service).stats(ProductId(product_id))
     return _json(stats.as_json())
 
@@ -92,7 +92,7 @@ async def queue_stats(product_id: Ident, service: ServiceDep, _: AdminDep) -> Re
     description="The buyer's own ticket (an admin's token reads any).",
     responses={404: _NOT_FOUND},
 )
-async def ticket(
+async def get_ticket(
     product_id: Ident, ticket_id: Ident, service: ServiceDep, principal: UserDep
 ) -> Response:
     view = await room_of(service).ticket(
@@ -107,7 +107,7 @@ async def ticket(
     summary="Leave the line (or give an admission up)",
     responses={404: _NOT_FOUND},
 )
-async def leave(
+async def leave_queue(
     product_id: Ident, ticket_id: Ident, service: ServiceDep, principal: UserDep
 ) -> Response:
     view = await room_of(service).leave(ProductId(product_id), ticket_id, viewer=_viewer(principal))
@@ -125,7 +125,7 @@ async def leave(
         404: _NOT_FOUND,
     },
 )
-async def follow(
+async def follow_ticket(
     product_id: Ident, ticket_id: Ident, service: ServiceDep, principal: UserDep
 ) -> Response:
     room = room_of(service)
