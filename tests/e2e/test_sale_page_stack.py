@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -14,7 +12,7 @@ import pytest
 
 from flashorder_bench.stack import Stack
 from tests.support.api import HttpApi
-from tests.support.calls import new_product, order_body
+from tests.support.calls import new_product, new_queued_product, order_body
 
 pytestmark = pytest.mark.services
 
@@ -136,28 +134,10 @@ async def test_the_relay_and_the_projector_export_their_throughput_and_lag(
     assert "flashorder_projector_lag_seconds" in projector
 
 
-async def queued_product(api: HttpApi, *, stock: int, starts_in: float, rate: float) -> str:
-    """A queued product whose pre-queue is open now and whose sale starts in ``starts_in`` s."""
-    pid = f"PRD_Q{uuid.uuid4().hex[:12]}"
-    starts = datetime.now(UTC) + timedelta(seconds=starts_in)
-    body = {
-        "productId": pid,
-        "name": "queued drop",
-        "price": 10050,
-        "stock": stock,
-        "saleStartsAt": starts.isoformat(),
-        "queued": True,
-        "admissionPerSecond": rate,
-    }
-    reply = await api.call("POST", "/api/v1/products", body, token=api.token("ops", admin=True))
-    assert reply.status == 201, reply.body
-    return pid
-
-
 async def test_a_queued_product_shows_its_queue_and_its_draw_on_the_sale_stream(
     stack_api: HttpApi,
 ) -> None:
-    pid = await queued_product(stack_api, stock=5, starts_in=6.0, rate=20.0)
+    pid = await new_queued_product(stack_api, stock=5, starts_in=6.0, rate=20.0)
     joins = [
         await stack_api.call(
             "POST", f"/api/v1/sales/{pid}/queue", token=stack_api.token(f"q{i}_{pid[-6:]}")
