@@ -163,14 +163,14 @@ async def test_a_queued_product_shows_its_queue_and_its_draw_on_the_sale_stream(
     try:
         async with stack_api.session.get(f"{stack_api.base}/sales/{pid}", headers=headers) as s:
             assert s.status == 200
-            async with asyncio.timeout(40):
+            async with asyncio.timeout(90):
                 async for raw in s.content:
                     line = raw.decode()
                     if not line.startswith("data: {"):
                         continue
                     queue = orjson.loads(line[6:])["product"]["queue"]
                     queues.append(queue)
-                    if queue["drawn"] and queue["admitted"] >= 5:
+                    if queue["drawn"] and queue["admitted"] >= 1:
                         break
     finally:
         looking.cancel()

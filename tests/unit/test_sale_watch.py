@@ -186,7 +186,7 @@ def test_quantile_of_nothing_is_none_and_of_the_open_bucket_its_lower_bound() ->
 
 async def test_a_queued_product_shows_its_queue_and_another_none() -> None:
     stats: dict[ProductId, dict[str, object]] = {
-        HOT: {"waiting": 1200, "admittedPerSecond": 48.5, "seed": "9f3a", "drawAt": "…"}
+        HOT: {"waiting": 1200, "admitted": 0, "seed": "9f3a", "drawAt": "…"}
     }
     asked: list[ProductId] = []
 
@@ -199,11 +199,14 @@ async def test_a_queued_product_shows_its_queue_and_another_none() -> None:
         hot_frame = orjson.loads(await hot.next() or b"null")
         other_frame = orjson.loads(await other.next() or b"null")
         listed = orjson.loads(await overview.next() or b"null")
-        stats[HOT] = {**stats[HOT], "waiting": 900}
+        stats[HOT] = {**stats[HOT], "waiting": 900, "admitted": 300}
         moved = orjson.loads(await hot.next() or b"null")
     assert hot_frame["product"]["queue"]["waiting"] == 1200
     assert hot_frame["product"]["queue"]["seed"] == "9f3a"
     assert moved["product"]["queue"]["waiting"] == 900
+    # Admissions per second from the change between two samples, whoever admitted them.
+    assert hot_frame["product"]["queue"]["admissionsPerSecond"] == 0
+    assert moved["product"]["queue"]["admissionsPerSecond"] > 0
     assert other_frame["product"]["queue"] is None
     # The overview asks no queue of its own: only the watched products' are read.
     assert set(asked) == {HOT, OTHER}

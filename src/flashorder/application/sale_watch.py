@@ -17,7 +17,9 @@ same bytes)::
 
 A watched product (not the overview's) also carries ``"queue"``: its waiting room's figures
 (the queue's length, the admission rate asked and measured, the draw's seed and time) as
-the waiting room reports them, or null when the product is not queued.
+the waiting room reports them, plus ``admissionsPerSecond``, the change of its admissions
+between two samples (the room's own measure covers only the steps its process ran), or
+null when the product is not queued.
 """
 
 from __future__ import annotations
@@ -197,6 +199,7 @@ class SaleWatch:
         #: (time, cumulative sample) of recent ticks: the windows of the rates.
         self._calls: deque[tuple[float, OrderCallsSample]] = deque()
         self._previous: dict[ProductId, tuple[float, int, int]] = {}
+        self._admitted: dict[ProductId, tuple[float, int]] = {}
         #: How many samples were taken: a test's proof that viewers share them.
         self.samples = 0
 
@@ -274,7 +277,9 @@ class SaleWatch:
         products = {s.product_id: self._product(s, at) for s in sales}
         for product_id, queue in queues.items():
             if product_id in products:
-                products[product_id]["queue"] = None if queue is None else dict(queue)
+                products[product_id]["queue"] = (
+                    None if queue is None else self._room(product_id, queue, at)
+                )
         return _Tick(at, products, [s.product_id for s in sales], self._calls_at(at), lag)
 
     def _product(self, sale: ProductSale, at: float) -> dict[str, Any]:
@@ -297,6 +302,15 @@ class SaleWatch:
             "soldPerSecond": round(sold_per_second, 2),
             "orders": orders,
         }
+
+    def _room(self, product_id: ProductId, queue: Mapping[str, Any], at: float) -> dict[str, Any]:
+        admitted = int(queue.get("admitted") or 0)
+        before = self._admitted.get(product_id)
+        self._admitted[product_id] = (at, admitted)
+        per_second = 0.0
+        if before is not None and at > before[0]:
+            per_second = max(0, admitted - before[1]) / (at - before[0])
+        return {**queue, "admissionsPerSecond": round(per_second, 2)}
 
     def _calls_at(self, at: float) -> dict[str, Any]:
         sample = self._order_calls()

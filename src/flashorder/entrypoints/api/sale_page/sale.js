@@ -96,7 +96,7 @@ function showQueue(queue) {
   text("queue-waiting", fmt(queue.waiting));
   text("queue-joined", fmt(queue.joined));
   text("queue-left", fmt(queue.left));
-  text("queue-admitted-per-second", fmt(queue.admittedPerSecond, 1));
+  text("queue-admitted-per-second", fmt(queue.admissionsPerSecond, 1));
   text("queue-admission-asked", queue.admissionPerSecond == null ? "as fast as the service sustains" : `${fmt(queue.admissionPerSecond, 1)}/s`);
   text("queue-admitted", fmt(queue.admitted));
   text("queue-ordered", fmt(queue.ordered));
