@@ -118,6 +118,8 @@ def test_the_crowd_is_the_same_for_both_sides_and_its_tail_joins_late() -> None:
     assert sum(b.late for b in buyers) == 100
     assert all(b.late for b in buyers[-100:])
     assert {b.quantity for b in buyers} == {1, 2}
+    # One per buyer: every buyer takes one unit.
+    assert {b.quantity for b in crowd(replace(spec, max_per_user=1), 0.1)} == {1}
 
 
 def test_nobody_ordering_twice_passes_and_a_second_order_fails() -> None:

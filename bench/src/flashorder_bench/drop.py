@@ -15,7 +15,7 @@ bought head-on and one through the waiting room.
   ``poll_max_s``). A buyer stops at its order's answer, at a SOLD_OUT ticket, or after
   ``MAX_WAIT_S``.
 
-Each buyer buys 1 or 2 units once on each side. Every call is recorded as the load
+Each buyer orders once on each side, 1 unit, or 1 or 2 when the product allows 2 or more. Every call is recorded as the load
 generator records it (``Samples``), so that both sides are measured alike and the promises
 are checked with the other scenarios' checks; the tickets' ends (``TicketEnd``), read again
 from the service after the drop, feed the queue's own checks (``checks``).
@@ -103,12 +103,14 @@ class Buyer:
 
 
 def crowd(spec: ScenarioSpec, late_share: float) -> list[Buyer]:
-    """The crowd, the same for both sides: ``spec.requests`` distinct buyers, 1 or 2 units
-    each; the last ``late_share`` of them join the queue after the start."""
+    """The crowd, the same for both sides: ``spec.requests`` distinct buyers, each taking 1
+    or 2 units (only 1 when the product allows one per buyer); the last ``late_share`` of them
+    join the queue after the start."""
     rng = random.Random(f"{spec.seed}:drop:{spec.tag}")
     late = round(spec.requests * late_share)
+    most = min(2, spec.max_per_user or 2)
     return [
-        Buyer(i, scenarios.user_id(spec, i), rng.choice((1, 2)), late=i >= spec.requests - late)
+        Buyer(i, scenarios.user_id(spec, i), rng.randint(1, most), late=i >= spec.requests - late)
         for i in range(spec.requests)
     ]
 

@@ -19,9 +19,9 @@ DEFAULTS: dict[ScenarioName, dict[str, int]] = {
     "many": {"requests": 30_000, "stock": 0, "users": 20_000, "products": 1_000},
     "mixed": {"requests": 30_000, "stock": 0, "users": 20_000, "products": 10},
     "noshow": {"requests": 3_000, "stock": 300, "users": 3_000, "max_per_user": 4},
-    # A crowd of 3,000 distinct buyers (``requests``) for 300 units, on each side; each buys
-    # 1 or 2 units, the most a buyer may (a turn in the queue counts maxPerUser units).
-    "queue": {"requests": 3_000, "stock": 300, "users": 3_000, "max_per_user": 2},
+    # A crowd of 3,000 distinct buyers (``requests``) for 300 units, on each side, one unit
+    # per buyer (--max-per-user 2: 1 or 2 each; a turn in the queue counts maxPerUser units).
+    "queue": {"requests": 3_000, "stock": 300, "users": 3_000, "max_per_user": 1},
 }
 
 
