@@ -352,6 +352,7 @@ def _start_waiting_room(service: Service, store: QueueStore, stack: AsyncExitSta
     service.background.append(task)
 
     async def shutdown() -> None:
+        room.close()
         stop.set()
         await asyncio.gather(task, return_exceptions=True)
 

@@ -281,13 +281,24 @@ async def test_a_turn_counts_the_units_one_buyer_may_take(store: QueueStore) -> 
     pid = product()
     tickets = [await join(store, pid, f"u{i}") for i in range(10)]
 
-    await store.advance(pid, terms(available=7, units_per_turn=2))
+    await store.advance(pid, terms(available=6, units_per_turn=2))
     three = await statuses(store, pid, tickets, START)
-    # Two units went to someone's order: five left, and the three turns on may take six.
-    state = await store.advance(pid, terms(START + 1, available=5, units_per_turn=2))
+    # Two units went to someone's order: four left, and the three turns on may take six.
+    held = await store.advance(pid, terms(START + 1, available=4, units_per_turn=2))
 
     assert three.count(TicketStatus.ADMITTED) == 3
-    assert (state.admitted, state.live) == (3, 3)
+    assert (held.admitted, held.live) == (3, 3)
+
+
+async def test_a_tail_smaller_than_one_turn_still_gets_a_turn(store: QueueStore) -> None:
+    pid = product()
+    for i in range(5):
+        await join(store, pid, f"u{i}")
+
+    # Three units left, four a buyer: one turn, or the tail would never be sold.
+    state = await store.advance(pid, terms(available=3, units_per_turn=4))
+
+    assert (state.admitted, state.live) == (1, 1)
 
 
 async def test_a_leaver_is_skipped_and_may_join_again_at_the_same_draw_place(

@@ -63,3 +63,47 @@ def test_bench_runs_a_tiny_sale_and_every_promise_holds(
     assert sum(cpu["selling_s"].values()) > 0
     assert run["headline"]["cpu_ms_per_order"]["reserve"] > 0
     assert "ms per accepted order" in done.stdout
+
+
+def test_bench_watches_a_tiny_sale_with_pages_open_and_tracing_on(
+    tmp_path: Path, mariadb_url: str, redis_url: str, kafka_bootstrap: str
+) -> None:
+    env = {
+        **os.environ,
+        "FLASHORDER_DATABASE_URL": f"{mariadb_url}/flashorder",
+        "FLASHORDER_REDIS_URL": redis_url,
+        "FLASHORDER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+    }
+    command = [
+        EXE,
+        "--strategies", "reserve",
+        "--requests", "120", "--stock", "30", "--users", "40",
+        "--workers", "1", "--concurrency", "8", "--warmup", "0",
+        "--no-open-loop", "--no-ceiling",
+        "--viewers", "3", "--tracing",
+        "--redis-db", "11",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "Side by side, reserve" in done.stdout
+
+    (result,) = tmp_path.glob("*.json")
+    (reserve,) = orjson.loads(result.read_bytes())["strategies"]
+    verdicts = {c["name"]: c["verdict"] for c in reserve["checks"]}
+    assert verdicts["open sale pages received frames of their sale (every viewer)"] == "PASS"
+    assert verdicts["traced stack exported its spans over OTLP (the sink counted them)"] == "PASS"
+    # The promises hold on the traced stack too, checked in its own stores.
+    assert verdicts["tracing on: accepted <= stock (no oversell)"] == "PASS"
+    assert verdicts["tracing on: read model == write model"] == "PASS"
+    assert "FAIL" not in verdicts.values()
+    watch = reserve["watch"]
+    assert [r["variant"] for r in watch["rounds"]] == ["plain", "viewers", "traced"]
+    (pages,) = (r["viewers"] for r in watch["rounds"] if r["variant"] == "viewers")
+    assert len(pages) == 3
+    assert all(p["frames"] > 0 for p in pages)
+    assert watch["sink"]["spans"] > 0
+    # The plain rounds alone are the closed-loop runs of the usual report.
+    assert len(reserve["closed"]) == 1
+    (traced,) = (r for r in watch["rounds"] if r["variant"] == "traced")
+    assert "otlp-sink" in traced["record"]["cpu"]["selling_s"]

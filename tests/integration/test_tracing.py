@@ -104,6 +104,54 @@ async def test_one_order_is_one_trace_through_the_embedded_service(
     assert_one_trace(exporter)
 
 
+async def test_a_cancel_is_one_trace_too_from_the_request_to_the_read_model(
+    tmp_path: Path, spans: tuple[OtelTracer, InMemorySpanExporter]
+) -> None:
+    tracer, exporter = spans
+    cancel_trace, cancel_span = secrets.token_hex(16), secrets.token_hex(8)
+    async with traced(tmp_path, tracer) as api:
+        pid = await new_product(api, stock=5)
+        placed = await api.call(
+            "POST", "/api/v1/orders", order_body("traced3", (pid, 1, 10050)),
+            token=api.token("traced3"),
+        )  # fmt: skip
+        assert placed.status == 201, placed.body
+        reply = await api.call(
+            "POST",
+            f"/api/v1/orders/{placed.body['orderId']}/cancel",
+            headers={"traceparent": f"00-{cancel_trace}-{cancel_span}-01"},
+            token=api.token("traced3"),
+        )
+        assert reply.status == 200, reply.body
+
+        def of_cancel() -> dict[str, ReadableSpan]:
+            found = {}
+            for span in exporter.get_finished_spans():
+                if span.context is not None and f"{span.context.trace_id:032x}" == cancel_trace:
+                    found[span.name] = span
+            return found
+
+        deadline = time.monotonic() + 30
+        while "projector.apply" not in of_cancel():
+            assert time.monotonic() < deadline, list(of_cancel())
+            await asyncio.sleep(0.05)
+    chain = of_cancel()
+    request, cancel = chain["POST /api/v1/orders/{order_id}/cancel"], chain["order.cancel"]
+    publish, apply = chain["outbox.publish"], chain["projector.apply"]
+    assert request.context is not None
+    assert cancel.context is not None
+    assert publish.context is not None
+    # request → the cancel's transaction → the relay's publish of order.cancelled → apply.
+    assert cancel.parent is not None
+    assert cancel.parent.span_id == request.context.span_id
+    assert publish.parent is not None
+    assert publish.parent.span_id == cancel.context.span_id
+    assert publish.attributes is not None
+    assert publish.attributes["flashorder.event.type"] == "order.cancelled"
+    assert apply.parent is not None
+    assert apply.parent.span_id == publish.context.span_id
+
+
 @asynccontextmanager
 async def in_process_stack(
     settings: Settings, tracer: OtelTracer, group: str

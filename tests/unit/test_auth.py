@@ -148,6 +148,7 @@ def test_the_development_secret_is_refused_beyond_loopback_or_with_a_real_store(
             "jwt_public_key": "PEM",
             "database_url": "mysql+asyncmy://u:p@db/f",
             "sale_session_secret": "t" * 40,
+            "queue_secret": "q" * 40,
         },
     ],
 )
@@ -171,6 +172,20 @@ def test_sale_sessions_signed_from_the_development_secret_are_warned_of() -> Non
     warning = secret_warning(settings)
     assert warning is not None
     assert "FLASHORDER_SALE_SESSION_SECRET" in warning
+
+
+def test_admission_tokens_signed_from_the_development_secret_are_warned_of() -> None:
+    settings = Settings(
+        host="0.0.0.0",
+        jwt_public_key="PEM",
+        database_url="mysql+asyncmy://u:p@db/f",
+        sale_session_secret="s" * 40,
+    )
+
+    warning = secret_warning(settings)
+    assert warning is not None
+    assert "FLASHORDER_QUEUE_SECRET" in warning
+    assert secret_warning(settings.model_copy(update={"queue_secret": "q" * 40})) is None
 
 
 def test_a_secret_shorter_than_32_bytes_is_refused() -> None:

@@ -33,6 +33,7 @@ def test_a_deployment_whose_sessions_derive_from_the_public_secret_is_warned() -
             database_url="mysql+asyncmy://u:p@db/x",
             jwt_algorithms=["RS256"],
             sale_session_secret=session_secret,
+            queue_secret=OTHER_SECRET,
         )
 
     warning = secret_warning(deployed())

@@ -12,6 +12,7 @@ from flashorder.application.waiting_room import TicketView, WaitingRoom
 from flashorder.domain import errors
 from flashorder.domain.model import Product, ProductId, UserId
 from flashorder.domain.queue import Ticket, TicketStatus
+from flashorder.entrypoints.api.queue import with_heartbeat
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 SECRET = b"k" * 32
@@ -165,3 +166,47 @@ async def test_the_queue_refuses_joins_before_it_opens_and_after_the_sale() -> N
         await waiting_room.join(ProductId("nope"), UserId("u"))
 
     assert early.value.seconds_left == 3600
+
+
+async def test_a_stream_closed_while_it_waits_for_a_step_ends_cleanly() -> None:
+    store, clock = MemoryQueueStore(), Clock(START - timedelta(seconds=1))
+    waiting_room, sale = room(store, clock)
+    (view, _) = await waiting_room.join(sale.product_id, UserId("alice"))
+    stream = with_heartbeat(
+        waiting_room.follow(sale.product_id, view.ticket.ticket_id, viewer=None)
+    )
+
+    first = await anext(stream)
+
+    async def next_view() -> TicketView | None:
+        return await anext(stream)
+
+    waiting = asyncio.create_task(next_view())
+    await asyncio.sleep(0.01)
+    # The client goes away while the stream waits for the next step (what Starlette does
+    # to the body iterator of a closed connection): nothing may raise.
+    waiting.cancel()
+    (ended,) = await asyncio.gather(waiting, return_exceptions=True)
+    await stream.aclose()
+
+    assert first is not None
+    assert first.ticket.status is TicketStatus.WAITING
+    assert isinstance(ended, asyncio.CancelledError), ended
+    assert waiting_room.watching(sale.product_id) == 0
+
+
+async def test_closing_the_room_ends_its_streams() -> None:
+    store, clock = MemoryQueueStore(), Clock(START - timedelta(seconds=1))
+    waiting_room, sale = room(store, clock)
+    (view, _) = await waiting_room.join(sale.product_id, UserId("alice"))
+    stream = waiting_room.follow(sale.product_id, view.ticket.ticket_id, viewer=None)
+    await anext(stream)
+
+    async def rest() -> list[TicketView]:
+        return [v async for v in stream]
+
+    following = asyncio.create_task(rest())
+    await asyncio.sleep(0.01)
+    waiting_room.close()
+
+    assert await asyncio.wait_for(following, 1) == []

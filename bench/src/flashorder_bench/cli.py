@@ -36,6 +36,13 @@ def _skips(text: str) -> tuple[str, ...]:
     return chosen
 
 
+def _watchable(scenario: str, viewers: int, tracing: bool, target: str | None) -> None:
+    if (viewers or tracing) and scenario not in ("hot", "retry"):
+        raise ValueError("--viewers and --tracing watch a hot sale: --scenario hot or retry")
+    if tracing and target is not None:
+        raise ValueError("--tracing starts a stack of its own: not with --target")
+
+
 @cli.command()
 def bench(
     scenario: Annotated[
@@ -103,6 +110,21 @@ def bench(
         float,
         typer.Option(help="queue: the share of the crowd that joins after the start", min=0, max=1),
     ] = 0.1,
+    viewers: Annotated[
+        int,
+        typer.Option(
+            help="Also run rounds with this many open sale pages (/sales/{productId} streams), "
+            "alternating with plain rounds (--repeat: rounds of each)",
+            min=0,
+        ),
+    ] = 0,
+    tracing: Annotated[
+        bool,
+        typer.Option(
+            help="Also run rounds on a second stack with tracing on (spans exported over "
+            "OTLP/HTTP to a sink of the bench; its Redis database is --redis-db + 1)"
+        ),
+    ] = False,
     services_dir: Annotated[
         Path | None,
         typer.Option(
@@ -119,6 +141,7 @@ def bench(
         chosen, strategy_list = parse_scenario(scenario), parse_strategies(strategies)
         wait = parse_wait(queue_wait)
         skips = _skips(skip_check)
+        _watchable(chosen, viewers, tracing, target)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -155,6 +178,8 @@ def bench(
         prequeue_s=prequeue,
         burst_s=burst,
         late_share=late_share,
+        viewers=viewers,
+        tracing=tracing,
         services_dir=services_dir or Path(os.environ.get("FLASHORDER_SERVICES_DIR") or ".services"),
     )
     signal.signal(signal.SIGTERM, _terminated)

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 
 from flashorder_bench import procs
 
-#: The labels that are not the stack: the bench's parent and its load generators.
-APART = ("bench", "load-generator")
+#: The labels that are not the stack: the bench's parent (which also holds the open sale
+#: pages of ``--viewers``), its load generators, and the OTLP sink of ``--tracing`` (a
+#: deployment's collector runs elsewhere).
+APART = ("bench", "load-generator", "otlp-sink")
 
 
 @dataclass(frozen=True, slots=True)

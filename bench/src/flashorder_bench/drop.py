@@ -15,13 +15,14 @@ bought head-on and one through the waiting room.
   ``poll_max_s``). A buyer stops at its order's answer, at a SOLD_OUT ticket, or after
   ``MAX_WAIT_S``.
 
-Each buyer orders once on each side, 1 unit, or 1 or 2 when the product allows 2 or more. Every call is recorded as the load
-generator records it (``Samples``), so that both sides are measured alike and the promises
-are checked with the other scenarios' checks; the tickets' ends (``TicketEnd``), read again
-from the service after the drop, feed the queue's own checks (``checks``).
+Each buyer orders once on each side: 1 unit, or 1 or 2 when the product allows 2 or more.
+Every call is recorded as the load generator records it (``Samples``), so that both sides
+are measured alike and the promises are checked with the other scenarios' checks; the
+tickets' ends (``TicketEnd``), read again from the service after the drop, feed the queue's
+own checks (``checks``).
 
-The crowd runs in the bench's own process, on the generator's lean client (``wire``): a
-waiting buyer is a timer, not a connection.
+The crowd runs in the bench's own process, on the generator's lean client (``wire``, and
+``sse`` for the streams): a polling buyer is a timer, a streaming one a socket.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from flashorder_bench import chart, results, summary
+from flashorder_bench import chart, results, summary, watching
 from flashorder_bench.options import BenchOptions
 from flashorder_bench.report import failed, format_checks
 from flashorder_bench.run import StrategyResult, run_strategy
@@ -59,6 +59,13 @@ async def run_bench(opts: BenchOptions, *, console: Console | None = None) -> in
     console.print(summary.cpu_table(done), markup=False, highlight=False)
     for line in summary.connection_lines(done):
         console.print(line, markup=False, highlight=False)
+    for r in done:
+        if r.watch is None:
+            continue
+        console.print(f"\n[bold]Watching the sale, {r.strategy}[/] (rounds in the order they ran)")
+        console.print(watching.rounds_table(r.watch), markup=False, highlight=False)
+        console.print(f"\n[bold]Side by side, {r.strategy}[/] (medians of each variant's rounds)")
+        console.print(watching.side_by_side(r.watch), markup=False, highlight=False)
     console.print()
     for line in summary.headline_lines(head, done):
         console.print(line, markup=False, highlight=False)

@@ -73,6 +73,11 @@ class BenchOptions:
     prequeue_s: float = 5.0
     burst_s: float = 1.0
     late_share: float = 0.1
+    #: Open sale pages (``/sales/{productId}`` streams) during the hot sale's rounds with
+    #: viewers; 0: no such rounds.
+    viewers: int = 0
+    #: Also run rounds on a second stack started with tracing on (``watching``).
+    tracing: bool = False
 
     def spec(self, tag: str, *, requests: int | None = None, echo: bool = False) -> ScenarioSpec:
         """The scenario of one phase. ``requests`` (an open-loop step) scales the stock of a

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,19 +17,22 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from flashorder_bench import checks, drop, noshow, procs, scenarios, stores, wrk
+from flashorder_bench import checks, drop, noshow, procs, scenarios, stores, watching, wrk
 from flashorder_bench.answers import Answers
 from flashorder_bench.auth import bearer, minter
 from flashorder_bench.client import BenchClient, Drain
 from flashorder_bench.drive import generator_cpus
 from flashorder_bench.kafka_events import created_events
 from flashorder_bench.options import BenchOptions
-from flashorder_bench.phase import PhaseContext, PhaseRecord, run_phase
+from flashorder_bench.otlp_sink import Sink, SinkStats
+from flashorder_bench.phase import PhaseContext, PhaseRecord, PhaseRun, run_phase
 from flashorder_bench.report import Check
 from flashorder_bench.scenarios import ScenarioSpec, order_body
 from flashorder_bench.schedule import Step, best_rate, next_rate, rate_ladder
 from flashorder_bench.settings import StackSettings, Strategy, local_store
-from flashorder_bench.stack import Stack, bench_env, server_url
+from flashorder_bench.stack import Stack, bench_env, free_port, server_url
+from flashorder_bench.stats import window
+from flashorder_bench.viewers import Viewers
 
 #: Calls of the ceiling phase at most.
 ECHO_CALLS_MAX = 20_000
@@ -63,6 +66,9 @@ class StrategyResult:
     noshow: noshow.NoshowOutcome | None = None
     #: The queued drop's two sides (the ``queue`` scenario, which runs instead of the others).
     drop: drop.DropOutcome | None = None
+    #: ``--viewers``/``--tracing``: the rounds of every variant (``closed`` holds the plain
+    #: ones too).
+    watch: watching.WatchResult | None = None
 
 
 @dataclass
@@ -89,28 +95,67 @@ async def run_strategy(
     """Everything for one strategy; ``runtag`` is shared by the strategies of one run, so
     they meet the same products, users and requests."""
     stack: Stack | None = None
+    traced: Traced | None = None
     if opts.target is None:
-        stack = Stack(
-            mariadb_url=server_url(local_store("FLASHORDER_DATABASE_URL")),
-            redis_url=local_store("FLASHORDER_REDIS_URL"),
-            kafka_bootstrap=local_store("FLASHORDER_KAFKA_BOOTSTRAP"),
-            redis_db=opts.redis_db,
-            api_workers=opts.workers,
-            logs=logs / strategy,
-            name_prefix=f"flashorder_bench_{strategy}",
-            extra_env={"FLASHORDER_STRATEGY": strategy, **bench_env()},
-        )
+        stack = _stack(opts, strategy, logs, traced=None)
         settings, base_url = stack.settings, stack.base
+        if opts.tracing:
+            sink = Sink(free_port())
+            traced = Traced(_stack(opts, strategy, logs, traced=sink), sink)
     else:
         settings, base_url = StackSettings.from_env(), opts.target.rstrip("/")
     try:
         if stack is not None:
             console.log(f"[bold]{strategy}[/]: starting the stack ({stack.name}, logs {logs})")
             await asyncio.to_thread(stack.up, timeout=300)
-        return await _measure(opts, strategy, runtag, settings, base_url, stack, console)
+        if traced is not None:
+            console.log(f"[bold]{strategy}[/]: starting the traced stack ({traced.stack.name})")
+            await asyncio.to_thread(traced.sink.start)
+            await asyncio.to_thread(traced.stack.up, timeout=300)
+        return await _measure(opts, strategy, runtag, settings, base_url, stack, console, traced)
     finally:
         if stack is not None:
             await asyncio.to_thread(stack.down, drop=not opts.keep)
+        if traced is not None:
+            await asyncio.to_thread(traced.stack.down, drop=not opts.keep)
+            await asyncio.to_thread(traced.sink.stop)
+
+
+@dataclass
+class Traced:
+    """``--tracing``: a second stack, started with tracing on, and the OTLP sink its spans go
+    to. Its Redis database is the next index after the plain stack's."""
+
+    stack: Stack
+    sink: Sink
+    answers: Answers = field(default_factory=Answers)
+    expected: _Expected = field(default_factory=_Expected)
+    ctx: PhaseContext | None = None
+
+
+def _stack(opts: BenchOptions, strategy: Strategy, logs: Path, *, traced: Sink | None) -> Stack:
+    env = {"FLASHORDER_STRATEGY": strategy, **bench_env()}
+    if traced is not None:
+        # Every span exported as a deployment exports it (OTLP over HTTP/protobuf, the
+        # default batch processor); the sampler is the environment's (default: every trace).
+        env |= {
+            "OTEL_SDK_DISABLED": "false",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": traced.endpoint,
+        }
+    elif opts.tracing:
+        # The plain side of the comparison: off, whatever the environment says.
+        env["OTEL_SDK_DISABLED"] = "true"
+    return Stack(
+        mariadb_url=server_url(local_store("FLASHORDER_DATABASE_URL")),
+        redis_url=local_store("FLASHORDER_REDIS_URL"),
+        kafka_bootstrap=local_store("FLASHORDER_KAFKA_BOOTSTRAP"),
+        redis_db=opts.redis_db + (1 if traced is not None else 0),
+        api_workers=opts.workers,
+        logs=logs / (f"{strategy}-traced" if traced is not None else strategy),
+        name_prefix=f"flashorder_bench_{strategy}" + ("_traced" if traced is not None else ""),
+        extra_env=env,
+    )
 
 
 class StackDied(RuntimeError):
@@ -154,6 +199,7 @@ async def _measure(
     base_url: str,
     stack: Stack | None,
     console: Console,
+    traced: Traced | None = None,
 ) -> StrategyResult:
     result = StrategyResult(strategy, base_url, load_before=os.getloadavg()[0])
     answers = Answers()
@@ -185,6 +231,8 @@ async def _measure(
         )
         if stack is not None:
             ctx.alive = partial(_alive, stack)
+        if traced is not None:
+            traced.ctx = _traced_context(ctx, traced, services)
         selling = opts.scenario != "noshow"
         # The no-show sale and the queued drop run instead of the closed and open loops.
         closed_loop = opts.scenario not in ("noshow", "queue")
@@ -196,6 +244,12 @@ async def _measure(
             answers.add(run.jobs, run.samples)
             expected.phase(warmup, run.record, measured=False)
             result.warmup = run.record
+            if traced is not None and traced.ctx is not None:
+                warmup = opts.warmup_spec(f"{runtag}tw") or warmup
+                name = f"{strategy} warm-up (tracing on)"
+                run = await run_phase(traced.ctx, warmup, name=name, mode="closed")
+                traced.answers.add(run.jobs, run.samples)
+                traced.expected.phase(warmup, run.record, measured=False)
         if not selling:
             spec = opts.spec(f"{runtag}r0")
             console.log(f"[bold]{strategy}[/]: the no-show sale ({spec.requests:,} buyers)")
@@ -227,16 +281,29 @@ async def _measure(
             result.drop = run_drop.outcome
             if stack is not None:
                 ctx.alive()
-        for rep in range(opts.repeat if closed_loop else 0):
-            name = f"{strategy} closed loop, run {rep + 1}/{opts.repeat}"
-            spec = opts.spec(f"{runtag}r{rep}")
-            run = await run_phase(ctx, spec, name=name, mode="closed")
-            answers.add(run.jobs, run.samples)
-            expected.phase(spec, run.record, measured=True)
-            result.closed.append(run.record)
+        watched = opts.viewers > 0 or traced is not None
+        order = watching.plan(opts.viewers, traced is not None, opts.repeat) if closed_loop else []
+        if watched:
+            result.watch = watching.WatchResult(opts.viewers, traced is not None)
+        for n, variant in enumerate(order):
+            what = "run" if not watched else f"{watching.label(variant, opts.viewers)}, round"
+            name = f"{strategy} closed loop, {what} {n + 1}/{len(order)}"
+            spec = opts.spec(f"{runtag}r{n}")
+            if variant == "traced" and traced is not None and traced.ctx is not None:
+                run, done = await _traced_round(traced, spec, name)
+                traced.answers.add(run.jobs, run.samples)
+                traced.expected.phase(spec, run.record, measured=True)
+            else:
+                run, done = await _round(ctx, spec, name, variant)
+                answers.add(run.jobs, run.samples)
+                expected.phase(spec, run.record, measured=True)
+                if variant == "plain":
+                    result.closed.append(run.record)
+                if stack is not None:
+                    result.rss_after_runs.append(procs.snapshot(procs.labelled(stack.pids())))
+            if result.watch is not None:
+                result.watch.rounds.append(done)
             generator_peak = max(generator_peak, *run.samples.generator_rss_kb)
-            if stack is not None:
-                result.rss_after_runs.append(procs.snapshot(procs.labelled(stack.pids())))
         if closed_loop and opts.ceiling and await ctx.client.has_echo():
             # The echo route needs no sell-out to be seen whole: a steady stretch will do.
             echo_calls = min(opts.spec(runtag).requests, ECHO_CALLS_MAX)
@@ -269,12 +336,123 @@ async def _measure(
         result.load_after = os.getloadavg()[0]
         console.log(f"[bold]{strategy}[/]: waiting for the events to drain (/readyz lag)")
         result.drain = await ctx.client.drained(need_projector=settings.kafka_bootstrap is not None)
+        traced_drain = None
+        if traced is not None and traced.ctx is not None:
+            traced_drain = await traced.ctx.client.drained(need_projector=True)
     if stack is not None:
         pids = procs.labelled(stack.pids())
         result.rss_peak = procs.snapshot(pids, "VmHWM")
     result.rss_peak["load-generator"] = generator_peak
     result.checks = await _checks(opts, strategy, runtag, settings, answers, expected, result)
+    if result.watch is not None:
+        result.checks += await _watch_checks(opts, strategy, runtag, result, traced, traced_drain)
     return result
+
+
+def _traced_context(ctx: PhaseContext, traced: Traced, services: dict[str, int]) -> PhaseContext:
+    stack, sink = traced.stack, traced.sink
+
+    def processes() -> dict[str, int]:
+        found = procs.labelled(stack.pids())
+        found.update(services)
+        found["bench"] = os.getpid()
+        if sink.pid is not None:
+            found["otlp-sink"] = sink.pid
+        return found
+
+    client = BenchClient(ctx.client.session, stack.base, minter(stack.settings))
+    return PhaseContext(
+        ctx.opts,
+        client,
+        stack.settings,
+        ctx.console,
+        alive=partial(_alive, stack),
+        processes=processes,
+        port=stack.port,
+    )
+
+
+async def _round(
+    ctx: PhaseContext, spec: ScenarioSpec, name: str, variant: watching.Variant
+) -> tuple[PhaseRun, watching.WatchRound]:
+    """One closed-loop sale on the plain stack; ``viewers``: with that many pages open on
+    its hot product from before the sale until they show it sold out."""
+    product_id = scenarios.products(spec)[0].product_id
+    if variant != "viewers":
+        run = await run_phase(ctx, spec, name=name, mode="closed")
+        return run, _watch_round(variant, run, product_id)
+    pages = Viewers(ctx.client.base_url, product_id, ctx.opts.viewers, ctx.client.admin)
+    async with pages:
+        run = await run_phase(ctx, spec, name=name, mode="closed")
+        await pages.settle()
+    return run, _watch_round(variant, run, product_id, viewers=pages)
+
+
+async def _traced_round(
+    traced: Traced, spec: ScenarioSpec, name: str
+) -> tuple[PhaseRun, watching.WatchRound]:
+    assert traced.ctx is not None
+    before = await asyncio.to_thread(traced.sink.stats)
+    run = await run_phase(traced.ctx, spec, name=name, mode="closed")
+    after = await asyncio.to_thread(traced.sink.stats)
+    product_id = scenarios.products(spec)[0].product_id
+    done = _watch_round("traced", run, product_id)
+    done.spans = after.minus(before)
+    return run, done
+
+
+def _watch_round(
+    variant: watching.Variant, run: PhaseRun, product_id: str, *, viewers: Viewers | None = None
+) -> watching.WatchRound:
+    start, end, _ = window(run.samples)
+    return watching.WatchRound(
+        variant,
+        run.record,
+        product_id,
+        viewers=viewers.tallies if viewers is not None else [],
+        sale_start=start,
+        sale_end=end,
+        load=os.getloadavg()[0],
+    )
+
+
+async def _watch_checks(
+    opts: BenchOptions,
+    strategy: Strategy,
+    runtag: str,
+    result: StrategyResult,
+    traced: Traced | None,
+    traced_drain: Drain | None,
+) -> list[Check]:
+    """The pages' and the sink's checks, and the promises again on the traced stack."""
+    assert result.watch is not None
+    found = []
+    if opts.viewers > 0:
+        found.append(watching.viewers_check(result.watch.rounds, opts.viewers))
+    if traced is None:
+        return found
+    # The batch processor sends what it holds every few seconds: read the sink once it has
+    # stopped growing.
+    result.watch.sink = await _settled(traced.sink)
+    found.append(watching.tracing_check(result.watch))
+    side = StrategyResult(strategy, traced.stack.base, drain=traced_drain)
+    promises = await _checks(
+        opts, strategy, runtag, traced.stack.settings, traced.answers, traced.expected, side
+    )
+    found += [replace(c, name=f"tracing on: {c.name}") for c in promises]
+    return found
+
+
+async def _settled(sink: Sink, *, quiet_s: float = 6.0, timeout: float = 30.0) -> SinkStats:
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = await asyncio.to_thread(sink.stats)
+    still = 0.0
+    while still < quiet_s and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(1.0)
+        now = await asyncio.to_thread(sink.stats)
+        still = still + 1.0 if now == last else 0.0
+        last = now
+    return last
 
 
 async def _checks(

@@ -192,19 +192,26 @@ async def cancel_order(cmd: commands.CancelOrder, *, deps: Deps) -> dict[str, ob
 
 async def _cancel_once(cmd: commands.CancelOrder, *, deps: Deps) -> dict[str, object] | None:
     """None when a concurrent writer changed the order first: the caller reads it again."""
-    async with deps.uow() as uow:
-        order = await uow.orders.get(cmd.order_id, for_update=True)
-        if order is None or (cmd.user_id is not None and order.user_id != cmd.user_id):
-            raise errors.OrderNotFound(cmd.order_id)
-        if order.cancel(deps.clock()):
-            if not await uow.orders.save(order):
-                return None
-            # In product order, as place_order takes them, so that a cancel and an order of
-            # the same products cannot deadlock.
-            for line in sorted(order.lines, key=lambda ln: ln.product_id):
-                await uow.products.give_back_stock(line.product_id, line.quantity)
-                await uow.purchases.give_back(order.user_id, line.product_id, line.quantity)
-            await uow.commit()
+    tracer = deps.tracer
+    # As an order's write: the outbox rows carry this span, so the relay and the projector
+    # continue the cancel's trace.
+    with tracer.span("order.cancel"):
+        async with deps.uow() as uow:
+            order = await uow.orders.get(cmd.order_id, for_update=True)
+            if order is None or (cmd.user_id is not None and order.user_id != cmd.user_id):
+                raise errors.OrderNotFound(cmd.order_id)
+            if order.cancel(deps.clock()):
+                if tracer.enabled:
+                    parent = tracer.traceparent()
+                    order.events[:] = [replace(e, traceparent=parent) for e in order.events]
+                if not await uow.orders.save(order):
+                    return None
+                # In product order, as place_order takes them, so that a cancel and an order
+                # of the same products cannot deadlock.
+                for line in sorted(order.lines, key=lambda ln: ln.product_id):
+                    await uow.products.give_back_stock(line.product_id, line.quantity)
+                    await uow.purchases.give_back(order.user_id, line.product_id, line.quantity)
+                await uow.commit()
     # The database took the stock back exactly once (the version guard above). The gate
     # follows; its release is idempotent per order, so a retry of a cancel that committed but
     # died before this line is what puts the stock back there.

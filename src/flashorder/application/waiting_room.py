@@ -161,6 +161,7 @@ class WaitingRoom:
         self._admissions: dict[ProductId, deque[tuple[float, int]]] = {}
         self._stepped: dict[ProductId, asyncio.Event] = {}
         self._watchers: dict[ProductId, int] = {}
+        self._closed = False
         #: Steps run: a test's proof that streams share them.
         self.steps = 0
 
@@ -231,6 +232,8 @@ class WaitingRoom:
             seen = self._states.get(product_id)
             while ticket.status not in _FINAL:
                 state = await self._next_state(product_id, seen)
+                if state is None:
+                    return
                 before, seen = seen, state
                 self._touch(product_id)
                 product = await self._queued(product_id)
@@ -252,12 +255,27 @@ class WaitingRoom:
             if not self._watchers[product_id]:
                 del self._watchers[product_id]
 
-    async def _next_state(self, product_id: ProductId, seen: QueueState | None) -> QueueState:
-        while True:
+    def watching(self, product_id: ProductId) -> int:
+        """Streams of the room open in this process."""
+        return self._watchers.get(product_id, 0)
+
+    async def _next_state(
+        self, product_id: ProductId, seen: QueueState | None
+    ) -> QueueState | None:
+        """The room's state once newer than ``seen``; None once the room is closed."""
+        while not self._closed:
             state = self._states.get(product_id)
             if state is not None and state is not seen:
                 return state
             await self._stepped.setdefault(product_id, asyncio.Event()).wait()
+        return None
+
+    def close(self) -> None:
+        """End every stream (the process is stopping)."""
+        self._closed = True
+        for woken in self._stepped.values():
+            woken.set()
+        self._stepped.clear()
 
     def _derived(
         self, ticket: Ticket, state: QueueState, before: QueueState | None

@@ -102,8 +102,9 @@ class AdmissionTerms:
     window: int | None
     #: The life of an admission.
     token_ms: int
-    #: Units one turn may take (the product's ``maxPerUser``; 1 when unset): a turn is
-    #: opened only for that many units not promised to the turns already on.
+    #: Units one turn may take (the product's ``maxPerUser``; 1 when unset): the turns on are
+    #: at most ``ceil(available / units_per_turn)``, so the last turn may find fewer units
+    #: than it may take, and a tail smaller than one turn's still gets a turn.
     units_per_turn: int = 1
     #: The rate's allowance holds at most this much time's worth of admissions: a step that
     #: comes late (the first after the start, a busy host) admits no more than this burst.

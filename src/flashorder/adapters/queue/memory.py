@@ -175,7 +175,7 @@ class MemoryQueueStore:
         room.expired += len(passed)
         room.sold_out = terms.available <= 0
         live = len(room.live)
-        space = terms.available // terms.units_per_turn - live
+        space = -(-terms.available // terms.units_per_turn) - live
         if terms.window is not None:
             space = min(space, terms.window - live)
         allowance = 0.0

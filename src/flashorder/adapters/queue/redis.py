@@ -149,7 +149,7 @@ end
 local available = tonumber(ARGV[3])
 redis.call('HSET', META, 'soldout', available <= 0 and '1' or '0')
 local live = redis.call('ZCARD', LIVE)
-local room = math.floor(available / tonumber(ARGV[7])) - live
+local room = math.ceil(available / tonumber(ARGV[7])) - live
 local window = tonumber(ARGV[5])
 if window >= 0 then room = math.min(room, window - live) end
 local rate = tonumber(ARGV[4])

@@ -69,8 +69,8 @@ class Principal:
 def secret_warning(settings: Settings) -> str | None:
     """What is wrong with the token settings of a deployment, or None: the development secret
     used beyond ``make run``, allowed by the development switch (else the service refuses to
-    start, see ``Settings.dev_secret_problem``), or the sale page's sessions signed with a key
-    derived from it."""
+    start, see ``Settings.dev_secret_problem``), or the sale page's sessions or the queue's
+    admission tokens signed with a key derived from it."""
     if settings.allow_dev_secret:
         saved = settings.model_copy(update={"allow_dev_secret": False})
         problem = saved.dev_secret_problem()
@@ -85,6 +85,16 @@ def secret_warning(settings: Settings) -> str | None:
             "The sale page's sessions are signed with a key derived from the documented "
             "development secret: ANYONE CAN FORGE AN ADMIN SESSION of /sales. Set "
             "FLASHORDER_SALE_SESSION_SECRET (or FLASHORDER_JWT_SECRET) to a random secret."
+        )
+    if (
+        settings.database_url is not None
+        and settings.queue_secret is None
+        and settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
+    ):
+        return (
+            "Queued sales' admission tokens are signed with a key derived from the documented "
+            "development secret: ANYONE CAN SKIP THE QUEUE. Set FLASHORDER_QUEUE_SECRET (or "
+            "FLASHORDER_JWT_SECRET) to a random secret."
         )
     return None
 

@@ -9,7 +9,7 @@ server-sent events, so that a crowd of waiting pages does not poll.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeVar
 
 import orjson
@@ -135,7 +135,7 @@ async def follow_ticket(
 
     async def events() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        async for view in _with_heartbeat(room.follow(pid, ticket_id, viewer=viewer)):
+        async for view in with_heartbeat(room.follow(pid, ticket_id, viewer=viewer)):
             if view is None:
                 yield b": keep-alive\n\n"
             else:
@@ -148,7 +148,7 @@ async def follow_ticket(
     )
 
 
-async def _with_heartbeat(source: AsyncIterator[T]) -> AsyncIterator[T | None]:
+async def with_heartbeat(source: AsyncIterator[T]) -> AsyncGenerator[T | None, None]:
     """The items of ``source``, and None whenever it says nothing for a heartbeat's time."""
 
     async def next_item() -> T:
@@ -171,7 +171,10 @@ async def _with_heartbeat(source: AsyncIterator[T]) -> AsyncIterator[T | None]:
             yield item
     finally:
         if pending is not None:
+            # Let the cancelled step unwind the generator before closing it: closing a
+            # generator that a task is still running raises.
             pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
             await aclose()
