@@ -277,13 +277,16 @@ def test_letting_the_crowd_in_at_once_fails_the_pace() -> None:
     assert "at most 300 admissions in 1 s" in check.detail
 
 
-def test_the_pace_is_not_judged_without_a_rate_and_fails_on_nothing() -> None:
+def test_the_pace_is_not_judged_without_a_rate_or_enough_admissions() -> None:
     assert admission_pace_check(_fair_drop(), None, tick_s=0.25).verdict == "SKIP"
     assert admission_pace_check([_ticket("u1", 0)], 100.0, tick_s=0.25).verdict == "FAIL"
+    # 100 admitted at once, but a second may hold 151 at 100/s: nothing to tell.
+    assert admission_pace_check(_fair_drop(), 100.0, tick_s=0.25).verdict == "SKIP"
 
 
-def test_the_bound_allows_one_batch_beyond_the_rate() -> None:
-    assert admission_bound(100.0, 0.25) == 126
+def test_the_bound_allows_two_ticks_beyond_the_rate() -> None:
+    assert admission_bound(100.0, 0.25) == 151
+    assert admission_bound(20.0, 0.25) == 31
 
 
 def test_a_queue_that_keeps_the_orders_fast_beside_a_crowd_that_does_not_passes() -> None:

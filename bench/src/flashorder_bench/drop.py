@@ -686,5 +686,6 @@ async def drive(client: BenchClient, spec: ScenarioSpec, plan: DropPlan, mint: M
 
 def admission_bound(rate: float, tick_s: float, window_s: float = 1.0) -> int:
     """The most admissions a queue pacing at ``rate`` may make in ``window_s``: the rate's
-    share, plus one tick's batch (it admits once per tick), plus one."""
-    return math.ceil(rate * (window_s + tick_s)) + 1
+    share, plus the burst it may carry over (two ticks' worth: a late step catches up on at
+    most that much, docs/waiting-room.md), plus one."""
+    return math.ceil(rate * (window_s + 2 * tick_s)) + 1
