@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flashorder.adapters._redis.batch import Client, ScriptBatcher
+from flashorder.adapters._redis.cluster import cluster_client
 from flashorder.adapters.idempotency.memory import MemoryIdempotencyCache
 from flashorder.adapters.idempotency.redis import RedisIdempotencyCache
 from flashorder.adapters.locks.memory import MemoryLocks
@@ -137,8 +138,8 @@ def redis_client(settings: Settings) -> Client:
     assert settings.redis_url is not None
     nodes = settings.redis_cluster_nodes
     if nodes is not None:
-        return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        return cluster_client(
+            nodes,
             # Per node. The cluster client has no blocking pool: the batcher keeps the
             # number of connections a burst needs small (one pipeline per node and turn).
             max_connections=settings.redis_pool_size,
@@ -190,7 +191,11 @@ async def build(
             batcher = ScriptBatcher(redis)
             # On a cluster, each product in a slot of its own (see stock/redis_cluster.py).
             if isinstance(redis, RedisCluster):
-                stock = ShardedStockGate(redis, batcher=batcher)
+                stock = ShardedStockGate(
+                    redis,
+                    batcher=batcher,
+                    orphan_after=settings.reconcile_older_than_seconds,
+                )
             else:
                 stock = RedisStockGate(redis, batcher=batcher)
             redis_locks = RedisLocks(

@@ -18,18 +18,16 @@ import pytest
 from flashorder.entrypoints.tokens import mint_token
 from tests.cluster.topology import (
     PRICE,
-    Phases,
     Shop,
     Topology,
     built,
-    burst_through,
     check_events_and_read_model,
     check_nothing_lost,
     race,
     reconcile_and_check,
     report,
-    retry_until_definite,
 )
+from tests.support.crowd import Phases, burst_through, retry_until_definite
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.cluster]
 
@@ -82,14 +80,12 @@ async def test_a_race_of_1000_buyers_for_100_units_over_both_hosts_sells_exactly
     await check_events_and_read_model(shop)
 
 
-# Out of make test for now: after the merges of this round one first answer after the
-# failover was a 500 in two of three runs (the cause is not yet found); make cluster-drills runs it.
-@pytest.mark.drill
-@pytest.mark.cluster_drill
 async def test_a_redis_master_killed_mid_sale_fails_over_and_nothing_is_lost(
     shop: Shop, topology: Topology
 ) -> None:
-    products = [await shop.add_product(stock=150), await shop.add_product(stock=150)]
+    # Enough stock that orders still go through after the promotion (a fast machine sold 300
+    # units within the 2 s before the fault), so the test sees them recover.
+    products = [await shop.add_product(stock=1000), await shop.add_product(stock=1000)]
     master, replica = await topology.master_of(products[0])
     took: dict[str, float] = {}
 
@@ -101,17 +97,17 @@ async def test_a_redis_master_killed_mid_sale_fails_over_and_nothing_is_lost(
 
     try:
         attempts, phases = await burst_through(shop, products, kill_master, before=2, after=3)
-        await retry_until_definite(shop, attempts, deadline=60)
+        undecided = await retry_until_definite(shop, attempts, deadline=60)
     finally:
         # The old master comes back as a replica of the promoted one.
         topology.script("redis-start", str(master))
     figures = report(f"Redis master :{master} killed", attempts, phases)
     print(f"   replica :{replica} promoted after {took['promoted']:.1f}s")
-    # Not yet definite, and retried: a 503, a cut connection, or no answer within the
-    # buyer's 20 s (right after the promotion a host can hang on the dead master's
-    # connections; docs/fault-drills.md). Never a 500 or another 4xx.
+    assert not undecided, f"no definite answer after 60s of retries: {undecided}"
+    # Not yet definite, and retried: a 503 (with Retry-After) or a cut connection. Never a
+    # 500, another 4xx, or no answer within the buyer's 20 s (the request timeout is 15 s).
     answers = {answer for a in attempts for answer in (a.first, a.answer)}
-    transient = {"503", "connection error", "timeout"}
+    transient = {"503", "connection error"}
     assert answers <= {"201", "201 replayed", "409 sold-out"} | transient, figures
     await check_nothing_lost(shop, attempts)
     stock = await reconcile_and_check(shop, products)

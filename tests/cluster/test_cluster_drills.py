@@ -18,17 +18,15 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 
 from tests.cluster.topology import (
-    Phases,
     Shop,
     Topology,
     built,
-    burst_through,
     check_events_and_read_model,
     check_nothing_lost,
     reconcile_and_check,
     report,
-    retry_until_definite,
 )
+from tests.support.crowd import Phases, burst_through, retry_until_definite
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.drill, pytest.mark.cluster_drill]
 
@@ -47,7 +45,8 @@ async def drill(
 ) -> None:
     products = [await shop.add_product(stock=400), await shop.add_product(stock=400)]
     attempts, phases = await burst_through(shop, products, fault, before=2, after=after)
-    await retry_until_definite(shop, attempts, deadline=90)
+    undecided = await retry_until_definite(shop, attempts, deadline=90)
+    assert not undecided, f"no definite answer after 90s of retries: {undecided}"
     figures = report(title, attempts, phases)
     seen = {answer for a in attempts for answer in (a.first, a.answer)}
     assert seen <= ALLOWED, figures

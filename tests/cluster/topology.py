@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,13 +37,12 @@ from flashorder.entrypoints.tokens import mint_token
 from tests import redis_cluster
 from tests.events_check import check_events, published, read_model_differences, write_model
 from tests.invariants import check_stock
+from tests.support.crowd import Attempt, Phases, retry_until_definite
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "cluster.sh"
 LOCK = Path("/tmp/flashorder-cluster-tests.lock")
 PRICE = 10050
 PROBLEM = "urn:flashorder:problem:"
-#: Answers a client can act on; anything else is retried with the same key.
-DEFINITE = {"201", "201 replayed", "409 sold-out"}
 
 
 def _free_port() -> int:
@@ -168,33 +167,6 @@ def _pairs(flat: Any) -> list[tuple[Any, Any]]:
 
 
 @dataclass
-class Attempt:
-    user: str
-    key: str
-    product_id: str
-    answer: str = ""
-    order_id: str | None = None
-    host: str = ""
-    at: float = 0.0
-    retries: int = 0
-    first: str = ""
-    first_at: float = 0.0
-
-
-@dataclass
-class Phases:
-    """When the fault began and ended (monotonic), to sort answers into phases."""
-
-    fault_at: float = float("inf")
-    back_at: float = float("inf")
-
-    def of(self, at: float) -> str:
-        if at < self.fault_at:
-            return "before"
-        return "during" if at < self.back_at else "after"
-
-
-@dataclass
 class Shop:
     """Buyers over the load balancer, and the stores to check afterwards."""
 
@@ -248,6 +220,8 @@ class Shop:
                 host = got.headers.get("X-Served-By", "")
                 if got.status == 409:
                     return f"409 {reply['type'].removeprefix(PROBLEM)}", reply, host
+                if got.status == 503 and "Retry-After" not in got.headers:
+                    return "503 without Retry-After", reply, host
                 if got.headers.get("Idempotent-Replayed") == "true":
                     return f"{got.status} replayed", reply, host
                 return str(got.status), reply, host
@@ -286,58 +260,9 @@ async def race(shop: Shop, product_id: str, buyers: int) -> list[Attempt]:
         for n in range(buyers)
     ]
     await asyncio.gather(*(shop.order(a) for a in attempts))
-    await retry_until_definite(shop, attempts, deadline=60)
+    undecided = await retry_until_definite(shop, attempts, deadline=60)
+    assert not undecided, f"no definite answer after 60s of retries: {undecided}"
     return attempts
-
-
-async def burst_through(
-    shop: Shop,
-    products: list[str],
-    fault: Callable[[Phases], Awaitable[None]],
-    *,
-    concurrency: int = 32,
-    before: float = 2.0,
-    after: float = 3.0,
-) -> tuple[list[Attempt], Phases]:
-    """Buyers order without pause; ``before`` seconds in, ``fault`` runs (marking when the
-    service is down and when it is back); buyers go on for ``after`` seconds more."""
-    attempts: list[Attempt] = []
-    phases = Phases()
-    stop = asyncio.Event()
-
-    async def buyer(n: int) -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            user = f"u{n}_{i}_{secrets.token_hex(4)}"
-            attempt = Attempt(user, secrets.token_hex(12), products[i % len(products)])
-            attempts.append(attempt)
-            await shop.order(attempt)
-
-    tasks = [asyncio.create_task(buyer(n)) for n in range(concurrency)]
-    try:
-        await asyncio.sleep(before)
-        await fault(phases)
-        await asyncio.sleep(after)
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
-    return attempts, phases
-
-
-async def retry_until_definite(shop: Shop, attempts: list[Attempt], *, deadline: float) -> None:
-    """What a well-behaved client does: the same request, the same key, until it is told."""
-
-    async def one(attempt: Attempt) -> None:
-        give_up = time.monotonic() + deadline
-        while attempt.answer not in DEFINITE and time.monotonic() < give_up:
-            await asyncio.sleep(0.5)
-            attempt.retries += 1
-            await shop.order(attempt)
-
-    await asyncio.gather(*(one(a) for a in attempts if a.answer not in DEFINITE))
-    undecided = Counter(a.answer for a in attempts if a.answer not in DEFINITE)
-    assert not undecided, f"no definite answer after {deadline}s of retries: {undecided}"
 
 
 def report(title: str, attempts: list[Attempt], phases: Phases) -> dict[str, Any]:

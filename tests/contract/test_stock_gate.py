@@ -517,3 +517,45 @@ async def test_a_sharded_reservation_cut_short_half_way_is_found_and_given_back_
     finally:
         await drop_keys(client, prefix)
         await client.aclose()
+
+
+@pytest.mark.parametrize("where", ["one redis", "cluster"])
+async def test_a_line_whose_ledger_entry_a_failover_lost_is_given_back_by_correct(
+    where: str, redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    # The ledger's master acknowledged the entry and died before its replica had it; the
+    # product's master kept the line. Before: the line stayed in flight for good (held out
+    # of the count: an undersell nothing repaired).
+    client = (
+        redis_cluster.client(request.getfixturevalue("redis_cluster_url"))
+        if where == "cluster"
+        else redis_client(redis_url)
+    )
+    prefix = f"test-{uuid.uuid4().hex}"
+    gate = ShardedStockGate(client, prefix=prefix, orphan_after=0)
+    young = ShardedStockGate(client, prefix=prefix, orphan_after=3600)
+    p, lost, kept, u = product(), order(), order(), user()
+    await gate.put(p, 10)
+    try:
+        await gate.reserve(lost, u, [line(p, 2)])
+        await gate.reserve(kept, user(), [line(p, 3)])
+        entry, pending = gate._order(lost)
+        await client.delete(entry)
+        await client.zrem(pending, lost)
+        assert (await gate.view(p)).in_flight == {lost: 2, kept: 3}
+
+        # Taken too recently: a request could still be on its way with it. Nothing changes.
+        await young.correct(p, available=10, committed=[])
+        assert (await gate.view(p)).in_flight == {lost: 2, kept: 3}
+
+        fixed = await gate.correct(p, available=10, committed=[])
+
+        # The orphan is given back; the line of an order with its entry stays in flight.
+        assert (await gate.view(p)).in_flight == {kept: 3}
+        assert (fixed.in_flight, fixed.after, await gate.available(p)) == (3, 7, 7)
+        # Given back as released: a late take of that order takes nothing.
+        await gate._take(keys=gate._line(p, lost), args=[lost, u, 2, -1, 60])
+        assert await gate.available(p) == 7
+    finally:
+        await drop_keys(client, prefix)
+        await client.aclose()

@@ -57,46 +57,15 @@ from flashorder.entrypoints.tokens import mint_token
 from flashorder_bench.stack import EXE, Stack
 from tests.drills.own_services import SERVICES, DrillServices
 from tests.invariants import check_stock
+from tests.support.crowd import DEFINITE, Attempt, Phases, burst_through, retry_until_definite
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.drill]
 
 PRICE = 10050
 PROBLEM = "urn:flashorder:problem:"
-#: Answers a client can act on. Anything else (503, a broken connection, a duplicate still
-#: in flight) is retried with the same key.
-DEFINITE = {"201", "201 replayed", "409 sold-out"}
 
 
 # --- the buyers --------------------------------------------------------------------------------
-
-
-@dataclass
-class Attempt:
-    user: str
-    key: str
-    product_id: str
-    #: ``"201"``, ``"201 replayed"`` (a retry given the first answer), ``"409 sold-out"``,
-    #: ``"503"``, ``"connection error"``, ``"timeout"``, …
-    answer: str = ""
-    order_id: str | None = None
-    at: float = 0.0
-    retries: int = 0
-    #: The first answer and when it came (``answer`` and ``at`` end as the last ones).
-    first: str = ""
-    first_at: float = 0.0
-
-
-@dataclass
-class Phases:
-    """When the fault began and ended (monotonic), to sort answers into phases."""
-
-    fault_at: float = float("inf")
-    back_at: float = float("inf")
-
-    def of(self, at: float) -> str:
-        if at < self.fault_at:
-            return "before"
-        return "during" if at < self.back_at else "after"
 
 
 @dataclass
@@ -153,54 +122,6 @@ class Shop:
             return "connection error", None
         except TimeoutError:
             return "timeout", None
-
-
-async def burst_through(
-    shop: Shop,
-    products: list[str],
-    fault: Callable[[Phases], Awaitable[None]],
-    *,
-    concurrency: int = 32,
-    before: float = 2.0,
-    after: float = 3.0,
-) -> tuple[list[Attempt], Phases]:
-    """Buyers order without pause; ``before`` seconds in, ``fault`` runs (it marks when the
-    service is down and when it is back); buyers go on for ``after`` seconds more."""
-    attempts: list[Attempt] = []
-    phases = Phases()
-    stop = asyncio.Event()
-
-    async def buyer(n: int) -> None:
-        i = 0
-        while not stop.is_set():
-            i += 1
-            user = f"u{n}_{i}_{secrets.token_hex(4)}"
-            attempt = Attempt(user, secrets.token_hex(12), products[i % len(products)])
-            attempts.append(attempt)
-            await shop.order(attempt)
-
-    buyers = [asyncio.create_task(buyer(n)) for n in range(concurrency)]
-    try:
-        await asyncio.sleep(before)
-        await fault(phases)
-        await asyncio.sleep(after)
-    finally:
-        stop.set()
-        await asyncio.gather(*buyers)
-    return attempts, phases
-
-
-async def retry_until_definite(shop: Shop, attempts: list[Attempt], *, deadline: float) -> None:
-    """What a well-behaved client does: the same request, the same key, until it is told."""
-
-    async def one(attempt: Attempt) -> None:
-        give_up = time.monotonic() + deadline
-        while attempt.answer not in DEFINITE and time.monotonic() < give_up:
-            await asyncio.sleep(0.5)
-            attempt.retries += 1
-            await shop.order(attempt)
-
-    await asyncio.gather(*(one(a) for a in attempts if a.answer not in DEFINITE))
 
 
 def report(title: str, attempts: list[Attempt], phases: Phases, finals: Counter[str]) -> None:

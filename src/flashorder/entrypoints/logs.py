@@ -31,7 +31,15 @@ def configure(level: str = "info", *, json: bool = False, stream: TextIO | None 
         # A traceback becomes one string field; the console renderer formats its own.
         rendering += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        rendering.append(structlog.dev.ConsoleRenderer(colors=False))
+        # The standard library's traceback: the console renderer's default (rich, with every
+        # frame's local variables) took 13 s of CPU for one 500 of the API, during which the
+        # process's event loop answered nothing (every request of the host timed out after
+        # a Redis failover), and it wrote the locals (tokens among them) to the log.
+        rendering.append(
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
+        )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=pre_chain, processors=rendering)

@@ -5,30 +5,27 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from flashorder.domain import errors
+
+#: What a Redis call raises when Redis, a node or the way to it fails. redis-py's cluster
+#: client raises ``RedisClusterException``, which is not a ``RedisError``, when no node
+#: answers its slot-map refresh or the slots are not all covered (a master down with no
+#: replica promoted yet), and ``SlotNotCoveredError``, one of them.
+FAILURES = (RedisError, RedisClusterException)
 
 
 @contextmanager
 def translated() -> Iterator[None]:
-    """Raise any ``RedisError`` of the body as ``errors.Unavailable`` (a 503 to clients)."""
+    """Raise any Redis failure of the body as ``errors.Unavailable`` (a 503 to clients).
+
+    A connection that redis-py's cluster client closed under a command is a
+    ``ConnectionError`` too: see ``_redis.cluster``."""
     try:
         yield
-    except RedisError as exc:
+    except FAILURES as exc:
         raise errors.Unavailable("redis", str(exc) or type(exc).__name__) from exc
-    except RuntimeError as exc:
-        # After a failover the cluster client may write to a connection whose transport the
-        # event loop already closed; redis-py lets the loop's RuntimeError through as it is.
-        # It is a lost connection like any other, not a bug of the request.
-        if not _closed_transport(exc):
-            raise
-        raise errors.Unavailable("redis", f"connection lost: {exc}") from exc
-
-
-def _closed_transport(exc: RuntimeError) -> bool:
-    message = str(exc)
-    return "handler is closed" in message or "transport" in message.lower()
 
 
 def text(value: object) -> str:

@@ -1,7 +1,7 @@
 """Idempotency keys on Redis: ``P:idem:{user:<userId>}:<key>`` (in the slot of the user's lock)
 holds one JSON entry.
 
-    {"state": "inflight", "fp": ...}                          while one request owns the key
+    {"state": "inflight", "fp": ..., "claim": ...}            while one request owns the key
     {"state": "done", "fp": ..., "status": ..., "body": ...}  its answer, for the retries
 
 The in-flight entry expires after a lease, so a crashed request frees its key; a finished
@@ -9,6 +9,8 @@ one is kept for the retention period. The database holds the durable record.
 """
 
 from __future__ import annotations
+
+import secrets
 
 import orjson
 
@@ -19,9 +21,12 @@ from flashorder.application.ports import StoredResponse
 from flashorder.domain import errors
 from flashorder.domain.model import UserId
 
+# ARGV: fingerprint, the in-flight entry, lease ms, the claim's token.
 # Returns {0} claimed, {1} in flight, {2} fingerprint differs, {3, entry} done.
 # A different fingerprint wins over "in flight": the key is being reused for another
 # request, which is the client's error (422) whatever the state of the first one.
+# An in-flight entry of this claim's own token was written by this same call: the cluster
+# client sends a script again when the connection broke before its answer (a failover).
 _BEGIN = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then
@@ -31,6 +36,7 @@ end
 local entry = cjson.decode(raw)
 if entry['fp'] ~= ARGV[1] then return {2} end
 if entry['state'] == 'done' then return {3, raw} end
+if entry['claim'] == ARGV[4] then return {0} end
 return {1}
 """
 
@@ -69,10 +75,11 @@ class RedisIdempotencyCache:
         return keys.idempotency(self._prefix, user_id, key)
 
     async def begin(self, user_id: UserId, key: str, fingerprint: str) -> StoredResponse | None:
-        claim = orjson.dumps({"state": "inflight", "fp": fingerprint})
+        token = secrets.token_hex(8)
+        claim = orjson.dumps({"state": "inflight", "fp": fingerprint, "claim": token})
         with translated():
             result = await self._begin(
-                keys=[self._key(user_id, key)], args=[fingerprint, claim, self._lease_ms]
+                keys=[self._key(user_id, key)], args=[fingerprint, claim, self._lease_ms, token]
             )
         code = int(result[0])
         if code == _CLAIMED:

@@ -22,19 +22,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from redis.exceptions import RedisError
-
 from flashorder.adapters._redis import keys
 from flashorder.adapters._redis.batch import Client, ScriptBatcher
-from flashorder.adapters._redis.errors import text, translated
+from flashorder.adapters._redis.errors import FAILURES, text, translated
 from flashorder.adapters.locks.waiting import retry_until_taken, wait_for_signal
 from flashorder.domain import errors
 
 log = logging.getLogger(__name__)
 
-# Returns {1} when acquired, else {0, PTTL of the current holder}.
+# Returns {1} when acquired, else {0, PTTL of the current holder}. Held under the caller's
+# own token, the lock is the caller's: the cluster client sends a script again when the
+# connection broke before its answer (a failover), and the first run may have taken it.
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1}
+end
 return {0, redis.call('PTTL', KEYS[1])}
 """
 
@@ -314,7 +318,7 @@ class RedisLocks:
         while not done.is_set():
             try:
                 held = int(await self._renew_script(keys=[key], args=[token, lease_ms]))
-            except RedisError as exc:
+            except FAILURES as exc:
                 # The lease may still hold; keep trying until the body ends.
                 log.warning("lock.renew_failed", extra={"lock": name, "error": repr(exc)})
             else:
@@ -330,7 +334,7 @@ class RedisLocks:
             released = int(
                 await self._release_script(keys=[key], args=[token, self._channel(name)])
             )
-        except RedisError as exc:
+        except FAILURES as exc:
             log.warning("lock.release_failed", extra={"lock": name, "error": repr(exc)})
             return
         if not released and held:

@@ -26,6 +26,7 @@ from collections.abc import Collection, Mapping, Sequence
 from flashorder.adapters._redis import keys
 from flashorder.adapters._redis.batch import Client, ScriptBatcher
 from flashorder.adapters._redis.errors import text, translated
+from flashorder.adapters.stock._counts import RedisCounts
 from flashorder.adapters.stock._lua import ADJUST, CORRECT_COUNT
 from flashorder.adapters.stock.lines import merged_lines
 from flashorder.application.ports import (
@@ -172,7 +173,7 @@ return {raw and 1 or 0, before, target, after, held, rebuilt}
 )
 
 
-class RedisStockGate:
+class RedisStockGate(RedisCounts):
     """``StockGate`` on one Redis. Scripts reload after SCRIPT FLUSH."""
 
     def __init__(
@@ -189,16 +190,20 @@ class RedisStockGate:
         self._users_known_key = f"{self._base}:users-known"
         self._ttl_s = max(1, int(reservation_ttl))
         # Every order's reservation rides in a shared pipeline (see _redis.batch).
-        self._reserve = (batcher or ScriptBatcher(client)).register(_RESERVE)
+        batcher = batcher or ScriptBatcher(client)
+        self._reserve = batcher.register(_RESERVE)
+        self._adjust = batcher.register(ADJUST)
         self._release = client.register_script(_RELEASE)
         self._confirm = client.register_script(_CONFIRM)
-        self._adjust = client.register_script(ADJUST)
         self._pending = client.register_script(_PENDING)
         self._view = client.register_script(_VIEW)
         self._correct = client.register_script(_CORRECT)
 
     def _avail(self, product_id: str) -> str:
         return f"{self._base}:avail:{product_id}"
+
+    def _count_key(self, product_id: str) -> str:
+        return self._avail(product_id)
 
     def _bought(self, product_id: str) -> str:
         return f"{self._base}:bought:{product_id}"
@@ -250,30 +255,6 @@ class RedisStockGate:
             if released >= 0:
                 return released == 1
         raise errors.Unavailable("redis", f"reservation {order_id!r} kept changing")
-
-    async def prime(self, product_id: ProductId, available: int) -> bool:
-        with translated():
-            return bool(await self._client.set(self._avail(product_id), available, nx=True))
-
-    async def put(self, product_id: ProductId, available: int) -> None:
-        with translated():
-            await self._client.set(self._avail(product_id), available)
-
-    async def adjust(self, product_id: ProductId, delta: int) -> int:
-        with translated():
-            result = await self._adjust(keys=[self._avail(product_id)], args=[delta])
-        code = int(result[0])
-        if code == _UNKNOWN:
-            raise StockUnknown(product_id)
-        if code == _SOLD_OUT:
-            # The gate knows no sold count; what it can report is how far it could go down.
-            raise errors.StockBelowCommitted(product_id, committed=int(result[1]))
-        return int(result[1])
-
-    async def available(self, product_id: ProductId) -> int | None:
-        with translated():
-            value = await self._client.get(self._avail(product_id))
-        return None if value is None else int(value)
 
     async def pending(self, older_than_seconds: float) -> list[OrderId]:
         age_ms = max(0, int(older_than_seconds * 1000))

@@ -37,6 +37,12 @@ it after ``older_than``, confirms it if its order is live in the database and re
 otherwise, which gives back every line that was taken and writes off the others. The
 buyer of an order cut short never got a 201, so from their side the order did not happen;
 their retry carries the same Idempotency-Key.
+
+A Redis failover can lose the entry itself (its master acknowledged it and died before its
+replica had it) while a product's master kept the line taken after it. No entry lists that
+line, so nothing above would ever give it back: ``correct`` does (``_give_back_orphans``),
+for a line of an order the database does not hold, with no entry, taken longer than
+``orphan_after`` ago (its key's remaining TTL tells when).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from typing import Any
 from flashorder.adapters._redis import keys
 from flashorder.adapters._redis.batch import Client, ScriptBatcher
 from flashorder.adapters._redis.errors import text, translated
+from flashorder.adapters.stock._counts import RedisCounts
 from flashorder.adapters.stock._lua import ADJUST, CORRECT_COUNT
 from flashorder.adapters.stock.lines import merged_lines
 from flashorder.application.ports import (
@@ -235,7 +242,7 @@ return {raw and 1 or 0, before, target, after, held, rebuilt}
 )
 
 
-class ShardedStockGate:
+class ShardedStockGate(RedisCounts):
     """``ReconcilableStockGate`` whose every script stays in one slot (see the module
     docstring); for Redis Cluster, and correct on one Redis too."""
 
@@ -245,11 +252,13 @@ class ShardedStockGate:
         *,
         prefix: str = "fo",
         reservation_ttl: float = 7 * 24 * 3600.0,
+        orphan_after: float = 120.0,
         batcher: ScriptBatcher | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
         self._ttl_s = max(1, int(reservation_ttl))
+        self._orphan_after_ms = max(0, int(orphan_after * 1000))
         # Every step rides in the process's shared pipelines, one per node (_redis.batch).
         batcher = batcher or ScriptBatcher(client)
         self._begin = batcher.register(_BEGIN)
@@ -272,6 +281,9 @@ class ShardedStockGate:
 
     def _p(self, product_id: str, name: str) -> str:
         return f"{keys.product(self._prefix, product_id)}:{name}"
+
+    def _count_key(self, product_id: str) -> str:
+        return self._p(product_id, "avail")
 
     def _line(self, product_id: str, order_id: str) -> list[str]:
         """The keys of one order's line of a product, as the take and give-back scripts
@@ -410,29 +422,6 @@ class ShardedStockGate:
 
     # --- counts -----------------------------------------------------------------------
 
-    async def prime(self, product_id: ProductId, available: int) -> bool:
-        with translated():
-            return bool(await self._client.set(self._p(product_id, "avail"), available, nx=True))
-
-    async def put(self, product_id: ProductId, available: int) -> None:
-        with translated():
-            await self._client.set(self._p(product_id, "avail"), available)
-
-    async def adjust(self, product_id: ProductId, delta: int) -> int:
-        with translated():
-            result = await self._adjust(keys=[self._p(product_id, "avail")], args=[delta])
-        code = int(result[0])
-        if code == _UNKNOWN:
-            raise StockUnknown(product_id)
-        if code == _SOLD_OUT:
-            raise errors.StockBelowCommitted(product_id, committed=int(result[1]))
-        return int(result[1])
-
-    async def available(self, product_id: ProductId) -> int | None:
-        with translated():
-            value = await self._client.get(self._p(product_id, "avail"))
-        return None if value is None else int(value)
-
     async def set_user_count(self, product_id: ProductId, user_id: UserId, quantity: int) -> None:
         with translated():
             if quantity > 0:
@@ -487,6 +476,8 @@ class ShardedStockGate:
             self._p(product_id, "held-by"),
             self._p(product_id, "users-known"),
         ]
+        if not dry_run:
+            await self._give_back_orphans(product_id, committed)
         cap = -1 if raise_by_at_most is None else max(0, raise_by_at_most)
         args: list[str | int] = [available, cap, int(dry_run), len(committed), *committed]
         args.append(int(user_counts is not None))
@@ -502,3 +493,45 @@ class ShardedStockGate:
             in_flight=held,
             users_rebuilt=None if rebuilt < 0 else rebuilt,
         )
+
+    async def _give_back_orphans(
+        self, product_id: ProductId, committed: Collection[OrderId]
+    ) -> None:
+        """Give back the lines of the product whose ledger entry a failover lost (see the
+        module docstring): not committed, no entry, taken over ``orphan_after`` ago.
+
+        Safe against the write path: an entry is written before any take and outlives its
+        lines (an undo deletes the lines first; a release marks both), so a line without an
+        entry is one whose entry was lost; and an order older than ``orphan_after`` has no
+        request left that could still commit it (as for stale entries, ``reconcile``)."""
+        held = self._p(product_id, "held")
+        with translated():
+            suspects = [
+                OrderId(text(order_id))
+                for order_id in await self._client.hkeys(held)
+                if text(order_id) not in committed
+            ]
+            if not suspects:
+                return
+            entries = await asyncio.gather(
+                *(self._client.exists(self._order(order_id)[0]) for order_id in suspects)
+            )
+            lost = [o for o, found in zip(suspects, entries, strict=True) if not int(found)]
+            if not lost:
+                return
+            left = await asyncio.gather(
+                *(self._client.pttl(self._p(product_id, f"line:{o}")) for o in lost)
+            )
+            taken_ms = self._ttl_s * 1000
+            orphans = [
+                o
+                for o, ttl in zip(lost, left, strict=True)
+                if int(ttl) > 0 and taken_ms - int(ttl) >= self._orphan_after_ms
+            ]
+            await asyncio.gather(
+                *(
+                    self._give_back(keys=self._line(product_id, order_id),
+                                    args=[order_id, self._ttl_s, 0])
+                    for order_id in orphans
+                )
+            )  # fmt: skip
