@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -134,6 +136,15 @@ async def test_the_relay_and_the_projector_export_their_throughput_and_lag(
     assert "flashorder_projector_lag_seconds" in projector
 
 
+@asynccontextmanager
+async def watched(queues: list[dict[str, Any]]) -> AsyncIterator[None]:
+    """On a timeout, say what the stream had shown."""
+    try:
+        yield
+    except TimeoutError:
+        pytest.fail(f"{len(queues)} frames, the last: {queues[-2:]}")
+
+
 async def test_a_queued_product_shows_its_queue_and_its_draw_on_the_sale_stream(
     stack_api: HttpApi,
 ) -> None:
@@ -161,7 +172,10 @@ async def test_a_queued_product_shows_its_queue_and_its_draw_on_the_sale_stream(
 
     looking = asyncio.create_task(look())
     try:
-        async with stack_api.session.get(f"{stack_api.base}/sales/{pid}", headers=headers) as s:
+        async with (
+            stack_api.session.get(f"{stack_api.base}/sales/{pid}", headers=headers) as s,
+            watched(queues),
+        ):
             assert s.status == 200
             async with asyncio.timeout(90):
                 async for raw in s.content:
