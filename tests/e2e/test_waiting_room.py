@@ -14,7 +14,7 @@ import pytest
 from flashorder.application.waiting_room import admission_key
 from flashorder.domain.model import ProductId
 from flashorder.domain.queue import sign_admission
-from tests.invariants import check_stock
+from tests.invariants import check_stock, check_transitions
 from tests.support.api import Api, Reply
 from tests.support.calls import admin, order_body, rid
 
@@ -192,8 +192,14 @@ async def test_expired_holds_reopen_admission(api: Api) -> None:
             f"the gate has {await api.gate.available(ProductId(pid))} available"
         ) from None
 
-    assert (await order(api, pid, other, reopened[other]["admissionToken"])).status == 201
+    resold = await order(api, pid, other, reopened[other]["admissionToken"])
+    assert resold.status == 201
     await check_stock(api.engine, api.gate, [pid])
+    # The first hold ended once, as EXPIRED; the second holds the unit.
+    ids = [placed.body["orderId"], resold.body["orderId"]]
+    assert await check_transitions(api.engine, ids) == dict(
+        zip(ids, ["EXPIRED", "CREATED"], strict=True)
+    )
 
 
 async def test_hundreds_of_concurrent_joins_give_one_ticket_each_and_nobody_is_admitted_twice(
@@ -224,6 +230,8 @@ async def test_hundreds_of_concurrent_joins_give_one_ticket_each_and_nobody_is_a
     after = await until(api, pid, tickets, lambda v: count(v, "SOLD_OUT") == 160, timeout=5)
     assert count(after, "ORDERED") + count(after, "ADMITTED") == 40
     assert (await check_stock(api.engine, api.gate, [pid]))[pid]["available"] == 0
+    created = [r.body["orderId"] for r in placed if r.status == 201]
+    assert set((await check_transitions(api.engine, created)).values()) == {"CREATED"}
     stats = await api.call("GET", f"/api/v1/sales/{pid}/queue", token=admin(api))
     assert stats.status == 200
     assert (stats.body["joined"], stats.body["admitted"], stats.body["soldOut"]) == (200, 40, True)
