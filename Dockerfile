@@ -5,12 +5,14 @@
 #
 #   docker build -t flashorder:local .
 #   docker run --rm -p 8000:8000 -e FLASHORDER_JWT_SECRET=$(openssl rand -hex 32) \
+#       -e FLASHORDER_PAYMENT_WEBHOOK_SECRET=$(openssl rand -hex 32) \
 #       flashorder:local                                    # embedded mode
 #
-# The image listens on 0.0.0.0, so it needs a secret of its own: with the documented
-# development secret (anyone could mint admin tokens) `flashorder serve` refuses to start
-# and says so. Or configure an identity provider (FLASHORDER_JWT_JWKS_URL and
-# FLASHORDER_JWT_ALGORITHMS without HS*).
+# The image listens on 0.0.0.0, so it needs secrets of its own: with the documented
+# development secrets (anyone could mint admin tokens, or mark orders paid) `flashorder
+# serve` refuses to start and says so. Or configure an identity provider
+# (FLASHORDER_JWT_JWKS_URL and FLASHORDER_JWT_ALGORITHMS without HS*); the webhook's secret is
+# the one your payment provider signs with.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -29,17 +29,20 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/flashorder serve
 
-## The whole test suite against real MariaDB, Redis and Kafka (started here). The fault
-## drills run apart (make drills: on a MariaDB and a Redis of their own; make cluster-drills).
+## The whole test suite against real MariaDB, Redis and Kafka (started here), the fault drills
+## included: each stops only servers of its own (a MariaDB and a Redis for tests/drills, a
+## Kafka for the Kafka outage), on free ports. The drills on the full topology run apart
+## (make cluster-drills).
 test: install services chromium asyncapi-tools promtool
-	$(BIN)/pytest -m "not drill"
+	$(BIN)/pytest -m "not cluster_drill"
 
 ## promtool (Debian's prometheus package), which checks and unit-tests the alert rules in
 ## deploy/prometheus. Idempotent.
 promtool:
 	scripts/promtool.sh
 
-## The fault drills alone: kill -9 of a worker, Redis restarted empty, MariaDB stopped.
+## The fault drills alone: kill -9 of a worker, Redis restarted empty, MariaDB stopped, Kafka
+## stopped (each on servers of its own).
 drills: install services
 	$(BIN)/pytest -m "drill and not cluster_drill" -s
 

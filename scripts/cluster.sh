@@ -95,10 +95,12 @@ FLASHORDER_KAFKA_TOPIC_PREFIX=${CLUSTER_TOPIC_PREFIX:-cluster.}
 FLASHORDER_PROJECTOR_GROUP=cluster-projector
 FLASHORDER_LOG_LEVEL=warning
 EOF
-  # A topology of this machine, on a private bridge, whose tests and examples mint tokens with
-  # the documented development secret: allowed here unless the operator brings a secret of
-  # their own (FLASHORDER_JWT_SECRET or _FILE in the environment reaches every process).
-  if [[ -z ${FLASHORDER_JWT_SECRET:-} && -z ${FLASHORDER_JWT_SECRET_FILE:-} ]]; then
+  # A topology of this machine, on a private bridge, whose tests and examples mint tokens and
+  # sign payment webhooks with the documented development secrets: allowed here unless the
+  # operator brings secrets of their own (FLASHORDER_JWT_SECRET or _FILE, and
+  # FLASHORDER_PAYMENT_WEBHOOK_SECRET or _FILE, in the environment reach every process).
+  if [[ -z ${FLASHORDER_JWT_SECRET:-} && -z ${FLASHORDER_JWT_SECRET_FILE:-} ]] ||
+    [[ -z ${FLASHORDER_PAYMENT_WEBHOOK_SECRET:-} && -z ${FLASHORDER_PAYMENT_WEBHOOK_SECRET_FILE:-} ]]; then
     echo "FLASHORDER_ALLOW_DEV_SECRET=1"
   fi
   local kv

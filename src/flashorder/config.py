@@ -18,7 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: refuses to start when it listens beyond loopback or uses a real store (``dev_secret_problem``),
 #: unless ``FLASHORDER_ALLOW_DEV_SECRET`` says that this is development.
 DEV_JWT_SECRET = "flashorder-development-secret-change-me"
-#: The payment webhook's development secret: as public as the one above.
+#: The payment webhook's development secret: as public as the one above, and refused on the
+#: same terms (``webhook_secret_problem``): with it anyone can mark orders paid.
 DEV_PAYMENT_WEBHOOK_SECRET = "flashorder-payments-development-secret"
 
 #: The wire's bound on any amount of money (a price, a fee): see ``schemas.Amount``.
@@ -75,7 +76,8 @@ class Settings(BaseSettings):
     #: Bounded so that no order's totals can overflow a BIGINT (see ``_totals_fit``).
     max_quantity_per_item: int = Field(default=1000, ge=1, le=1_000_000)
     #: What delivery costs: a flat fee per order, free when the items amount after the
-    #: discount reaches ``delivery_free_from`` (unset: never free). An order's ``deliveryFee``
+    #: discount reaches ``delivery_free_from`` (unset: never free). A product may set a fee
+    #: of its own; an order's ``deliveryFee`` is the highest of these (``DeliveryRule``) and
     #: must equal it (422 otherwise, like a tampered price).
     delivery_fee: int = Field(default=0, ge=0, le=LARGEST_AMOUNT)
     delivery_free_from: int | None = Field(default=None, ge=0, le=LARGEST_AMOUNT)
@@ -154,9 +156,13 @@ class Settings(BaseSettings):
     #: A ``processing`` payment moves the deadline to at least this far ahead, once.
     payment_grace_seconds: int = Field(default=300, ge=0, le=86_400)
     #: The secret the payment provider signs its webhook with (``Flashorder-Signature``).
+    #: Refused beyond ``make run`` unless ``allow_dev_secret`` (``webhook_secret_problem``).
     payment_webhook_secret: SecretStr = Field(
         default=SecretStr(DEV_PAYMENT_WEBHOOK_SECRET), min_length=16
     )
+    #: A file whose content (trimmed) is that secret, used when it is not given directly
+    #: (compose's init step generates one).
+    payment_webhook_secret_file: Path | None = None
     #: A webhook whose signed timestamp is further than this from our clock is refused (401).
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     #: How often an expirer looks for unpaid orders past their deadline (0: never). The
@@ -203,6 +209,19 @@ class Settings(BaseSettings):
         if len(secret) < 32:
             raise ValueError(f"{self.jwt_secret_file} must hold a secret of at least 32 bytes")
         self.jwt_secret = SecretStr(secret)
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_secret_from_file(self) -> Self:
+        given = self.payment_webhook_secret.get_secret_value()
+        if self.payment_webhook_secret_file is None or given != DEV_PAYMENT_WEBHOOK_SECRET:
+            return self
+        secret = self.payment_webhook_secret_file.read_text().strip()
+        if len(secret) < 16:
+            raise ValueError(
+                f"{self.payment_webhook_secret_file} must hold a secret of at least 16 bytes"
+            )
+        self.payment_webhook_secret = SecretStr(secret)
         return self
 
     @model_validator(mode="after")
@@ -273,8 +292,15 @@ class Settings(BaseSettings):
                 "several workers need FLASHORDER_KAFKA_BOOTSTRAP: in-process event delivery "
                 "would run one relay per worker"
             )
-        if problem := self.dev_secret_problem():
-            found.append(problem)
+        found += [
+            problem
+            for problem in (
+                self.dev_secret_problem(),
+                self.sale_session_secret_problem(),
+                self.webhook_secret_problem(),
+            )
+            if problem is not None
+        ]
         return found
 
     def dev_secret_problem(self) -> str | None:
@@ -285,6 +311,56 @@ class Settings(BaseSettings):
         hs = [alg for alg in self.effective_jwt_algorithms if alg.upper().startswith("HS")]
         if not hs or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET or self.allow_dev_secret:
             return None
+        if not (exposed := self._exposure()):
+            return None
+        return (
+            f"FLASHORDER_JWT_SECRET is the documented development secret and {'/'.join(hs)} "
+            f"tokens are accepted while the service {', '.join(exposed)}: anyone could mint "
+            "admin tokens. Set FLASHORDER_JWT_SECRET to a random secret of at least 32 bytes "
+            "(openssl rand -hex 32), or a public key / JWKS URL with FLASHORDER_JWT_ALGORITHMS "
+            "leaving out HS*; for development only, FLASHORDER_ALLOW_DEV_SECRET=1."
+        )
+
+    def webhook_secret_problem(self) -> str | None:
+        """Why serving with these settings would let anyone mark orders paid, or None: the
+        payment webhook's documented secret, refused on the same terms as the token one."""
+        secret = self.payment_webhook_secret.get_secret_value()
+        if secret != DEV_PAYMENT_WEBHOOK_SECRET or self.allow_dev_secret:
+            return None
+        if not (exposed := self._exposure()):
+            return None
+        return (
+            "FLASHORDER_PAYMENT_WEBHOOK_SECRET is the documented development secret while the "
+            f"service {', '.join(exposed)}: anyone could mark orders paid. Set it (or "
+            "FLASHORDER_PAYMENT_WEBHOOK_SECRET_FILE) to the secret your payment provider signs "
+            "its webhook with; for development only, FLASHORDER_ALLOW_DEV_SECRET=1."
+        )
+
+    def sale_session_secret_problem(self) -> str | None:
+        """Why the sale page's sessions could be forged by anyone, or None: their key derived
+        from the documented token secret (no ``sale_session_secret``) where that secret is
+        refused. Tokens checked with a public key leave the secret unused by them, but not by
+        the sessions. Reported only when the token secret itself is not (one fix for both)."""
+        if (
+            self.sale_session_secret is not None
+            or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET
+            or self.allow_dev_secret
+            or self.dev_secret_problem() is not None
+        ):
+            return None
+        if not (exposed := self._exposure()):
+            return None
+        return (
+            "The sale page's sessions would be signed with a key derived from the documented "
+            f"development secret while the service {', '.join(exposed)}: anyone could forge an "
+            "admin session of /sales. Set FLASHORDER_SALE_SESSION_SECRET (or "
+            "FLASHORDER_JWT_SECRET) to a random secret of at least 32 bytes; for development "
+            "only, FLASHORDER_ALLOW_DEV_SECRET=1."
+        )
+
+    def _exposure(self) -> list[str]:
+        """What makes a documented secret dangerous here: an address beyond loopback, or a
+        real store (whose data outlives a developer's session)."""
         exposed = []
         if not _is_loopback(self.host):
             exposed.append(f"listens on {self.host}")
@@ -297,15 +373,7 @@ class Settings(BaseSettings):
             )
             if value is not None
         ]
-        if not exposed:
-            return None
-        return (
-            f"FLASHORDER_JWT_SECRET is the documented development secret and {'/'.join(hs)} "
-            f"tokens are accepted while the service {', '.join(exposed)}: anyone could mint "
-            "admin tokens. Set FLASHORDER_JWT_SECRET to a random secret of at least 32 bytes "
-            "(openssl rand -hex 32), or a public key / JWKS URL with FLASHORDER_JWT_ALGORITHMS "
-            "leaving out HS*; for development only, FLASHORDER_ALLOW_DEV_SECRET=1."
-        )
+        return exposed
 
 
 def _is_loopback(host: str) -> bool:

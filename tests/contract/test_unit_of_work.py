@@ -9,6 +9,7 @@ import importlib
 import pkgutil
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -195,6 +196,54 @@ async def test_added_product_reads_back_alone_and_in_batches(uow: UnitOfWorkFact
         )
         assert batch == {first.product_id: first, second.product_id: second}
         assert await work.products.get_many([]) == {}
+
+
+async def test_a_products_own_delivery_fee_reads_back(uow: UnitOfWorkFactory) -> None:
+    bulky = replace(new_product(stock=2), delivery_fee=10**12)
+    plain = new_product(stock=2)
+    async with uow() as work:
+        await work.products.add(bulky, now())
+        await work.products.add(plain, now())
+        await work.commit()
+    async with uow() as work:
+        found = await work.products.get_many([bulky.product_id, plain.product_id])
+    assert found[bulky.product_id].delivery_fee == 10**12
+    assert found[plain.product_id].delivery_fee == 0
+
+
+async def test_change_sale_writes_the_window_the_deadline_and_the_fee_and_nothing_else(
+    uow: UnitOfWorkFactory,
+) -> None:
+    product = replace(new_product(stock=5), pay_within_seconds=60, delivery_fee=700)
+    async with uow() as work:
+        await work.products.add(product, now())
+        await work.commit()
+    starts = datetime(2026, 12, 24, 9, 0, tzinfo=UTC)
+    # The stock, price and name of the product passed in are not this method's to write.
+    changed = replace(
+        product,
+        sale_starts_at=starts,
+        sale_ends_at=starts + timedelta(hours=2),
+        pay_within_seconds=None,
+        delivery_fee=1500,
+        stock=99,
+        available=99,
+        price=1,
+        name="other",
+    )
+    async with uow() as work:
+        await work.products.change_sale(changed, now())
+        await work.products.change_sale(replace(product, product_id=ProductId(new_id("no"))), now())
+        await work.commit()
+    async with uow() as work:
+        found = await work.products.get(product.product_id)
+    assert found == replace(
+        product,
+        sale_starts_at=starts,
+        sale_ends_at=starts + timedelta(hours=2),
+        pay_within_seconds=None,
+        delivery_fee=1500,
+    )
 
 
 async def test_adding_an_existing_product_is_already_exists(uow: UnitOfWorkFactory) -> None:

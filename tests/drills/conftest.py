@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from flashorder_bench.stack import free_port
-from tests.drills.own_services import DrillServices
+from tests.support.own_services import DrillServices
 
 
 @pytest.fixture(scope="session")

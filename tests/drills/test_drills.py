@@ -55,9 +55,9 @@ from flashorder.domain.events import ORDER_CREATED
 from flashorder.domain.model import ProductId
 from flashorder.entrypoints.tokens import mint_token
 from flashorder_bench.stack import EXE, Stack
-from tests.drills.own_services import SERVICES, DrillServices
 from tests.invariants import check_stock
 from tests.support.crowd import DEFINITE, Attempt, Phases, burst_through, retry_until_definite
+from tests.support.own_services import SERVICES, DrillServices
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.drill]
 

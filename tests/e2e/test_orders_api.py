@@ -87,6 +87,7 @@ async def test_a_product_reports_stock_available_and_sold(api: Api) -> None:
         "queued": False,
         "queueOpensAt": None,
         "admissionPerSecond": None,
+        "deliveryFee": 0,
     }
 
 

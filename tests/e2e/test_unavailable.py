@@ -28,6 +28,7 @@ async def down(tmp_path: Path) -> AsyncIterator[tuple[httpx2.AsyncClient, Settin
         kafka_bootstrap=None,
         data_dir=tmp_path,
         jwt_secret="a-secret-of-this-test-that-is-long-enough",
+        payment_webhook_secret="a-webhook-secret-of-this-test",
         reconcile_every_seconds=0,
     )
     app = create_app(settings, background=False)

@@ -12,6 +12,7 @@ Run with ``-s`` to see the figures, among them the commit → read-model latency
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections import Counter
@@ -43,7 +44,7 @@ from flashorder.domain import commands, errors
 from flashorder.domain.events import ORDER_CREATED, STOCK_CHANGED, Event
 from flashorder.domain.model import Order, OrderId, PaymentType, ProductId, UserId
 from flashorder.domain.pricing import RequestedLine
-from flashorder_bench.stack import Stack
+from flashorder_bench.stack import Stack, free_port
 from tests.events_check import (
     EventFigures,
     check_events,
@@ -56,6 +57,7 @@ from tests.invariants import check_stock
 from tests.support.api import HttpApi, Reply
 from tests.support.calls import new_product, place, rid
 from tests.support.deps import reserving
+from tests.support.own_services import DrillServices
 from tests.support.sql import migrated_database
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -322,17 +324,40 @@ async def settle(
     return figures
 
 
-async def kafka(action: str) -> None:
+async def kafka(action: str, *, own: DrillServices) -> None:
+    """``scripts/services.sh ACTION kafka`` on the test's own broker (``own_kafka``)."""
     proc = await asyncio.create_subprocess_exec(
         str(SERVICES),
         action,
         "kafka",
+        env=own.env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     async with asyncio.timeout(240):
         out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()
+
+
+@pytest.fixture
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DrillServices]:
+    """A Kafka broker of the test's own, on free ports: stopping it takes down nothing that
+    the rest of the suite uses (the shared broker serves the session's stacks)."""
+    own = DrillServices(
+        folder=tmp_path_factory.mktemp("own-kafka"),
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+    )
+    # The broker's jars are the suite's (the same pom): linked, not fetched again with Maven.
+    shared = Path(os.environ.get("FLASHORDER_SERVICES_DIR", SERVICES.parents[1] / ".services"))
+    if (shared / "kafka" / "libs" / ".pom.sha256").is_file():
+        (own.folder / "kafka").mkdir()
+        (own.folder / "kafka" / "libs").symlink_to(shared / "kafka" / "libs")
+    try:
+        own.run("up", "kafka")
+        yield own
+    finally:
+        own.run("down", "kafka")
 
 
 # --- the tests ----------------------------------------------------------------------------------
@@ -360,16 +385,26 @@ async def test_a_burst_of_orders_publishes_each_committed_change_once_and_the_re
     )
 
 
+@pytest.mark.drill
 async def test_orders_are_accepted_while_kafka_is_down_and_their_events_arrive_after(
-    stacks: Stacks,
+    mariadb_url: str, redis_url: str, own_kafka: DrillServices, tmp_path: Path
 ) -> None:
+    stacks = Stacks(mariadb_url, redis_url, own_kafka.kafka_bootstrap, tmp_path)
+    try:
+        await kafka_outage(stacks, own_kafka)
+    finally:
+        for stack in stacks.started:
+            await asyncio.to_thread(stack.down)
+
+
+async def kafka_outage(stacks: Stacks, own_kafka: DrillServices) -> None:
     stack = await stacks.up()
     async with shop_of(stack) as shop:
         products = [await shop.add_product(stock) for stock in (600, 150)]
         first = Burst()
         try:
             async with running_burst(shop, products, 250, first) as running:
-                await kafka("down")
+                await kafka("down", own=own_kafka)
                 # Wholly while the broker is down: the API does not need it.
                 during = await burst(shop, products, 250)
                 await running
@@ -377,7 +412,7 @@ async def test_orders_are_accepted_while_kafka_is_down_and_their_events_arrive_a
             waiting = await shop.count("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
             assert waiting >= len(during.answered_at), "events wait in the outbox"
         finally:
-            await kafka("up")
+            await kafka("up", own=own_kafka)
         # Redelivery is possible: a batch the broker stored but never acknowledged is sent again.
         await settle(shop, products, first.merge(during), redelivery_allowed=True, timeout=150)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import jwt
 import pytest
+from pydantic import SecretStr
 
 from flashorder.config import DEV_JWT_SECRET, Settings
 from flashorder.domain.model import UserId
@@ -161,17 +162,37 @@ def test_the_development_secret_is_fine_on_loopback_and_any_other_secret_anywher
     assert secret_warning(settings) is None
 
 
-def test_sale_sessions_signed_from_the_development_secret_are_warned_of() -> None:
+@pytest.mark.parametrize(
+    "exposed",
+    [{"host": "0.0.0.0"}, {"database_url": "mysql+asyncmy://u:p@db/f"}],
+    ids=["beyond-loopback", "real-store"],
+)
+def test_sale_sessions_signed_from_the_development_secret_are_refused(
+    exposed: dict[str, Any],
+) -> None:
     # Tokens checked with a public key leave the development secret unused by them, but the
-    # sale page derives its session key from it unless it has a secret of its own.
+    # sale page derives its session key from it unless it has a secret of its own: anyone
+    # could forge an admin session.
     settings = Settings(
-        host="0.0.0.0", jwt_public_key="PEM", database_url="mysql+asyncmy://u:p@db/f"
+        **{"database_url": None, "redis_url": None, "jwt_public_key": "PEM", **exposed}
     )
 
     assert settings.dev_secret_problem() is None
-    warning = secret_warning(settings)
+    problem = settings.sale_session_secret_problem()
+    assert problem is not None
+    assert "FLASHORDER_SALE_SESSION_SECRET" in problem
+    assert problem in settings.problems()
+    # A secret of the sessions' own, or of the tokens', ends it; the switch allows it, loudly.
+    own = settings.model_copy(update={"sale_session_secret": SecretStr("s" * 40)})
+    assert own.sale_session_secret_problem() is None
+    allowed = settings.model_copy(update={"allow_dev_secret": True})
+    assert allowed.sale_session_secret_problem() is None
+    warning = secret_warning(allowed)
     assert warning is not None
-    assert "FLASHORDER_SALE_SESSION_SECRET" in warning
+    assert "ANYONE CAN FORGE AN ADMIN SESSION" in warning
+    # On loopback with embedded stores (make run) it is fine.
+    loopback = Settings(database_url=None, redis_url=None, jwt_public_key="PEM")
+    assert loopback.sale_session_secret_problem() is None
 
 
 def test_admission_tokens_signed_from_the_development_secret_are_warned_of() -> None:

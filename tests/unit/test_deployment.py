@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flashorder.config import DEV_JWT_SECRET, Settings
+from flashorder.config import DEV_JWT_SECRET, DEV_PAYMENT_WEBHOOK_SECRET, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = ("api", "relay", "projector")
+APP = ("api", "relay", "projector", "expirer")
 
 
 def compose() -> dict[str, dict[str, dict[str, object]]]:
@@ -22,7 +22,7 @@ def compose() -> dict[str, dict[str, dict[str, object]]]:
     return loaded
 
 
-def test_compose_gives_every_app_process_a_generated_secret() -> None:
+def test_compose_gives_every_app_process_generated_secrets() -> None:
     services = compose()["services"]
 
     for name in APP:
@@ -30,13 +30,15 @@ def test_compose_gives_every_app_process_a_generated_secret() -> None:
         env = app["environment"]
         assert isinstance(env, dict)
         assert env["FLASHORDER_JWT_SECRET_FILE"] == "/app/secrets/jwt", name
+        assert env["FLASHORDER_PAYMENT_WEBHOOK_SECRET_FILE"] == "/app/secrets/payment-webhook"
         assert "FLASHORDER_JWT_SECRET" not in env
+        assert "FLASHORDER_PAYMENT_WEBHOOK_SECRET" not in env
         assert "FLASHORDER_ALLOW_DEV_SECRET" not in env
-        assert "jwt-secret:/app/secrets:ro" in app["volumes"]  # type: ignore[operator]
+        assert "secrets:/app/secrets:ro" in app["volumes"]  # type: ignore[operator]
         depends = app["depends_on"]
         assert isinstance(depends, dict)
-        assert depends["jwt-secret"] == {"condition": "service_completed_successfully"}
-    assert "jwt-secret:/app/secrets" in services["jwt-secret"]["volumes"]  # type: ignore[operator]
+        assert depends["secrets"] == {"condition": "service_completed_successfully"}
+    assert "secrets:/app/secrets" in services["secrets"]["volumes"]  # type: ignore[operator]
 
 
 def test_the_backing_services_start_without_any_variable_set() -> None:
@@ -45,20 +47,27 @@ def test_the_backing_services_start_without_any_variable_set() -> None:
     assert "${" not in (ROOT / "docker-compose.yml").read_text()
 
 
-def test_the_init_step_writes_a_secret_once_that_the_settings_read(tmp_path: Path) -> None:
-    command = compose()["services"]["jwt-secret"]["command"]
+def test_the_init_step_writes_the_secrets_once_that_the_settings_read(tmp_path: Path) -> None:
+    command = compose()["services"]["secrets"]["command"]
     assert isinstance(command, list)
-    script = str(command[-1]).replace("/app/secrets/jwt", str(tmp_path / "jwt"))
+    script = str(command[-1]).replace("/app/secrets/", f"{tmp_path}/")
+    written = (tmp_path / "jwt", tmp_path / "payment-webhook")
 
     subprocess.run([sys.executable, "-c", script], check=True)
-    first = (tmp_path / "jwt").read_text()
+    first = [path.read_text() for path in written]
     subprocess.run([sys.executable, "-c", script], check=True)
 
-    assert (tmp_path / "jwt").read_text() == first  # kept, not replaced
-    settings = Settings(jwt_secret_file=tmp_path / "jwt", host="0.0.0.0")
-    assert settings.jwt_secret.get_secret_value() == first
-    assert len(first) >= 32
+    assert [path.read_text() for path in written] == first  # kept, not replaced
+    settings = Settings(
+        jwt_secret_file=written[0], payment_webhook_secret_file=written[1], host="0.0.0.0"
+    )
+    assert settings.jwt_secret.get_secret_value() == first[0]
+    assert settings.payment_webhook_secret.get_secret_value() == first[1]
+    assert first[0] != first[1]
+    assert all(len(secret) >= 32 for secret in first)
     assert settings.dev_secret_problem() is None
+    assert settings.webhook_secret_problem() is None
+    assert settings.payment_webhook_secret.get_secret_value() != DEV_PAYMENT_WEBHOOK_SECRET
 
 
 def test_a_secret_file_too_short_is_refused(tmp_path: Path) -> None:
@@ -78,3 +87,7 @@ def test_the_image_serves_beyond_loopback_so_it_needs_a_secret_of_its_own() -> N
     assert 'CMD ["flashorder", "serve", "--host", "0.0.0.0"]' in dockerfile
     assert "ENV FLASHORDER_ALLOW_DEV_SECRET" not in dockerfile
     assert "ENV FLASHORDER_JWT_SECRET" not in dockerfile
+    assert "ENV FLASHORDER_PAYMENT_WEBHOOK_SECRET" not in dockerfile
+    # The documented run command gives both secrets: it would be refused otherwise.
+    assert "-e FLASHORDER_JWT_SECRET=" in dockerfile
+    assert "-e FLASHORDER_PAYMENT_WEBHOOK_SECRET=" in dockerfile

@@ -116,6 +116,90 @@ def test_delivery_is_free_from_the_shops_amount_after_the_discount() -> None:
         quote([RequestedLine(PID, 1, 10050)], fee=0, payment=10050, delivery=rule)
 
 
+def test_an_orders_fee_is_the_highest_of_its_products_fees_and_the_shops() -> None:
+    bulky, small, plain = ProductId("BULKY"), ProductId("SMALL"), ProductId("PLAIN")
+    catalogue = {
+        bulky: Product(bulky, "sofa", 50000, stock=5, available=5, delivery_fee=8000),
+        small: Product(small, "lamp", 2000, stock=5, available=5, delivery_fee=1200),
+        plain: Product(plain, "pen", 100, stock=5, available=5),
+    }
+    rule = DeliveryRule(flat=3000)
+
+    def fee_of(*lines: tuple[ProductId, int]) -> int:
+        requested = [RequestedLine(p, q, catalogue[p].price) for p, q in lines]
+        expected = rule.fee_for(
+            sum(catalogue[p].price * q for p, q in lines),
+            (catalogue[p].delivery_fee for p, _ in lines),
+        )
+        items = sum(catalogue[p].price * q for p, q in lines)
+        q = quote(
+            requested, catalogue=catalogue, fee=expected, payment=items + expected, delivery=rule
+        )
+        return q.delivery_fee
+
+    # One parcel: the costliest product sets the fee, once, whatever the quantities.
+    assert fee_of((bulky, 1), (small, 3), (plain, 2)) == 8000
+    assert fee_of((bulky, 3)) == 8000
+    # Below the shop's flat fee, the flat fee.
+    assert fee_of((small, 1), (plain, 1)) == 3000
+    assert fee_of((plain, 1)) == 3000
+    # Any other figure is refused, the sum of the fees included.
+    with pytest.raises(errors.PriceMismatch) as caught:
+        quote(
+            [RequestedLine(bulky, 1, 50000), RequestedLine(small, 1, 2000)],
+            catalogue=catalogue,
+            fee=8000 + 1200,
+            payment=52000 + 9200,
+            delivery=rule,
+        )
+    assert (caught.value.field, caught.value.expected) == ("deliveryFee", 8000)
+
+
+def test_the_free_delivery_threshold_waives_the_shops_fee_but_not_a_products_own() -> None:
+    bulky, plain = ProductId("BULKY"), ProductId("PLAIN")
+    catalogue = {
+        bulky: Product(bulky, "sofa", 50000, stock=5, available=5, delivery_fee=8000),
+        plain: Product(plain, "pen", 30000, stock=5, available=5),
+    }
+    rule = DeliveryRule(flat=3000, free_from=20000)
+
+    free = quote(
+        [RequestedLine(plain, 1, 30000)], catalogue=catalogue, payment=30000, delivery=rule
+    )
+    assert free.delivery_fee == 0
+    bulky_anyway = quote(
+        [RequestedLine(bulky, 1, 50000)],
+        catalogue=catalogue,
+        fee=8000,
+        payment=58000,
+        delivery=rule,
+    )
+    assert bulky_anyway.delivery_fee == 8000
+    with pytest.raises(errors.PriceMismatch):
+        quote([RequestedLine(bulky, 1, 50000)], catalogue=catalogue, payment=50000, delivery=rule)
+
+
+def test_a_product_cannot_have_a_negative_delivery_fee() -> None:
+    with pytest.raises(errors.InvalidOrder, match="deliveryFee"):
+        Product(PID, "keyboard", 100, stock=1, available=1, delivery_fee=-1)
+
+
+@given(
+    fees=st.lists(st.integers(min_value=0, max_value=10**12), min_size=1, max_size=10),
+    flat=st.integers(min_value=0, max_value=10**12),
+    amount=st.integers(min_value=0, max_value=10**13),
+    free_from=st.none() | st.integers(min_value=0, max_value=10**13),
+)
+def test_the_fee_is_one_of_the_fees_and_never_beyond_the_largest_amount(
+    fees: list[int], flat: int, amount: int, free_from: int | None
+) -> None:
+    fee = DeliveryRule(flat=flat, free_from=free_from).fee_for(amount, fees)
+
+    assert fee >= max(fees)
+    assert fee in {*fees, flat, 0}
+    assert fee <= 10**12  # the totals' columns keep room for one amount, not a sum of them
+
+
 def test_rejects_a_discount_the_policy_does_not_give() -> None:
     policy = DiscountPolicy(DiscountPolicyId("TEN"), DiscountKind.PERCENT, 10)
     with pytest.raises(errors.PriceMismatch) as caught:

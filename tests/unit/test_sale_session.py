@@ -27,7 +27,7 @@ def test_a_session_signed_with_another_key_or_altered_is_refused() -> None:
         assert Sessions(Settings()).subject(junk) is None
 
 
-def test_a_deployment_whose_sessions_derive_from_the_public_secret_is_warned() -> None:
+def test_a_deployment_whose_sessions_derive_from_the_public_secret_is_refused() -> None:
     def deployed(session_secret: SecretStr | None = None) -> Settings:
         return Settings(
             database_url="mysql+asyncmy://u:p@db/x",
@@ -36,7 +36,9 @@ def test_a_deployment_whose_sessions_derive_from_the_public_secret_is_warned() -
             queue_secret=OTHER_SECRET,
         )
 
-    warning = secret_warning(deployed())
-    assert warning is not None
-    assert "FLASHORDER_SALE_SESSION_SECRET" in warning
+    problem = deployed().sale_session_secret_problem()
+    assert problem is not None
+    assert "FLASHORDER_SALE_SESSION_SECRET" in problem
+    assert problem in deployed().problems()
+    assert deployed(OTHER_SECRET).sale_session_secret_problem() is None
     assert secret_warning(deployed(OTHER_SECRET)) is None

@@ -238,6 +238,7 @@ async def create_product(cmd: commands.CreateProduct, *, deps: Deps) -> Product:
         queued=cmd.queued,
         queue_opens_at=cmd.queue_opens_at,
         admission_per_second=cmd.admission_per_second,
+        delivery_fee=cmd.delivery_fee,
     )
     now = deps.clock()
     async with deps.uow() as uow:
@@ -282,7 +283,7 @@ async def change_stock(cmd: commands.ChangeStock, *, deps: Deps) -> Product:
 
 
 async def change_product(cmd: commands.ChangeProduct, *, deps: Deps) -> Product:
-    """Move a product's sale window or change its payment deadline.
+    """Move a product's sale window, change its payment deadline or its delivery fee.
 
     This process's catalogue cache forgets the product at once; the other processes see the
     change when their entry lapses (``CatalogueCache``'s time-to-live).

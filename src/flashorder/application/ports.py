@@ -160,7 +160,8 @@ class ProductRepository(Protocol):
         """
 
     async def change_sale(self, product: Product, at: datetime) -> None:
-        """Write the product's sale window and payment deadline (nothing else)."""
+        """Write the product's sale window, payment deadline and delivery fee (nothing
+        else: not its stock, which moves only by the guarded writes)."""
 
     async def all_ids(self) -> list[ProductId]:
         """Every product's id, in id order (reconciliation walks the catalogue)."""

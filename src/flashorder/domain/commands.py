@@ -50,6 +50,7 @@ class CreateProduct:
     queued: bool = False
     queue_opens_at: datetime | None = None
     admission_per_second: float | None = None
+    delivery_fee: Money = 0
 
 
 #: The fields of a product that ``ChangeProduct`` may change.
@@ -58,6 +59,7 @@ CHANGEABLE = frozenset(
         "sale_starts_at",
         "sale_ends_at",
         "pay_within_seconds",
+        "delivery_fee",
         "queued",
         "queue_opens_at",
         "admission_per_second",
@@ -67,8 +69,8 @@ CHANGEABLE = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class ChangeProduct:
-    """Change a product's sale window, payment deadline or waiting room. Only the fields
-    named in ``changes`` change (None there clears one); the others keep their value."""
+    """Change a product's sale window, payment deadline, delivery fee or waiting room. Only
+    the fields named in ``changes`` change (None there clears one); the others keep theirs."""
 
     product_id: ProductId
     changes: frozenset[str]
@@ -78,6 +80,7 @@ class ChangeProduct:
     queued: bool = False
     queue_opens_at: datetime | None = None
     admission_per_second: float | None = None
+    delivery_fee: Money = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,6 +110,9 @@ class Product:
     queued: bool = False
     queue_opens_at: datetime | None = None
     admission_per_second: float | None = None
+    #: What delivering it costs at least (bulky, chilled...): an order's fee is the highest of
+    #: its products' fees and the shop's flat fee (``pricing.DeliveryRule``). 0: nothing more.
+    delivery_fee: Money = 0
 
     def __post_init__(self) -> None:
         if (
@@ -130,6 +133,8 @@ class Product:
             raise errors.InvalidOrder("queueOpensAt must not be after saleStartsAt")
         if self.admission_per_second is not None and self.admission_per_second <= 0:
             raise errors.InvalidOrder("admissionPerSecond must be positive")
+        if self.delivery_fee < 0:
+            raise errors.InvalidOrder("deliveryFee cannot be negative")
 
     @property
     def sold(self) -> int:

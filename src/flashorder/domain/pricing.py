@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,15 +21,21 @@ class RequestedLine:
 class DeliveryRule:
     """What delivery costs, as the shop sets it: a flat fee per order, waived when the items
     amount after the discount reaches ``free_from`` (None: never waived). The buyer's
-    ``deliveryFee`` is checked against it like any price, never trusted."""
+    ``deliveryFee`` is checked against it like any price, never trusted.
+
+    Products may cost more to deliver (``Product.delivery_fee``). An order ships as one
+    parcel, so its fee is the **highest** of the shop's flat fee and its products' own fees,
+    not their sum, and the quantity does not multiply it. ``free_from`` waives the shop's
+    flat fee only: a product's own fee is what delivering that product costs, whatever else
+    the order holds.
+    """
 
     flat: Money = 0
     free_from: Money | None = None
 
-    def fee_for(self, amount: Money) -> Money:
-        if self.free_from is not None and amount >= self.free_from:
-            return 0
-        return self.flat
+    def fee_for(self, amount: Money, product_fees: Iterable[Money] = ()) -> Money:
+        shop = 0 if self.free_from is not None and amount >= self.free_from else self.flat
+        return max(shop, *product_fees)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +61,8 @@ def check_quote(
     """Price the order from the catalogue and reject any figure of the client's that differs.
 
     ``claimed_discount`` may be omitted (null) only when there is no discount to give;
-    ``delivery_fee`` is the client's figure, checked against the shop's ``delivery`` rule.
+    ``delivery_fee`` is the client's figure, checked against the shop's ``delivery`` rule and
+    the products' own fees.
     """
     if not requested:
         raise errors.InvalidOrder("an order needs at least one item")
@@ -79,7 +86,9 @@ def check_quote(
     discount = policy.discount_for(items_amount, at) if policy is not None else 0
     if (claimed_discount or 0) != discount:
         raise errors.PriceMismatch("discountAmount", discount, claimed_discount or 0)
-    fee = delivery.fee_for(items_amount - discount)
+    fee = delivery.fee_for(
+        items_amount - discount, (catalogue[line.product_id].delivery_fee for line in lines)
+    )
     if delivery_fee != fee:
         raise errors.PriceMismatch("deliveryFee", fee, delivery_fee)
     payment = items_amount - discount + fee

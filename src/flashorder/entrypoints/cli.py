@@ -7,6 +7,7 @@ load neither the web framework nor the database or broker clients (a test holds 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -40,24 +41,38 @@ def _settings(**overrides: object) -> Settings:
     return settings
 
 
-def _prepare(settings: Settings) -> None:
-    """Everything a process needs before it serves: the data folder, the schema, topics."""
+def _prepare(settings: Settings, *, worker: bool = False, topics: bool = True) -> None:
+    """Everything a process needs before it serves: the data folder, the schema, topics.
+
+    A ``worker`` waits for a database or broker that cannot be reached yet (``startup``);
+    the others fail at once."""
     import asyncio
 
     from flashorder.adapters.sql.migrate import migrate
+    from flashorder.entrypoints.startup import waiting_out_outages
+
+    def run(step: Callable[[], object], what: str) -> None:
+        if worker:
+            waiting_out_outages(step, what=what)
+        else:
+            step()
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate(settings.effective_database_url)
-    if settings.kafka_bootstrap is not None:
+    run(lambda: migrate(settings.effective_database_url), "migrate")
+    if topics and settings.kafka_bootstrap is not None:
         from flashorder.adapters.events.topics import ensure_topics
 
-        asyncio.run(
-            ensure_topics(
-                settings.kafka_bootstrap,
-                partitions=settings.kafka_partitions,
-                replication=settings.kafka_replication,
-                prefix=settings.kafka_topic_prefix,
-            )
+        bootstrap = settings.kafka_bootstrap
+        run(
+            lambda: asyncio.run(
+                ensure_topics(
+                    bootstrap,
+                    partitions=settings.kafka_partitions,
+                    replication=settings.kafka_replication,
+                    prefix=settings.kafka_topic_prefix,
+                )
+            ),
+            "topics",
         )
 
 
@@ -133,7 +148,7 @@ def relay() -> None:
     if settings.kafka_bootstrap is None:
         typer.echo("error: the relay needs FLASHORDER_KAFKA_BOOTSTRAP", err=True)
         raise typer.Exit(2)
-    _prepare(settings)
+    _prepare(settings, worker=True)
     # uvloop, as the API workers: its transports cost less CPU per message than asyncio's.
     uvloop.run(relay_main(settings))
 
@@ -149,7 +164,7 @@ def projector() -> None:
     if settings.kafka_bootstrap is None:
         typer.echo("error: the projector needs FLASHORDER_KAFKA_BOOTSTRAP", err=True)
         raise typer.Exit(2)
-    _prepare(settings)
+    _prepare(settings, worker=True)
     uvloop.run(projector_main(settings))
 
 
@@ -306,7 +321,8 @@ def expirer() -> None:
     if settings.expire_every_seconds <= 0:
         typer.echo("error: FLASHORDER_EXPIRE_EVERY_SECONDS is 0 (expiry off)", err=True)
         raise typer.Exit(2)
-    _prepare(settings)
+    # The expirer publishes nothing itself (its events go through the outbox): no topics.
+    _prepare(settings, worker=True, topics=False)
     uvloop.run(expirer_main(settings))
 
 

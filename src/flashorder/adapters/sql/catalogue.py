@@ -73,6 +73,7 @@ _PRODUCT_COLUMNS = (
     _p.queued,
     _p.queue_opens_at,
     _p.admission_per_second,
+    _p.delivery_fee,
 )
 _GET_PRODUCT = select(*_PRODUCT_COLUMNS).where(_p.product_id == bindparam("pid"))
 _GET_PRODUCT_FOR_UPDATE = _GET_PRODUCT.with_for_update()
@@ -113,6 +114,7 @@ _CHANGE_SALE = (
         queued=bindparam("queued"),
         queue_opens_at=bindparam("queue_opens"),
         admission_per_second=bindparam("admission"),
+        delivery_fee=bindparam("fee"),
         updated_at=bindparam("at"),
     )
 )
@@ -147,6 +149,7 @@ def _product(row: Row[Any]) -> Product:
         queued=bool(row.queued),
         queue_opens_at=row.queue_opens_at,
         admission_per_second=row.admission_per_second,
+        delivery_fee=row.delivery_fee,
     )
 
 
@@ -182,6 +185,7 @@ class SqlProducts:
             "queued": product.queued,
             "queue_opens_at": product.queue_opens_at,
             "admission_per_second": product.admission_per_second,
+            "delivery_fee": product.delivery_fee,
         }
         await self._db.insert_new(_INSERT_PRODUCT, row, f"product {product.product_id!r}")
 
@@ -209,6 +213,7 @@ class SqlProducts:
             "queued": product.queued,
             "queue_opens": product.queue_opens_at,
             "admission": product.admission_per_second,
+            "fee": product.delivery_fee,
             "at": at,
         }
         await self._db.run(_CHANGE_SALE, params)

@@ -26,6 +26,10 @@ from flashorder.domain import errors
 _MARIADB_DUPLICATE = frozenset({1062, 1586})
 _MARIADB_RETRYABLE = frozenset({1213, 1205})
 _SQLITE_DUPLICATE = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
+# The server cannot be reached, is going away or is full, as opposed to refusing us (bad
+# credentials, an unknown database): too many connections, shutdown in progress, connection
+# killed, can't connect (socket, TCP), server gone away, connection lost.
+_MARIADB_UNREACHABLE = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013})
 
 
 class SerializationFailure(errors.Unavailable):
@@ -83,6 +87,15 @@ def as_unavailable(exc: BaseException) -> errors.Unavailable | None:
     ):
         return errors.Unavailable("database", f"{type(exc).__name__}: {exc}")
     return None
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """``exc`` says the database server could not be reached (down, restarting, full): worth
+    waiting out. A server that answers with a refusal is not."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    if _mariadb_code(orig) in _MARIADB_UNREACHABLE:
+        return True
+    return isinstance(orig, OSError)
 
 
 @contextmanager

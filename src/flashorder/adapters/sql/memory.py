@@ -168,6 +168,7 @@ class MemoryProducts:
                 queued=product.queued,
                 queue_opens_at=product.queue_opens_at,
                 admission_per_second=product.admission_per_second,
+                delivery_fee=product.delivery_fee,
             )
             self._work.put(products, product.product_id, changed)
 

@@ -120,6 +120,8 @@ products = Table(
     Column("queued", Boolean, nullable=False, server_default="0"),
     Column("queue_opens_at", UtcDateTime(), nullable=True),
     Column("admission_per_second", Double, nullable=True),
+    # What delivering it costs at least (pricing.DeliveryRule).
+    Column("delivery_fee", BigInteger, nullable=False, server_default="0"),
     # The no-oversell promise, enforced by the database itself as the last line of defence.
     CheckConstraint("available >= 0 AND available <= stock", name="available_within_stock"),
     **MARIADB_TABLE_OPTIONS,

@@ -18,7 +18,7 @@ from flashorder.adapters import tracing
 from flashorder.application.sale_watch import QueueFigures, SaleWatch
 from flashorder.application.tracing import NO_TRACER
 from flashorder.bootstrap import Service, build
-from flashorder.config import DEV_PAYMENT_WEBHOOK_SECRET, Settings
+from flashorder.config import Settings
 from flashorder.domain import errors
 from flashorder.domain.model import ProductId
 from flashorder.entrypoints import logs
@@ -64,16 +64,14 @@ class State(TypedDict):
 
 
 def _webhook_secret_warning(settings: Settings) -> str | None:
-    if (
-        settings.database_url is not None
-        and settings.payment_webhook_secret.get_secret_value() == DEV_PAYMENT_WEBHOOK_SECRET
-    ):
-        return (
-            "FLASHORDER_PAYMENT_WEBHOOK_SECRET is the documented development secret while "
-            "FLASHORDER_DATABASE_URL is set: ANYONE CAN MARK ORDERS PAID. Set the secret "
-            "your payment provider signs its webhook with."
-        )
-    return None
+    """The webhook's development secret let through by the development switch where it would
+    be refused otherwise (``Settings.webhook_secret_problem``)."""
+    if not settings.allow_dev_secret:
+        return None
+    problem = settings.model_copy(update={"allow_dev_secret": False}).webhook_secret_problem()
+    if problem is None:
+        return None
+    return f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN MARK ORDERS PAID. {problem}"
 
 
 def serving_app() -> FastAPI:
@@ -101,7 +99,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        if problem := settings.dev_secret_problem():
+        if problem := (
+            settings.dev_secret_problem()
+            or settings.sale_session_secret_problem()
+            or settings.webhook_secret_problem()
+        ):
             # ``flashorder serve`` refuses these settings before it starts; this catches any
             # other way of serving the app (another ASGI server, an import).
             raise RuntimeError(problem)

@@ -67,25 +67,18 @@ class Principal:
 
 
 def secret_warning(settings: Settings) -> str | None:
-    """What is wrong with the token settings of a deployment, or None: the development secret
-    used beyond ``make run``, allowed by the development switch (else the service refuses to
-    start, see ``Settings.dev_secret_problem``), or the sale page's sessions or the queue's
-    admission tokens signed with a key derived from it."""
+    """What the development switch lets through of the token settings where they would be
+    refused otherwise (``Settings.dev_secret_problem``, ``sale_session_secret_problem``), or
+    the queue's admission tokens signed with a key derived from the documented secret in a
+    deployment with a real store; or None."""
     if settings.allow_dev_secret:
         saved = settings.model_copy(update={"allow_dev_secret": False})
-        problem = saved.dev_secret_problem()
-        if problem is not None:
+        if problem := saved.dev_secret_problem():
             return f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN MINT ADMIN TOKENS. {problem}"
-    if (
-        settings.database_url is not None
-        and settings.sale_session_secret is None
-        and settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
-    ):
-        return (
-            "The sale page's sessions are signed with a key derived from the documented "
-            "development secret: ANYONE CAN FORGE AN ADMIN SESSION of /sales. Set "
-            "FLASHORDER_SALE_SESSION_SECRET (or FLASHORDER_JWT_SECRET) to a random secret."
-        )
+        if problem := saved.sale_session_secret_problem():
+            return (
+                f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN FORGE AN ADMIN SESSION. {problem}"
+            )
     if (
         settings.database_url is not None
         and settings.queue_secret is None

@@ -42,6 +42,7 @@ def _product_out(product: Product, default_pay_within: timedelta) -> ProductOut:
         queued=product.queued,
         queue_opens_at=product.queue_opens_at,
         admission_per_second=product.admission_per_second,
+        delivery_fee=product.delivery_fee,
         server_time=datetime.now(UTC),
     )
 
@@ -84,6 +85,7 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
             queued=body.queued,
             queue_opens_at=body.queue_opens_at,
             admission_per_second=body.admission_per_second,
+            delivery_fee=body.delivery_fee,
         ),
         deps=service.deps,
     )
@@ -92,9 +94,11 @@ async def create_product(body: ProductIn, service: ServiceDep, _: AdminDep) -> P
 
 @router.patch(
     "/products/{product_id}",
-    summary="Change a product's sale window, payment deadline or queue (admin)",
-    description="Only the fields sent change; `null` clears a bound of the window. Every API "
-    "process applies the change within its catalogue cache's time-to-live (5 s).",
+    summary="Change a product's sale window, payment deadline, delivery fee or queue (admin)",
+    description="Only the fields sent change; `null` clears a bound of the window or the "
+    "payment deadline. Every API process applies the change within its catalogue cache's "
+    "time-to-live (5 s): an order priced with the old delivery fee meanwhile is refused "
+    "(422 `price-mismatch`) by a process that already has the new one, and the other way round.",
     responses={
         404: documented("No such product", ProblemType.NOT_FOUND),
         422: documented("A window that ends before it starts", ProblemType.INVALID_REQUEST),
@@ -113,6 +117,7 @@ async def change_product(
             queued=body.queued,
             queue_opens_at=body.queue_opens_at,
             admission_per_second=body.admission_per_second,
+            delivery_fee=body.delivery_fee,
         ),
         deps=service.deps,
     )

@@ -159,10 +159,15 @@ class ProductIn(Wire):
     queue_opens_at: Instant | None = None
     #: Admissions a second; unset: as fast as admitted buyers order (a window of them).
     admission_per_second: PerSecond | None = None
+    #: What delivering it costs at least: an order's ``deliveryFee`` is the highest of its
+    #: products' fees and the shop's flat fee (which alone the free-delivery threshold waives).
+    delivery_fee: Amount = 0
 
 
 class ProductChangeIn(Wire):
-    """Only the fields sent change; ``null`` clears a bound of the window."""
+    """Only the fields sent change; ``null`` clears a bound of the window or the payment
+    deadline (back to the service's default). ``deliveryFee`` takes a number (0: nothing
+    more than the shop's fee)."""
 
     sale_starts_at: Instant | None = None
     sale_ends_at: Instant | None = None
@@ -170,6 +175,7 @@ class ProductChangeIn(Wire):
     queued: bool = False
     queue_opens_at: Instant | None = None
     admission_per_second: PerSecond | None = None
+    delivery_fee: Amount = 0
 
 
 class ProductOut(WireOut):
@@ -189,6 +195,8 @@ class ProductOut(WireOut):
     queued: bool
     queue_opens_at: datetime | None
     admission_per_second: float | None
+    #: What delivering it costs at least (see ``deliveryFee`` of the product's creation).
+    delivery_fee: int
     #: The server's clock when it answered, so that a client can count down to the start.
     server_time: datetime
 
