@@ -297,6 +297,7 @@ class Settings(BaseSettings):
             for problem in (
                 self.dev_secret_problem(),
                 self.sale_session_secret_problem(),
+                self.queue_secret_problem(),
                 self.webhook_secret_problem(),
             )
             if problem is not None
@@ -356,6 +357,28 @@ class Settings(BaseSettings):
             "admin session of /sales. Set FLASHORDER_SALE_SESSION_SECRET (or "
             "FLASHORDER_JWT_SECRET) to a random secret of at least 32 bytes; for development "
             "only, FLASHORDER_ALLOW_DEV_SECRET=1."
+        )
+
+    def queue_secret_problem(self) -> str | None:
+        """Why anyone could skip a queued sale's line, or None: the admission tokens' key
+        derived from the documented token secret (no ``queue_secret``) where that secret is
+        refused. Reported only when the token secret itself is not (one fix for both), as for
+        the sale page's sessions."""
+        if (
+            self.queue_secret is not None
+            or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET
+            or self.allow_dev_secret
+            or self.dev_secret_problem() is not None
+        ):
+            return None
+        if not (exposed := self._exposure()):
+            return None
+        return (
+            "Queued sales' admission tokens would be signed with a key derived from the "
+            f"documented development secret while the service {', '.join(exposed)}: anyone "
+            "could skip the queue. Set FLASHORDER_QUEUE_SECRET (or FLASHORDER_JWT_SECRET) to a "
+            "random secret of at least 32 bytes; for development only, "
+            "FLASHORDER_ALLOW_DEV_SECRET=1."
         )
 
     def _exposure(self) -> list[str]:

@@ -195,18 +195,41 @@ def test_sale_sessions_signed_from_the_development_secret_are_refused(
     assert loopback.sale_session_secret_problem() is None
 
 
-def test_admission_tokens_signed_from_the_development_secret_are_warned_of() -> None:
+@pytest.mark.parametrize(
+    "exposed",
+    [{"host": "0.0.0.0"}, {"database_url": "mysql+asyncmy://u:p@db/f"}],
+    ids=["beyond-loopback", "real-store"],
+)
+def test_admission_tokens_signed_from_the_development_secret_are_refused(
+    exposed: dict[str, Any],
+) -> None:
+    # As the sale page's sessions: the queue's admission tokens derive their key from the
+    # token secret unless they have one of their own; anyone could then skip the line.
     settings = Settings(
-        host="0.0.0.0",
-        jwt_public_key="PEM",
-        database_url="mysql+asyncmy://u:p@db/f",
-        sale_session_secret="s" * 40,
+        **{
+            "database_url": None,
+            "redis_url": None,
+            "jwt_public_key": "PEM",
+            "sale_session_secret": "s" * 40,
+            "payment_webhook_secret": "w" * 40,
+            **exposed,
+        }
     )
 
-    warning = secret_warning(settings)
+    problem = settings.queue_secret_problem()
+    assert problem is not None
+    assert "FLASHORDER_QUEUE_SECRET" in problem
+    assert settings.problems() == [problem]
+    assert settings.model_copy(update={"queue_secret": SecretStr("q" * 40)}).problems() == []
+    allowed = settings.model_copy(update={"allow_dev_secret": True})
+    assert allowed.problems() == []
+    warning = secret_warning(allowed)
     assert warning is not None
-    assert "FLASHORDER_QUEUE_SECRET" in warning
-    assert secret_warning(settings.model_copy(update={"queue_secret": "q" * 40})) is None
+    assert "ANYONE CAN SKIP THE QUEUE" in warning
+    loopback = Settings(
+        database_url=None, redis_url=None, jwt_public_key="PEM", sale_session_secret="s" * 40
+    )
+    assert loopback.queue_secret_problem() is None
 
 
 def test_a_secret_shorter_than_32_bytes_is_refused() -> None:

@@ -102,6 +102,7 @@ def create_app(
         if problem := (
             settings.dev_secret_problem()
             or settings.sale_session_secret_problem()
+            or settings.queue_secret_problem()
             or settings.webhook_secret_problem()
         ):
             # ``flashorder serve`` refuses these settings before it starts; this catches any

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from flashorder.config import DEV_JWT_SECRET, Settings
+from flashorder.config import Settings
 from flashorder.domain.model import UserId
 from flashorder.entrypoints.api.jwks import RSA_ALGORITHMS, JwksKeys
 from flashorder.entrypoints.api.problems import Forbidden, ProblemType, Unauthorized, documented
@@ -67,28 +67,18 @@ class Principal:
 
 
 def secret_warning(settings: Settings) -> str | None:
-    """What the development switch lets through of the token settings where they would be
-    refused otherwise (``Settings.dev_secret_problem``, ``sale_session_secret_problem``), or
-    the queue's admission tokens signed with a key derived from the documented secret in a
-    deployment with a real store; or None."""
-    if settings.allow_dev_secret:
-        saved = settings.model_copy(update={"allow_dev_secret": False})
-        if problem := saved.dev_secret_problem():
-            return f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN MINT ADMIN TOKENS. {problem}"
-        if problem := saved.sale_session_secret_problem():
-            return (
-                f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN FORGE AN ADMIN SESSION. {problem}"
-            )
-    if (
-        settings.database_url is not None
-        and settings.queue_secret is None
-        and settings.jwt_secret.get_secret_value() == DEV_JWT_SECRET
-    ):
-        return (
-            "Queued sales' admission tokens are signed with a key derived from the documented "
-            "development secret: ANYONE CAN SKIP THE QUEUE. Set FLASHORDER_QUEUE_SECRET (or "
-            "FLASHORDER_JWT_SECRET) to a random secret."
-        )
+    """What the development switch lets through of the secret settings where they would be
+    refused otherwise (``Settings.dev_secret_problem``, ``sale_session_secret_problem``,
+    ``queue_secret_problem``), or None."""
+    if not settings.allow_dev_secret:
+        return None
+    saved = settings.model_copy(update={"allow_dev_secret": False})
+    if problem := saved.dev_secret_problem():
+        return f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN MINT ADMIN TOKENS. {problem}"
+    if problem := saved.sale_session_secret_problem():
+        return f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN FORGE AN ADMIN SESSION. {problem}"
+    if problem := saved.queue_secret_problem():
+        return f"FLASHORDER_ALLOW_DEV_SECRET is set: ANYONE CAN SKIP THE QUEUE. {problem}"
     return None
 
 
