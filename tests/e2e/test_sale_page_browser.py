@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.support.api import HttpApi
-from tests.support.calls import new_product, order_body
+from tests.support.calls import new_product, new_queued_product, order_body
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -134,5 +135,64 @@ async def test_an_admin_watches_a_sale_sell_out_in_the_browser(
     assert cells[2] == "0"  # available
     assert cells[3] == "40"  # sold
     await page.screenshot(path=str(folder / "sales-overview.png"), full_page=True)
+    assert errors == []
+    await context.close()
+
+
+async def test_an_admin_watches_a_queued_drop_draw_and_admit_in_the_browser(
+    stack_api: HttpApi, browser: Browser, tmp_path: Path
+) -> None:
+    pid = await new_queued_product(stack_api, stock=6, starts_in=12.0, rate=2.0)
+    buyers = [f"qb{i}_{pid[-6:]}" for i in range(20)]
+    tickets = []
+    for user in buyers:
+        joined = await stack_api.call(
+            "POST", f"/api/v1/sales/{pid}/queue", token=stack_api.token(user)
+        )
+        assert joined.status == 201, joined.body
+        tickets.append(joined.body["ticketId"])
+    context = await browser.new_context(viewport={"width": 1280, "height": 1100}, bypass_csp=True)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(f"{stack_api.base}/sales/login?next=/sales/{pid}")
+    await page.fill("#token", stack_api.token("ops", admin=True))
+    await page.click("#sign-in")
+    await page.wait_for_url(f"**/sales/{pid}")
+
+    # Before the start: the line is there, not drawn, and its seed is not shown.
+    await wait_until(page, "document.getElementById('queue-waiting').textContent === '20'")
+    assert await page.is_visible("#queue")
+    assert await page.inner_text("#queue-draw") == "not yet"
+    assert await page.inner_text("#queue-seed") == "shown once drawn"
+    assert await page.inner_text("#queue-admission-asked") == "2/s"
+
+    async def look() -> None:
+        # The buyers' pages look at their tickets, which keeps the room admitting.
+        while True:
+            for user, ticket in zip(buyers, tickets, strict=True):
+                await stack_api.call(
+                    "GET", f"/api/v1/sales/{pid}/queue/{ticket}", token=stack_api.token(user)
+                )
+            await asyncio.sleep(0.5)
+
+    looking = asyncio.create_task(look())
+    try:
+        # After the start: drawn, its seed shown, buyers admitted and the line shorter.
+        await wait_until(
+            page, "document.getElementById('queue-draw').textContent !== 'not yet'", timeout=90
+        )
+        await wait_until(
+            page,
+            "Number(document.getElementById('queue-admitted').textContent) >= 2",
+            timeout=90,
+        )
+    finally:
+        looking.cancel()
+    assert re.fullmatch(r"[0-9a-f]{16,}", await page.inner_text("#queue-seed"))
+    assert await number(page, "#queue-waiting") < 20
+    points = await page.get_attribute("#chart-queue polyline", "points")
+    assert points is not None
+    await page.screenshot(path=str(screenshots(tmp_path) / "sale-page-queue.png"), full_page=True)
     assert errors == []
     await context.close()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import orjson
@@ -11,7 +14,7 @@ import pytest
 
 from flashorder_bench.stack import Stack
 from tests.support.api import HttpApi
-from tests.support.calls import new_product, order_body
+from tests.support.calls import new_product, new_queued_product, order_body
 
 pytestmark = pytest.mark.services
 
@@ -131,3 +134,74 @@ async def test_the_relay_and_the_projector_export_their_throughput_and_lag(
             await asyncio.sleep(0.5)
     assert "flashorder_relay_batch_duration_seconds_bucket" in relay
     assert "flashorder_projector_lag_seconds" in projector
+
+
+@asynccontextmanager
+async def watched(queues: list[dict[str, Any]]) -> AsyncIterator[None]:
+    """On a timeout, say what the stream had shown."""
+    try:
+        yield
+    except TimeoutError:
+        pytest.fail(f"{len(queues)} frames, the last: {queues[-2:]}")
+
+
+async def test_a_queued_product_shows_its_queue_and_its_draw_on_the_sale_stream(
+    stack_api: HttpApi,
+) -> None:
+    pid = await new_queued_product(stack_api, stock=5, starts_in=6.0, rate=20.0)
+    joins = [
+        await stack_api.call(
+            "POST", f"/api/v1/sales/{pid}/queue", token=stack_api.token(f"q{i}_{pid[-6:]}")
+        )
+        for i in range(12)
+    ]
+    assert [j.status for j in joins] == [201] * 12
+    headers = {
+        "accept": "text/event-stream",
+        "Authorization": f"Bearer {stack_api.token('ops', admin=True)}",
+    }
+    queues: list[dict[str, Any]] = []
+
+    async def look() -> None:
+        # Buyers looking at their tickets keep the room served (and admitting).
+        while True:
+            for i, j in enumerate(joins):
+                path = f"/api/v1/sales/{pid}/queue/{j.body['ticketId']}"
+                await stack_api.call("GET", path, token=stack_api.token(f"q{i}_{pid[-6:]}"))
+            await asyncio.sleep(0.3)
+
+    looking = asyncio.create_task(look())
+    try:
+        async with (
+            stack_api.session.get(f"{stack_api.base}/sales/{pid}", headers=headers) as s,
+            watched(queues),
+        ):
+            assert s.status == 200
+            async with asyncio.timeout(90):
+                async for raw in s.content:
+                    line = raw.decode()
+                    if not line.startswith("data: {"):
+                        continue
+                    queue = orjson.loads(line[6:])["product"]["queue"]
+                    queues.append(queue)
+                    if queue["drawn"] and queue["admitted"] >= 1:
+                        break
+    finally:
+        looking.cancel()
+    before, after = queues[0], queues[-1]
+    assert before["drawn"] is False
+    assert before["waiting"] == 12
+    assert before["joined"] == 12
+    assert before["admissionPerSecond"] == 20.0
+    assert after["drawn"] is True
+    assert re.fullmatch(r"[0-9a-f]{16,}", after["seed"])
+    assert after["drawAt"] == before["drawAt"]
+    assert after["waiting"] + after["admitted"] == 12
+    # A plain product's frame says it has no queue.
+    plain = await new_product(stack_api, stock=1)
+    async with stack_api.session.get(f"{stack_api.base}/sales/{plain}", headers=headers) as s:
+        async with asyncio.timeout(20):
+            async for raw in s.content:
+                if raw.startswith(b"data: {"):
+                    assert orjson.loads(raw[6:])["product"]["queue"] is None
+                    break

@@ -6,6 +6,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +40,28 @@ async def new_product(
     body: dict[str, Any] = {"productId": pid, "name": name, "price": price, "stock": stock}
     if max_per_user is not None:
         body["maxPerUser"] = max_per_user
+    reply = await api.call("POST", "/api/v1/products", body, token=admin(api))
+    assert reply.status == 201, reply.body
+    return pid
+
+
+async def new_queued_product(
+    api: Api, *, stock: int, starts_in: float, rate: float | None, max_per_user: int = 1
+) -> str:
+    """A queued product whose pre-queue is open now and whose sale starts in ``starts_in`` s,
+    admitting ``rate`` buyers a second (None: as fast as the service sustains)."""
+    pid = rid("PRD")
+    starts = datetime.now(UTC) + timedelta(seconds=starts_in)
+    body = {
+        "productId": pid,
+        "name": "queued drop",
+        "price": 10050,
+        "stock": stock,
+        "maxPerUser": max_per_user,
+        "saleStartsAt": starts.isoformat(),
+        "queued": True,
+        "admissionPerSecond": rate,
+    }
     reply = await api.call("POST", "/api/v1/products", body, token=admin(api))
     assert reply.status == 201, reply.body
     return pid

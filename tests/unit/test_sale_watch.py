@@ -182,3 +182,32 @@ def test_quantile_interpolates_inside_its_bucket(q: float, expected: float) -> N
 def test_quantile_of_nothing_is_none_and_of_the_open_bucket_its_lower_bound() -> None:
     assert quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
     assert quantile(0.99, [(0.1, 1.0), (float("inf"), 10.0)]) == 0.1
+
+
+async def test_a_queued_product_shows_its_queue_and_another_none() -> None:
+    stats: dict[ProductId, dict[str, object]] = {
+        HOT: {"waiting": 1200, "admitted": 0, "seed": "9f3a", "drawAt": "…"}
+    }
+    asked: list[ProductId] = []
+
+    async def queue(product_id: ProductId) -> Mapping[str, object] | None:
+        asked.append(product_id)
+        return stats.get(product_id)
+
+    watch = SaleWatch(FakeFigures(), FakeCalls(), no_lag, queue=queue, every=0.05)
+    async with watch.watch(HOT) as hot, watch.watch(OTHER) as other, watch.watch(None) as overview:
+        hot_frame = orjson.loads(await hot.next() or b"null")
+        other_frame = orjson.loads(await other.next() or b"null")
+        listed = orjson.loads(await overview.next() or b"null")
+        stats[HOT] = {**stats[HOT], "waiting": 900, "admitted": 300}
+        moved = orjson.loads(await hot.next() or b"null")
+    assert hot_frame["product"]["queue"]["waiting"] == 1200
+    assert hot_frame["product"]["queue"]["seed"] == "9f3a"
+    assert moved["product"]["queue"]["waiting"] == 900
+    # Admissions per second from the change between two samples, whoever admitted them.
+    assert hot_frame["product"]["queue"]["admissionsPerSecond"] == 0
+    assert moved["product"]["queue"]["admissionsPerSecond"] > 0
+    assert other_frame["product"]["queue"] is None
+    # The overview asks no queue of its own: only the watched products' are read.
+    assert set(asked) == {HOT, OTHER}
+    assert "products" in listed

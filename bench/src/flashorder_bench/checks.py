@@ -18,6 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flashorder_bench.answers import Answers
+from flashorder_bench.drop import (
+    ORDERED,
+    REFUSED,
+    SOLD_OUT,
+    DropSide,
+    TicketEnd,
+    admission_bound,
+)
 from flashorder_bench.kafka_events import CreatedEvents
 from flashorder_bench.report import Check
 from flashorder_bench.stats import percentile
@@ -396,3 +404,210 @@ def expiry_lateness(
         if not running or (first is not None and o.pay_by >= first):
             seen[o.order_id] = (o.updated_at - o.pay_by).total_seconds()
     return sorted(seen.values())
+
+
+# The queued drop (``drop``): the queue's promises beside the service's.
+
+#: Ticket statuses after the drop that fit an admitted buyer whose order found no unit left.
+_ADMITTED_FOR_NOTHING = frozenset({SOLD_OUT, "EXPIRED", "ADMITTED"})
+#: A buyer refused for want of stock after its admission.
+SOLD_OUT_REFUSAL = f"{REFUSED}sold-out"
+#: Fewer admitted pre-start buyers than this say nothing about the draw.
+DRAW_MIN = 20
+
+
+def one_order_per_buyer_check(model: WriteModel, product_ids: Sequence[str]) -> Check:
+    """Each buyer of a drop sent one order call per product: in the database, each (user,
+    product) has at most one order, whatever its status."""
+    name = "nobody ordered twice (one order per buyer and product)"
+    wanted = [p for p in product_ids if p in model.products]
+    if not wanted:
+        return _nothing(name, "no product of the drop in the database")
+    orders: Counter[tuple[str, str]] = Counter()
+    for order_id, lines in model.items.items():
+        for product_id in {p for p, _ in lines if p in wanted}:
+            orders[(model.orders[order_id].user_id, product_id)] += 1
+    twice = [f"{u} has {n} orders of {p}" for (u, p), n in orders.items() if n > 1]
+    return Check.of(
+        name,
+        not twice and bool(orders),
+        "; ".join(twice[:3])
+        or (f"{len(orders):,} buyers, one order each" if orders else "no order at all"),
+    )
+
+
+def admitted_orders_check(
+    model: WriteModel, product_id: str, tickets: Sequence[TicketEnd]
+) -> Check:
+    """Every order of the queued product is a buyer's whose ticket was admitted, each ticket
+    has at most one order, and no two buyers share a ticket."""
+    name = "queued product: each order by an admitted ticket, at most one per ticket"
+    if not tickets:
+        return _nothing(name, "no ticket")
+    buyers = [
+        model.orders[o].user_id
+        for o, lines in model.items.items()
+        if any(p == product_id for p, _ in lines)
+    ]
+    if not buyers:
+        return _nothing(name, f"no order of {product_id} in the database")
+    admitted = {t.user for t in tickets if t.admitted_until is not None}
+    shared = [i for i, n in Counter(t.ticket_id for t in tickets if t.ticket_id).items() if n > 1]
+    unadmitted = sorted({u for u in buyers if u not in admitted})
+    twice = sorted(u for u, n in Counter(buyers).items() if n > 1)
+    problems = [f"ticket {i} given to several buyers" for i in shared[:2]]
+    problems += [f"{u} ordered without an admission" for u in unadmitted[:2]]
+    problems += [f"{u} ordered twice" for u in twice[:2]]
+    return Check.of(
+        name,
+        not problems,
+        "; ".join(problems) or f"{len(buyers):,} orders by {len(admitted):,} admitted tickets",
+    )
+
+
+def tickets_end_check(tickets: Sequence[TicketEnd]) -> Check:
+    """Every buyer's turn ends with an order or a sold-out answer, and the ticket says so when
+    read again after the drop; a drop in which nobody was told SOLD_OUT (a crowd no larger
+    than the stock) fails: it never tested the telling."""
+    name = "every waiting ticket ends ORDERED or SOLD_OUT (and reads so afterwards)"
+    if not tickets:
+        return _nothing(name, "no ticket")
+    ends = Counter(t.ended for t in tickets)
+    problems = [
+        f"{n:,} ended {end}"
+        for end, n in ends.items()
+        if end not in (ORDERED, SOLD_OUT, SOLD_OUT_REFUSAL)
+    ]
+    misread = Counter(
+        f"{t.ended} reads {t.final}"
+        for t in tickets
+        if (t.ended == ORDERED and t.final != ORDERED)
+        or (t.ended == SOLD_OUT and t.final != SOLD_OUT)
+        or (t.ended == SOLD_OUT_REFUSAL and t.final not in _ADMITTED_FOR_NOTHING)
+    )
+    problems += [f"{n:,} {what}" for what, n in misread.items()]
+    if not ends[SOLD_OUT]:
+        problems.append("no ticket was told SOLD_OUT: the crowd did not outnumber the stock")
+    if not ends[ORDERED]:
+        problems.append("nobody ordered through the queue")
+    told = ", ".join(f"{n:,} {end}" for end, n in ends.most_common())
+    return Check.of(name, not problems, "; ".join(problems[:4]) or told)
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """Ranks from 1, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rho (Pearson's correlation of the ranks); 0 when either side is constant."""
+    rx, ry = _ranks(xs), _ranks(ys)
+    n = len(rx)
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx and vy else 0.0
+
+
+def fair_draw_check(tickets: Sequence[TicketEnd], *, sigmas: float = 4.0) -> Check:
+    """Among the buyers who joined before the start, the place each got (its admission's
+    time; never admitted: behind every admitted one) is independent of when it joined:
+    Spearman's |rho| within ``sigmas`` standard deviations of 0 (at most 1/sqrt(n-1) under
+    independence, ties included; first come first served gives rho near 1, a shuffle that
+    favours the early a clearly positive one). And no buyer who joined after the start was
+    admitted while one who was there before it was passed over, or ahead of one."""
+    name = "fair draw (admission order independent of join order; late joiners behind)"
+    early = [t for t in tickets if t.before_start]
+    admitted = [t.admitted_until for t in early if t.admitted_until is not None]
+    if len(admitted) < DRAW_MIN:
+        return _nothing(name, f"{len(admitted)} admitted pre-start buyers (fewer than {DRAW_MIN})")
+    never = math.inf
+    rho = rank_correlation(
+        [float(t.join_rank) for t in early],
+        [t.admitted_until.timestamp() if t.admitted_until else never for t in early],
+    )
+    bound = sigmas / math.sqrt(len(early) - 1)
+    problems = []
+    if abs(rho) > bound:
+        problems.append(f"rho {rho:+.3f} beyond ±{bound:.3f}")
+    late = [t.admitted_until for t in tickets if t.after_start and t.admitted_until is not None]
+    passed_over = len(early) - len(admitted)
+    if late and passed_over:
+        problems.append(f"{len(late)} late joiners admitted, {passed_over} early ones not")
+    if late and min(late) < max(admitted):
+        problems.append("a late joiner was admitted before an early one")
+    return Check.of(
+        name,
+        not problems,
+        "; ".join(problems)
+        or f"rho {rho:+.3f} within ±{bound:.3f} over {len(early):,} pre-start buyers "
+        f"({len(admitted):,} admitted); {len(late):,} late joiners admitted",
+    )
+
+
+def admission_pace_check(
+    tickets: Sequence[TicketEnd], rate: float | None, *, tick_s: float
+) -> Check:
+    """No second (on the service's clock, from ``admittedUntil``) saw more admissions than
+    the configured rate allows (``drop.admission_bound``): a queue that let the crowd in at
+    once fails. A drop with no more admissions than one second may hold cannot tell: SKIP."""
+    name = "admissions within the configured rate in every second"
+    if rate is None:
+        return Check.skipped(name, "admission as fast as the service sustains")
+    times = sorted(t.admitted_until.timestamp() for t in tickets if t.admitted_until)
+    bound = admission_bound(rate, tick_s)
+    if len(times) < 2:
+        return _nothing(name, f"{len(times)} admission(s)")
+    if len(times) <= bound:
+        return Check.skipped(
+            name, f"{len(times):,} admissions in all: no more than one second may hold ({bound:,})"
+        )
+    most = first = 0
+    for last, at in enumerate(times):
+        while at - times[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return Check.of(
+        name,
+        most <= bound,
+        f"at most {most:,} admissions in 1 s (bound {bound:,} at {rate:,.0f}/s); "
+        f"{len(times):,} in all",
+    )
+
+
+def drop_pace_checks(without: DropSide, queued: DropSide, p99_limit_ms: float) -> list[Check]:
+    """With the queue the order calls stay within the limit, with no failed call of any
+    kind; without it the same crowd drives them past it (else the drop showed nothing: the
+    crowd was too small or too slow for the service)."""
+    failed_with = queued.server_errors + queued.transport_errors + queued.deadline_503
+    p99_with, p99_without = queued.order_latency.p99, without.order_latency.p99
+    failed_without = without.server_errors + without.transport_errors + without.deadline_503
+    within = queued.accepted > 0 and failed_with == 0 and p99_with <= p99_limit_ms
+    beyond = p99_without > p99_limit_ms or failed_without > 0
+    return [
+        Check.of(
+            f"with the queue: order p99 <= {p99_limit_ms:g} ms, no 5xx, no timeout",
+            within,
+            f"p99 {p99_with:,.1f} ms, {failed_with:,} failed calls, "
+            f"at most {queued.peak_in_flight:,} order calls in flight, "
+            f"{queued.accepted:,} accepted",
+        ),
+        Check.of(
+            f"without the queue: the crowd drives the order p99 past {p99_limit_ms:g} ms",
+            beyond,
+            f"p99 {p99_without:,.1f} ms, {failed_without:,} failed calls, "
+            f"at most {without.peak_in_flight:,} in flight"
+            + ("" if beyond else "; a larger --requests or a shorter --burst"),
+        ),
+    ]

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from flashorder_bench.checks import SKIPPABLE
-from flashorder_bench.options import BenchOptions, parse_scenario, parse_strategies
+from flashorder_bench.options import BenchOptions, parse_scenario, parse_strategies, parse_wait
 
 cli = typer.Typer(
     name="flashorder-bench",
@@ -46,7 +46,8 @@ def _watchable(scenario: str, viewers: int, tracing: bool, target: str | None) -
 @cli.command()
 def bench(
     scenario: Annotated[
-        str, typer.Option(help="hot | many | retry | mixed | noshow (see docs/benchmarks.md)")
+        str,
+        typer.Option(help="hot | many | retry | mixed | noshow | queue (see docs/benchmarks.md)"),
     ] = "hot",
     strategies: Annotated[str, typer.Option(help="Comma-separated: reserve,lock")] = "reserve,lock",
     requests: Annotated[int | None, typer.Option(help="Order requests per run")] = None,
@@ -88,6 +89,27 @@ def bench(
     unpaid_share: Annotated[
         float, typer.Option(help="noshow: the share of winners who never pay", min=0, max=1)
     ] = 0.3,
+    admission_rate: Annotated[
+        float,
+        typer.Option(
+            help="queue: the queued product's admissionPerSecond (0: as fast as the service "
+            "sustains)",
+            min=0,
+        ),
+    ] = 100.0,
+    queue_wait: Annotated[
+        str, typer.Option(help="queue: how buyers wait on their ticket: stream | poll")
+    ] = "stream",
+    prequeue: Annotated[
+        float, typer.Option(help="queue: seconds of pre-queue before the start", min=1)
+    ] = 5.0,
+    burst: Annotated[
+        float, typer.Option(help="queue: seconds the crowd's orders spread over without it", min=0)
+    ] = 1.0,
+    late_share: Annotated[
+        float,
+        typer.Option(help="queue: the share of the crowd that joins after the start", min=0, max=1),
+    ] = 0.1,
     viewers: Annotated[
         int,
         typer.Option(
@@ -117,6 +139,7 @@ def bench(
 
     try:
         chosen, strategy_list = parse_scenario(scenario), parse_strategies(strategies)
+        wait = parse_wait(queue_wait)
         skips = _skips(skip_check)
         _watchable(chosen, viewers, tracing, target)
     except ValueError as exc:
@@ -150,6 +173,11 @@ def bench(
         skip_checks=skips,
         pay_within=pay_within,
         unpaid_share=unpaid_share,
+        admission_rate=admission_rate or None,
+        queue_wait=wait,
+        prequeue_s=prequeue,
+        burst_s=burst,
+        late_share=late_share,
         viewers=viewers,
         tracing=tracing,
         services_dir=services_dir or Path(os.environ.get("FLASHORDER_SERVICES_DIR") or ".services"),

@@ -72,6 +72,13 @@ class BenchClient:
                 body["maxPerUser"] = seed.max_per_user
             if seed.pay_within is not None:
                 body["payWithinSeconds"] = seed.pay_within
+            if seed.sale_starts_at is not None:
+                body["saleStartsAt"] = seed.sale_starts_at.isoformat()
+            if seed.queued:
+                body["queued"] = True
+                body["admissionPerSecond"] = seed.admission_per_second
+                if seed.queue_opens_at is not None:
+                    body["queueOpensAt"] = seed.queue_opens_at.isoformat()
             async with gate:
                 status, answer = await self._call("POST", "/api/v1/products", body, self.admin)
             if status != 201:

@@ -49,6 +49,10 @@ async def run_bench(opts: BenchOptions, *, console: Console | None = None) -> in
     if any(r.open_steps for r in done):
         console.print("\n[bold]Open loop[/] (latency from the intended send time)")
         console.print(summary.open_table(done, opts.p99_limit_ms), markup=False, highlight=False)
+    if tables := summary.drop_tables(done):
+        console.print("\n[bold]The drop, without and with the queue[/] (order calls; the queue)")
+        for table in tables:
+            console.print(table, markup=False, highlight=False)
     console.print("\n[bold]Memory[/]")
     console.print(summary.memory_table(done), markup=False, highlight=False)
     console.print("\n[bold]CPU per accepted order[/] (first closed-loop run; /proc/<pid>/stat)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from flashorder_bench.drop import Wait
 from flashorder_bench.scenarios import HOT, SCENARIOS, ScenarioName, ScenarioSpec
 from flashorder_bench.settings import Strategy
 
@@ -18,6 +19,9 @@ DEFAULTS: dict[ScenarioName, dict[str, int]] = {
     "many": {"requests": 30_000, "stock": 0, "users": 20_000, "products": 1_000},
     "mixed": {"requests": 30_000, "stock": 0, "users": 20_000, "products": 10},
     "noshow": {"requests": 3_000, "stock": 300, "users": 3_000, "max_per_user": 4},
+    # A crowd of 3,000 distinct buyers (``requests``) for 300 units, on each side, one unit
+    # per buyer (--max-per-user 2: 1 or 2 each; a turn in the queue counts maxPerUser units).
+    "queue": {"requests": 3_000, "stock": 300, "users": 3_000, "max_per_user": 1},
 }
 
 
@@ -60,6 +64,15 @@ class BenchOptions:
     #: ``noshow``: the product's payment deadline, and the share of winners who never pay.
     pay_within: int = 3
     unpaid_share: float = 0.3
+    #: ``queue``: the queued product's admissionPerSecond (None: as fast as the service
+    #: sustains), how the buyers wait (the ticket's stream, or polling), the pre-queue before
+    #: the start, the crowd's spread at the start without the
+    #: queue, and the share of the crowd that joins the queue after the start.
+    admission_rate: float | None = 100.0
+    queue_wait: Wait = "stream"
+    prequeue_s: float = 5.0
+    burst_s: float = 1.0
+    late_share: float = 0.1
     #: Open sale pages (``/sales/{productId}`` streams) during the hot sale's rounds with
     #: viewers; 0: no such rounds.
     viewers: int = 0
@@ -119,3 +132,11 @@ def parse_strategies(text: str) -> tuple[Strategy, ...]:
         if known not in chosen:
             chosen.append(known)
     return tuple(chosen)
+
+
+def parse_wait(name: str) -> Wait:
+    if name == "stream":
+        return "stream"
+    if name == "poll":
+        return "poll"
+    raise ValueError(f"unknown way to wait {name!r}: stream or poll")

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from flashorder_bench import checks, noshow, procs, scenarios, stores, watching, wrk
+from flashorder_bench import checks, drop, noshow, procs, scenarios, stores, watching, wrk
 from flashorder_bench.answers import Answers
 from flashorder_bench.auth import bearer, minter
 from flashorder_bench.client import BenchClient, Drain
@@ -64,6 +64,8 @@ class StrategyResult:
     load_after: float = 0.0
     #: The no-show sale's tally (the ``noshow`` scenario, which runs instead of the others).
     noshow: noshow.NoshowOutcome | None = None
+    #: The queued drop's two sides (the ``queue`` scenario, which runs instead of the others).
+    drop: drop.DropOutcome | None = None
     #: ``--viewers``/``--tracing``: the rounds of every variant (``closed`` holds the plain
     #: ones too).
     watch: watching.WatchResult | None = None
@@ -232,6 +234,8 @@ async def _measure(
         if traced is not None:
             traced.ctx = _traced_context(ctx, traced, services)
         selling = opts.scenario != "noshow"
+        # The no-show sale and the queued drop run instead of the closed and open loops.
+        closed_loop = opts.scenario not in ("noshow", "queue")
         if selling and (warmup := opts.warmup_spec(f"{runtag}w")) is not None:
             # Fresh processes warm up (connection pools, statement caches, the relay's and
             # the projector's first batches) before anything is measured; its orders are
@@ -253,8 +257,32 @@ async def _measure(
                 ctx.client, spec, unpaid_share=opts.unpaid_share, concurrency=opts.concurrency
             )
             console.log(f"[bold]{strategy}[/]: {result.noshow.summary()}")
+        if opts.scenario == "queue":
+            spec = opts.spec(f"{runtag}q")
+            console.log(
+                f"[bold]{strategy}[/]: the drop, without then with the queue "
+                f"({spec.requests:,} buyers, {spec.stock:,} units each side)"
+            )
+            plan = drop.DropPlan(
+                admission_per_second=opts.admission_rate,
+                wait=opts.queue_wait,
+                prequeue_s=opts.prequeue_s,
+                burst_s=opts.burst_s,
+                late_share=opts.late_share,
+                timeout_s=opts.timeout_s,
+                deadline_s=settings.request_timeout_seconds,
+            )
+            run_drop = await drop.drive(ctx.client, spec, plan, ctx.client.mint)
+            answers.add(run_drop.jobs, run_drop.without, deadline_s=plan.deadline_s)
+            answers.add(run_drop.jobs, run_drop.queued)
+            for side in (run_drop.outcome.without, run_drop.outcome.queued):
+                expected.floors.append(checks.sale_floor(side.name, side.accepted, spec.stock))
+                expected.hot.append(side.product_id)
+            result.drop = run_drop.outcome
+            if stack is not None:
+                ctx.alive()
         watched = opts.viewers > 0 or traced is not None
-        order = watching.plan(opts.viewers, traced is not None, opts.repeat) if selling else []
+        order = watching.plan(opts.viewers, traced is not None, opts.repeat) if closed_loop else []
         if watched:
             result.watch = watching.WatchResult(opts.viewers, traced is not None)
         for n, variant in enumerate(order):
@@ -276,7 +304,7 @@ async def _measure(
             if result.watch is not None:
                 result.watch.rounds.append(done)
             generator_peak = max(generator_peak, *run.samples.generator_rss_kb)
-        if selling and opts.ceiling and await ctx.client.has_echo():
+        if closed_loop and opts.ceiling and await ctx.client.has_echo():
             # The echo route needs no sell-out to be seen whole: a steady stretch will do.
             echo_calls = min(opts.spec(runtag).requests, ECHO_CALLS_MAX)
             spec = opts.spec(f"{runtag}e", requests=echo_calls, echo=True)
@@ -475,8 +503,10 @@ async def _checks(
                 ]
             else:
                 found += checks.stock_checks(model, answers)
-            if opts.scenario in ("hot", "retry"):
+            if opts.scenario in ("hot", "retry", "queue"):
                 found.append(checks.sold_out_check(model, answers, expected.hot))
+            if result.drop is not None:
+                found += _drop_checks(opts, settings, model, result.drop)
             if opts.scenario == "retry":
                 recorded = await stores.idempotency_orders(engine, user_prefix)
                 found.append(checks.idempotency_check(model, answers, recorded))
@@ -507,7 +537,10 @@ async def _checks(
             product_prefix=product_prefix,
         )
         found.append(checks.events_check(model, created))
-    found += checks.answer_checks(answers, open_loop=bool(result.open_steps))
+    # The drop's side without the queue is an open-loop burst: the deadline's 503 is how it
+    # fails, not a broken promise.
+    open_loop = bool(result.open_steps) or result.drop is not None
+    found += checks.answer_checks(answers, open_loop=open_loop)
     if len(result.rss_after_runs) > 1:
         steady, grown = procs.leak_report(result.rss_after_runs)
         found.append(
@@ -518,3 +551,19 @@ async def _checks(
             )
         )
     return found
+
+
+def _drop_checks(
+    opts: BenchOptions, settings: StackSettings, model: stores.WriteModel, outcome: drop.DropOutcome
+) -> list[Check]:
+    sides = (outcome.without.product_id, outcome.queued.product_id)
+    return [
+        checks.one_order_per_buyer_check(model, sides),
+        checks.admitted_orders_check(model, outcome.queued.product_id, outcome.tickets),
+        checks.tickets_end_check(outcome.tickets),
+        checks.fair_draw_check(outcome.tickets),
+        checks.admission_pace_check(
+            outcome.tickets, outcome.admission_per_second, tick_s=settings.queue_tick_seconds
+        ),
+        *checks.drop_pace_checks(outcome.without, outcome.queued, opts.p99_limit_ms),
+    ]

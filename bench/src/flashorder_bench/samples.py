@@ -11,8 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 #: What a call was (``Samples.kind``).
-ORDER, GET_PRODUCT, GET_ORDER, ECHO = 0, 1, 2, 3
-KIND_NAMES = {ORDER: "order", GET_PRODUCT: "get-product", GET_ORDER: "get-order", ECHO: "echo"}
+ORDER, GET_PRODUCT, GET_ORDER, ECHO, QUEUE_JOIN, QUEUE_POLL = 0, 1, 2, 3, 4, 5
+KIND_NAMES = {
+    ORDER: "order",
+    GET_PRODUCT: "get-product",
+    GET_ORDER: "get-order",
+    ECHO: "echo",
+    QUEUE_JOIN: "queue-join",
+    QUEUE_POLL: "queue-poll",
+}
 
 #: ``Samples.status`` of a call that got no HTTP answer (refused, reset, timed out).
 TRANSPORT_ERROR = 0

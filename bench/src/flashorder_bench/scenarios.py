@@ -11,20 +11,23 @@ strategies of one run meet exactly the same requests.
 - ``mixed``: 20% orders, 80% reads (a product, or an order placed before the phase).
 - ``noshow``: the hot sale with a short payment deadline, in which a share of the winners
   never pay (``noshow.py`` drives it: buyers keep coming until expired units sold again).
+- ``queue``: one crowd, two drops of the same stock: one bought head-on at the start, one
+  through the waiting room (``drop.py`` drives it).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 import orjson
 
 from flashorder_bench.samples import ECHO, GET_ORDER, GET_PRODUCT, ORDER
 
-ScenarioName = Literal["hot", "many", "retry", "mixed", "noshow"]
-SCENARIOS: tuple[ScenarioName, ...] = ("hot", "many", "retry", "mixed", "noshow")
+ScenarioName = Literal["hot", "many", "retry", "mixed", "noshow", "queue"]
+SCENARIOS: tuple[ScenarioName, ...] = ("hot", "many", "retry", "mixed", "noshow", "queue")
 #: The scenarios of one hot product that sells out.
 HOT = ("hot", "retry", "noshow")
 
@@ -61,6 +64,12 @@ class ProductSeed:
     price: int
     max_per_user: int | None
     pay_within: int | None = None
+    #: A queued drop (``queue``): the sale's start, when its pre-queue opens (None: at
+    #: once) and its admission rate (None: as fast as the service sustains).
+    sale_starts_at: datetime | None = None
+    queued: bool = False
+    queue_opens_at: datetime | None = None
+    admission_per_second: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

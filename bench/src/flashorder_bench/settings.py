@@ -41,6 +41,8 @@ class StackSettings:
     jwt_audience: str = "flashorder-api"
     #: The command deadline: a 503 that came back sooner is not the deadline's.
     request_timeout_seconds: float = 15.0
+    #: How often a queued sale admits its next batch (``FLASHORDER_QUEUE_TICK_SECONDS``).
+    queue_tick_seconds: float = 0.25
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StackSettings:
@@ -60,6 +62,7 @@ class StackSettings:
             jwt_issuer=get("JWT_ISSUER") or "flashorder",
             jwt_audience=get("JWT_AUDIENCE") or "flashorder-api",
             request_timeout_seconds=float(get("REQUEST_TIMEOUT_SECONDS") or 15.0),
+            queue_tick_seconds=float(get("QUEUE_TICK_SECONDS") or 0.25),
         )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flashorder_bench.cpu import APART
+from flashorder_bench.drop import DropSide
 from flashorder_bench.phase import PhaseRecord
 from flashorder_bench.report import format_table, number, ratio
 from flashorder_bench.run import StrategyResult
@@ -202,3 +203,55 @@ def headline_lines(h: Headline, results: Sequence[StrategyResult]) -> list[str]:
         shown = f"{rate:,.0f}/s" if rate is not None else "none of the rates tried"
         lines.append(f"{strategy}: highest open-loop rate with p99 within limit: {shown}")
     return lines
+
+
+def drop_tables(results: Sequence[StrategyResult]) -> list[str]:
+    """The queued drop: both sides' order calls, then the queue's own figures."""
+    orders, queue = [], []
+    for r in results:
+        if r.drop is None:
+            continue
+        for side in (r.drop.without, r.drop.queued):
+            lat = side.order_latency
+            orders.append([
+                r.strategy, side.name, number(side.buyers), number(side.order_calls),
+                number(side.accepted), number(side.units), number(side.accepted_per_s),
+                number(lat.p50, 1), number(lat.p99, 1), number(lat.max, 1),
+                number(side.peak_in_flight), number(side.server_errors),
+                number(side.deadline_503), number(side.transport_errors),
+            ])  # fmt: skip
+        queue.append(_queue_row(r.strategy, r.drop.queued, r.drop.admission_per_second))
+    if not orders:
+        return []
+    order_headers = [
+        "strategy", "side", "buyers", "order calls", "accepted", "units", "accepted/s",
+        "p50 ms", "p99 ms", "max ms", "most in flight", "5xx", "503 deadline", "timeouts",
+    ]  # fmt: skip
+    queue_headers = [
+        "strategy", "admission/s asked", "admitted", "admitted/s", "wait p50 s", "wait p90 s",
+        "wait p99 s", "sold-out told p50 s", "p99 s", "queue calls", "their p99 ms", "ends",
+    ]  # fmt: skip
+    return [format_table(order_headers, orders), format_table(queue_headers, queue)]
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+def _queue_row(strategy: str, side: DropSide, asked: float | None) -> list[str]:
+    wait, told, calls = side.wait, side.sold_out_notice, side.queue_latency
+    ends = ", ".join(f"{end} {n:,}" for end, n in side.endings.items())
+    return [
+        strategy,
+        number(asked) if asked is not None else "auto",
+        number(side.admitted),
+        number(side.admitted_per_s, 1),
+        number(_seconds(wait.p50 if wait else None), 2),
+        number(_seconds(wait.p90 if wait else None), 2),
+        number(_seconds(wait.p99 if wait else None), 2),
+        number(_seconds(told.p50 if told else None), 2),
+        number(_seconds(told.p99 if told else None), 2),
+        number(side.queue_calls),
+        number(calls.p99 if calls else None, 1),
+        ends or "-",
+    ]

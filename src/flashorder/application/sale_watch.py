@@ -14,6 +14,12 @@ same bytes)::
      "orderCalls": {"acceptedPerSecond", "refusedPerSecond", "refusals": {...},
                     "refusalsByType": {...}, "latencyMs": {"p50", "p90", "p99"}},
      "lag": {"events", "seconds"}}
+
+A watched product (not the overview's) also carries ``"queue"``: its waiting room's figures
+(the queue's length, the admission rate asked and measured, the draw's seed and time) as
+the waiting room reports them, plus ``admissionsPerSecond``, the change of its admissions
+between two samples (the room's own measure covers only the steps its process ran), or
+null when the product is not queued.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +61,14 @@ INVALID_TYPES = frozenset(
 STATUS_SLOTS = ("CREATED", "PAID", "EXPIRED", "CANCELLED")
 #: Seconds of calls over which the latency percentiles are computed.
 LATENCY_WINDOW = 5.0
+
+#: A product's waiting-room figures as JSON (None: the product is not queued).
+QueueFigures = Callable[[ProductId], Coroutine[Any, Any, Mapping[str, Any] | None]]
+
+
+async def _no_queue(product_id: ProductId) -> Mapping[str, Any] | None:
+    return None
+
 
 OVERVIEW: ProductId | None = None
 
@@ -164,6 +178,7 @@ class SaleWatch:
         order_calls: Callable[[], OrderCallsSample],
         lag: Callable[[], Awaitable[Mapping[str, float]]],
         *,
+        queue: QueueFigures = _no_queue,
         every: float = 1.0,
         overview_size: int = 20,
         history: int = 300,
@@ -172,6 +187,7 @@ class SaleWatch:
         self._figures = figures
         self._order_calls = order_calls
         self._lag = lag
+        self._queue = queue
         self._every = every
         self._overview_size = overview_size
         self._clock = clock
@@ -183,6 +199,7 @@ class SaleWatch:
         #: (time, cumulative sample) of recent ticks: the windows of the rates.
         self._calls: deque[tuple[float, OrderCallsSample]] = deque()
         self._previous: dict[ProductId, tuple[float, int, int]] = {}
+        self._admitted: dict[ProductId, tuple[float, int]] = {}
         #: How many samples were taken: a test's proof that viewers share them.
         self.samples = 0
 
@@ -252,8 +269,17 @@ class SaleWatch:
         newest = self._overview_size if OVERVIEW in self._viewers else 0
         sales = await self._figures.products(watched, newest=newest)
         lag = await self._lag()
+        # The watched products' queues only: the overview lists products, not their queues.
+        async with asyncio.TaskGroup() as group:
+            reads = {p: group.create_task(self._queue(p)) for p in watched}
+        queues = {p: read.result() for p, read in reads.items()}
         at = self._clock()
         products = {s.product_id: self._product(s, at) for s in sales}
+        for product_id, queue in queues.items():
+            if product_id in products:
+                products[product_id]["queue"] = (
+                    None if queue is None else self._room(product_id, queue, at)
+                )
         return _Tick(at, products, [s.product_id for s in sales], self._calls_at(at), lag)
 
     def _product(self, sale: ProductSale, at: float) -> dict[str, Any]:
@@ -276,6 +302,15 @@ class SaleWatch:
             "soldPerSecond": round(sold_per_second, 2),
             "orders": orders,
         }
+
+    def _room(self, product_id: ProductId, queue: Mapping[str, Any], at: float) -> dict[str, Any]:
+        admitted = int(queue.get("admitted") or 0)
+        before = self._admitted.get(product_id)
+        self._admitted[product_id] = (at, admitted)
+        per_second = 0.0
+        if before is not None and at > before[0]:
+            per_second = max(0, admitted - before[1]) / (at - before[0])
+        return {**queue, "admissionsPerSecond": round(per_second, 2)}
 
     def _calls_at(self, at: float) -> dict[str, Any]:
         sample = self._order_calls()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from fastapi import FastAPI
 from prometheus_client import Gauge, multiprocess
@@ -15,10 +15,12 @@ from redis.asyncio import Redis
 
 from flashorder import __version__
 from flashorder.adapters import tracing
-from flashorder.application.sale_watch import SaleWatch
+from flashorder.application.sale_watch import QueueFigures, SaleWatch
 from flashorder.application.tracing import NO_TRACER
 from flashorder.bootstrap import Service, build
 from flashorder.config import Settings
+from flashorder.domain import errors
+from flashorder.domain.model import ProductId
 from flashorder.entrypoints import logs
 from flashorder.entrypoints.api import (
     bench_routes,
@@ -122,6 +124,7 @@ def create_app(
                 service.figures,
                 metrics.order_calls,
                 service.lag,
+                queue=_queue_figures(service),
                 every=settings.sale_page_sample_seconds,
             )
             stack.push_async_callback(watch.close)
@@ -192,3 +195,19 @@ async def _runtime_watched(metrics: Metrics, service: Service) -> AsyncIterator[
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             # The live gauges (loop lag, pools) of a worker that stops leave the sums.
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def _queue_figures(service: Service) -> QueueFigures:
+    """The sale page's view of a product's waiting room (None: the product is not queued)."""
+
+    async def figures(product_id: ProductId) -> Mapping[str, Any] | None:
+        room = service.waiting_room
+        if room is None:
+            return None
+        try:
+            stats = await room.stats(product_id)
+        except (errors.NoQueue, errors.ProductNotFound):
+            return None
+        return stats.as_json()
+
+    return figures

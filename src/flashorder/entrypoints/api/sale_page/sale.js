@@ -84,6 +84,34 @@ function refusalBars(table, refusals) {
   }
 }
 
+function clock(iso) {
+  return iso ? new Date(iso).toLocaleTimeString() : "–";
+}
+
+// The waiting room of a queued product: its length, its admission rate, its draw.
+function showQueue(queue) {
+  document.getElementById("queue").hidden = !queue;
+  document.getElementById("queue-chart").hidden = !queue;
+  if (!queue) return;
+  text("queue-waiting", fmt(queue.waiting));
+  text("queue-joined", fmt(queue.joined));
+  text("queue-left", fmt(queue.left));
+  text("queue-admitted-per-second", fmt(queue.admissionsPerSecond, 1));
+  text("queue-admission-asked", queue.admissionPerSecond == null ? "as fast as the service sustains" : `${fmt(queue.admissionPerSecond, 1)}/s`);
+  text("queue-admitted", fmt(queue.admitted));
+  text("queue-ordered", fmt(queue.ordered));
+  text("queue-expired", fmt(queue.expired));
+  if (queue.drawn) {
+    text("queue-draw", clock(queue.drawAt));
+    text("queue-draw-detail", `drawn at the start${queue.soldOut ? " · sold out" : ""}`);
+    text("queue-seed", queue.seed || "–");
+  } else {
+    text("queue-draw", "not yet");
+    text("queue-draw-detail", `at ${clock(queue.drawAt)} · pre-queue ${queue.opensAt ? `open since ${clock(queue.opensAt)}` : "open"}`);
+    text("queue-seed", "shown once drawn");
+  }
+}
+
 function lagText(lag) {
   if (!lag || lag.events < 0) return "unknown";
   return `${fmt(lag.events)} ev · ${fmt(lag.seconds, 1)} s`;
@@ -132,6 +160,7 @@ function salePage() {
       text("sold", fmt(p.sold));
       text("orders-per-second", fmt(p.ordersPerSecond, 1));
       for (const [status, n] of Object.entries(p.orders)) text(`orders-${status}`, fmt(n));
+      showQueue(p.queue);
     } else if (!last.error) {
       text("product-name", "no such product");
     }
@@ -148,6 +177,13 @@ function salePage() {
       { name: "accepted calls/s", color: COLORS.b, points: series((f) => f.orderCalls.acceptedPerSecond) },
       { name: "refused calls/s", color: COLORS.d, points: series((f) => f.orderCalls.refusedPerSecond) },
     ]);
+    const queued = withProduct.filter((f) => f.product.queue);
+    if (queued.length) {
+      lineChart(document.getElementById("chart-queue"), [
+        { name: "in the queue", color: COLORS.a, points: queued.map((f) => [f.at, f.product.queue.waiting]) },
+        { name: "admitted", color: COLORS.b, points: queued.map((f) => [f.at, f.product.queue.admitted]) },
+      ]);
+    }
     const timed = frames.filter((f) => f.orderCalls && f.orderCalls.latencyMs);
     lineChart(document.getElementById("chart-latency"), ["p50", "p90", "p99"].map((q, i) => ({
       name: q, color: [COLORS.b, COLORS.c, COLORS.d][i], points: timed.map((f) => [f.at, f.orderCalls.latencyMs[q]]),
