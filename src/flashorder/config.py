@@ -352,15 +352,8 @@ class Settings(BaseSettings):
         """Why the sale page's sessions could be forged by anyone, or None: their key derived
         from the documented token secret (no ``sale_session_secret``) where that secret is
         refused. Tokens checked with a public key leave the secret unused by them, but not by
-        the sessions. Reported only when the token secret itself is not (one fix for both)."""
-        if (
-            self.sale_session_secret is not None
-            or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET
-            or self.allow_dev_secret
-            or self.dev_secret_problem() is not None
-        ):
-            return None
-        if not (exposed := self._exposure()):
+        the sessions."""
+        if not (exposed := self._derived_from_dev_secret(self.sale_session_secret)):
             return None
         return (
             "The sale page's sessions would be signed with a key derived from the documented "
@@ -373,16 +366,8 @@ class Settings(BaseSettings):
     def queue_secret_problem(self) -> str | None:
         """Why anyone could skip a queued sale's line, or None: the admission tokens' key
         derived from the documented token secret (no ``queue_secret``) where that secret is
-        refused. Reported only when the token secret itself is not (one fix for both), as for
-        the sale page's sessions."""
-        if (
-            self.queue_secret is not None
-            or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET
-            or self.allow_dev_secret
-            or self.dev_secret_problem() is not None
-        ):
-            return None
-        if not (exposed := self._exposure()):
+        refused, as for the sale page's sessions."""
+        if not (exposed := self._derived_from_dev_secret(self.queue_secret)):
             return None
         return (
             "Queued sales' admission tokens would be signed with a key derived from the "
@@ -391,6 +376,19 @@ class Settings(BaseSettings):
             "random secret of at least 32 bytes; for development only, "
             "FLASHORDER_ALLOW_DEV_SECRET=1."
         )
+
+    def _derived_from_dev_secret(self, own: SecretStr | None) -> list[str]:
+        """What exposes a key that would be derived from the documented token secret (no
+        secret of its ``own``), or nothing. Nothing either when the token secret itself is
+        refused: that problem is reported, and one fix ends both."""
+        if (
+            own is not None
+            or self.jwt_secret.get_secret_value() != DEV_JWT_SECRET
+            or self.allow_dev_secret
+            or self.dev_secret_problem() is not None
+        ):
+            return []
+        return self._exposure()
 
     def _exposure(self) -> list[str]:
         """What makes a documented secret dangerous here: an address beyond loopback, or a
