@@ -305,8 +305,8 @@ broker_start() {
     -Dlog4j2.configurationFile="$KFK_LOG4J" -cp "$KFK_LIBS/*" kafka.Kafka "$dir/server.properties")
 }
 
-# kafka_start launches the brokers and returns; kafka_wait waits for them (the API hosts,
-# which need no broker, start in between: a JVM's start is the slowest step here).
+# kafka_start launches the brokers and returns; kafka_wait waits for them (the Redis Cluster
+# and the load balancer are set up in between: a JVM's start is the slowest step here).
 kafka_start() {
   kafka_ensure_libs
   mkdir -p "$CLUSTER_DIR/kafka"
@@ -532,11 +532,15 @@ up() {
   # MariaDB stays the one of scripts/services.sh, shared with other work: started if none.
   port_open "$MARIADB_PORT" || "$REPO_ROOT/scripts/services.sh" up mariadb
   net_up
-  redis_cluster_up
+  # The brokers' JVMs start while the Redis Cluster forms; every process of the service
+  # starts once they answer: `flashorder migrate` and `serve` create the topics, and fail at
+  # once on a broker that does not listen yet (found on a fresh machine, whose first JVM
+  # start is the slowest).
   kafka_start
+  redis_cluster_up
   lb_up
-  app_start
   kafka_wait
+  app_start
   app_wait
   wait_ready lb 30 "" lb_ready || die "the load balancer finds no healthy API host"
   log "up in $(since "$t0")s: http://127.0.0.1:$CLUSTER_LB_PORT ($API_HOSTS API hosts, $BROKERS broker(s))"
