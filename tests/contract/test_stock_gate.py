@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -485,16 +485,19 @@ async def test_an_unreachable_redis_raises_unavailable() -> None:
         await client.aclose()
 
 
+def _client(where: str, redis_url: str, request: pytest.FixtureRequest) -> Redis | RedisCluster:
+    """A client of the suite's Redis, or of the cluster the test run starts (only when asked)."""
+    if where == "cluster":
+        return redis_cluster.client(request.getfixturevalue("redis_cluster_url"))
+    return redis_client(redis_url)
+
+
 @pytest.mark.parametrize("where", ["one redis", "cluster"])
 async def test_a_sharded_reservation_cut_short_half_way_is_found_and_given_back_whole(
     where: str, redis_url: str, request: pytest.FixtureRequest
 ) -> None:
     # The process dies after the ledger entry and one product's take, before the other's.
-    client = (
-        redis_cluster.client(request.getfixturevalue("redis_cluster_url"))
-        if where == "cluster"
-        else redis_client(redis_url)
-    )
+    client = _client(where, redis_url, request)
     prefix = f"test-{uuid.uuid4().hex}"
     gate = ShardedStockGate(client, prefix=prefix)
     a, b, o, u = product(), product(), order(), user()
@@ -526,11 +529,7 @@ async def test_a_line_whose_ledger_entry_a_failover_lost_is_given_back_by_correc
     # The ledger's master acknowledged the entry and died before its replica had it; the
     # product's master kept the line. Before: the line stayed in flight for good (held out
     # of the count: an undersell nothing repaired).
-    client = (
-        redis_cluster.client(request.getfixturevalue("redis_cluster_url"))
-        if where == "cluster"
-        else redis_client(redis_url)
-    )
+    client = _client(where, redis_url, request)
     prefix = f"test-{uuid.uuid4().hex}"
     gate = ShardedStockGate(client, prefix=prefix, orphan_after=0)
     young = ShardedStockGate(client, prefix=prefix, orphan_after=3600)

@@ -15,15 +15,20 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 EXE = str(Path(sys.executable).with_name("flashorder-bench"))
 
 
-def test_bench_runs_a_tiny_sale_and_every_promise_holds(
-    tmp_path: Path, mariadb_url: str, redis_url: str, kafka_bootstrap: str
-) -> None:
-    env = {
+@pytest.fixture
+def env(mariadb_url: str, redis_url: str, kafka_bootstrap: str) -> dict[str, str]:
+    """The bench's environment: the suite's services, as `make bench` gives its own."""
+    return {
         **os.environ,
         "FLASHORDER_DATABASE_URL": f"{mariadb_url}/flashorder",
         "FLASHORDER_REDIS_URL": redis_url,
         "FLASHORDER_KAFKA_BOOTSTRAP": kafka_bootstrap,
     }
+
+
+def test_bench_runs_a_tiny_sale_and_every_promise_holds(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
     command = [
         EXE,
         "--strategies", "reserve",
@@ -66,14 +71,8 @@ def test_bench_runs_a_tiny_sale_and_every_promise_holds(
 
 
 def test_bench_watches_a_tiny_sale_with_pages_open_and_tracing_on(
-    tmp_path: Path, mariadb_url: str, redis_url: str, kafka_bootstrap: str
+    tmp_path: Path, env: dict[str, str]
 ) -> None:
-    env = {
-        **os.environ,
-        "FLASHORDER_DATABASE_URL": f"{mariadb_url}/flashorder",
-        "FLASHORDER_REDIS_URL": redis_url,
-        "FLASHORDER_KAFKA_BOOTSTRAP": kafka_bootstrap,
-    }
     command = [
         EXE,
         "--strategies", "reserve",
@@ -110,14 +109,8 @@ def test_bench_watches_a_tiny_sale_with_pages_open_and_tracing_on(
 
 
 def test_bench_runs_a_tiny_queued_drop_both_ways_and_its_promises_hold(
-    tmp_path: Path, mariadb_url: str, redis_url: str, kafka_bootstrap: str
+    tmp_path: Path, env: dict[str, str]
 ) -> None:
-    env = {
-        **os.environ,
-        "FLASHORDER_DATABASE_URL": f"{mariadb_url}/flashorder",
-        "FLASHORDER_REDIS_URL": redis_url,
-        "FLASHORDER_KAFKA_BOOTSTRAP": kafka_bootstrap,
-    }
     command = [
         EXE,
         "--scenario", "queue",

@@ -258,6 +258,19 @@ class _Caller:
             return None
         return stream
 
+    async def read_ticket(
+        self, samples: Samples, product: str, way: _Way
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Read a buyer's ticket once (``GET …/queue/{ticketId}``), recorded as a queue read."""
+        return await self.call(
+            samples,
+            job=way.buyer.index,
+            kind=QUEUE_POLL,
+            method="GET",
+            path=queue_path(product, way.ticket_id),
+            user=way.buyer.user,
+        )
+
     async def call(
         self,
         samples: Samples,
@@ -449,14 +462,7 @@ async def _through_queue(
                 way.ended = STUCK
                 return None
             await asyncio.sleep(_pause(ticket, start, plan, rng))
-            status, read = await caller.call(
-                samples,
-                job=way.buyer.index,
-                kind=QUEUE_POLL,
-                method="GET",
-                path=queue_path(product, way.ticket_id),
-                user=way.buyer.user,
-            )
+            status, read = await caller.read_ticket(samples, product, way)
             if read is None or status != 200:
                 way.ended, way.ended_at = ERROR, time.monotonic()
                 return None
@@ -543,14 +549,7 @@ async def _reread(caller: _Caller, samples: Samples, product: str, ways: Sequenc
         if way.ticket_id is None:
             return
         async with gate:
-            status, ticket = await caller.call(
-                samples,
-                job=way.buyer.index,
-                kind=QUEUE_POLL,
-                method="GET",
-                path=queue_path(product, way.ticket_id),
-                user=way.buyer.user,
-            )
+            status, ticket = await caller.read_ticket(samples, product, way)
         if status == 200 and ticket is not None:
             way.final = str(ticket.get("status"))
 
