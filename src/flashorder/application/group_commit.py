@@ -310,7 +310,9 @@ async def write_order(
                 if product is None or product.available < line.quantity:
                     raise errors.SoldOut(line.product_id)
         await work.orders.add(order)
-        for line in reservation:
+        # In product order, as a batch and a cancel take them: two orders of one buyer may be
+        # written at once, and their count rows must not be locked in opposite orders.
+        for line in sorted(reservation, key=lambda ln: ln.product_id):
             if line.max_per_user is not None and not await work.purchases.take(
                 order.user_id, line.product_id, line.quantity, line.max_per_user
             ):

@@ -7,10 +7,10 @@ API has checked the request's shape:
    that was answered gets that answer, whatever changed since;
 2. refuses at once an order of a product this process knows to be sold out;
 3. prices the order as the server does (``_quote``; 422 on any mismatch);
-4. under the buyer's lock, hands it to the placement strategy (``placement``): the stock
-   gate's reservation, then the group commit's transaction (``group_commit``), which also
-   settles the reservation; or, for the lock strategy, product locks around one
-   transaction;
+4. hands it to the placement strategy (``placement``): the stock gate's reservation, one
+   atomic step that also serialises the buyer's concurrent orders, then the group commit's
+   transaction (``group_commit``), which also settles the reservation; or, for the lock
+   strategy, the buyer's lock and product locks around one transaction;
 5. records the answer under the key.
 
 The database stays the source of truth; the stock gate only keeps doomed requests away from it.
@@ -174,11 +174,9 @@ async def _place(cmd: commands.PlaceOrder, fp: str, *, deps: Deps) -> PlacedOrde
         pay_within=deps.pay_within,
         delivery=deps.delivery,
     )
-    # Pricing before the lock: the buyer's lock is held only for the stock and the write.
-    async with deps.locks.hold(f"user:{cmd.user_id}"):
-        return await deps.placement.place(
-            order, lines, idempotency_key=cmd.idempotency_key, fingerprint=fp
-        )
+    return await deps.placement.place(
+        order, lines, idempotency_key=cmd.idempotency_key, fingerprint=fp
+    )
 
 
 async def cancel_order(cmd: commands.CancelOrder, *, deps: Deps) -> dict[str, object]:

@@ -5,10 +5,15 @@
   writes it (with the guarded stock update that keeps the database the final word) and
   settles the reservation.
 - ``LockPlacement``: the original design, kept as the benchmark's baseline and at its best:
-  one distributed lock per product around a transaction that reads the stock
-  ``FOR UPDATE``, checks it and writes. The gate is not involved.
+  the buyer's distributed lock, then one per product, around a transaction that reads the
+  stock ``FOR UPDATE``, checks it and writes. The gate is not involved.
 
-Both run under the buyer's lock, which the use case takes, and answer the same way.
+Both answer the same way, and both serialise one buyer's concurrent orders where it counts,
+on the buyer's units of a product: the lock strategy with the buyer's lock, the default with
+no lock at all, because the gate's one script checks and raises the buyer's units of each
+product in the same atomic step that takes its stock (DESIGN.md allows "an atomic equivalent
+in one script"; the lock cost two Redis round trips per order: docs/benchmarks.md).
+Behind the gate the database's guarded per-user count is the final word, in both.
 """
 
 from __future__ import annotations
@@ -147,7 +152,8 @@ class LockPlacement:
     def __init__(self, *, uow: UnitOfWorkFactory, locks: Locks, wait: float = 30.0) -> None:
         self._uow = uow
         self._locks = locks
-        #: How long an order waits for a product's lock (its queue can be long).
+        #: How long an order waits for a product's lock (its queue can be long); the buyer's
+        #: lock waits as long as the locks' own default.
         self._wait = wait
 
     async def known_sold_out(self, product_ids: Sequence[ProductId]) -> ProductId | None:
@@ -166,6 +172,7 @@ class LockPlacement:
         fingerprint: str,
     ) -> PlacedOrder:
         async with AsyncExitStack() as held:
+            await held.enter_async_context(self._locks.hold(f"user:{order.user_id}"))
             for line in sorted(lines, key=lambda ln: ln.product_id):
                 await held.enter_async_context(
                     self._locks.hold(f"product:{line.product_id}", wait=self._wait)
