@@ -242,21 +242,22 @@ def test_the_secret_never_shows_in_the_settings_repr() -> None:
 
 
 class CountingDecode:
-    """``jwt.decode`` that counts its calls: how often a signature was really checked."""
+    """Counts the calls of ``Authenticator._verify``: how often a token was really checked
+    (signature and claims, by the fast HMAC check or by PyJWT)."""
 
-    def __init__(self) -> None:
-        self.calls = 0
-        self._decode = jwt.decode
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        return self._decode(*args, **kwargs)
+    calls = 0
 
 
 @pytest.fixture
 def decode(monkeypatch: pytest.MonkeyPatch) -> CountingDecode:
     counting = CountingDecode()
-    monkeypatch.setattr("flashorder.entrypoints.api.auth.jwt.decode", counting)
+    verify = Authenticator._verify
+
+    async def counted(authenticator: Authenticator, token: str) -> Any:
+        counting.calls += 1
+        return await verify(authenticator, token)
+
+    monkeypatch.setattr(Authenticator, "_verify", counted)
     return counting
 
 

@@ -33,9 +33,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from jwt.algorithms import HMACAlgorithm
 
 from flashorder.config import Settings
 from flashorder.domain.model import UserId
+from flashorder.entrypoints.api.hmac_tokens import HmacTokens
 from flashorder.entrypoints.api.jwks import RSA_ALGORITHMS, JwksKeys
 from flashorder.entrypoints.api.problems import Forbidden, ProblemType, Unauthorized, documented
 
@@ -131,6 +133,7 @@ class Authenticator:
         self._remember_at_most = settings.jwt_verified_cache_size
         #: token -> (principal, valid until: a ``time.time()``); insertion order = age
         self._verified: dict[str, tuple[Principal, float]] = {}
+        self._hmac = _hmac_tokens(settings, self._algorithms)
 
     async def principal(self, token: str) -> Principal:
         known = self._verified.get(token)
@@ -151,6 +154,9 @@ class Authenticator:
 
     async def _verify(self, token: str) -> tuple[Principal, float]:
         """The token's principal and the time after which it is expired, checked in full."""
+        claims = self._hmac.claims(token) if self._hmac is not None else None
+        if claims is not None:
+            return self._principal_of(claims), float(claims["exp"]) + self._leeway
         try:
             header = jwt.get_unverified_header(token)
         except Exception:
@@ -204,6 +210,26 @@ class Authenticator:
         if not isinstance(sub, str) or not _USER_ID.fullmatch(sub):
             raise Unauthorized("the token's subject is not a valid user id")
         return Principal(UserId(sub), self._admin.held_by(claims))
+
+
+def _hmac_tokens(settings: Settings, algorithms: frozenset[str]) -> HmacTokens | None:
+    """The fast check of HS* tokens, when they are accepted and PyJWT takes the secret as an
+    HMAC key (it refuses one that looks like a public key or a certificate)."""
+    secret = settings.jwt_secret.get_secret_value().encode()
+    hs = sorted(alg for alg in algorithms if alg.startswith("HS"))
+    if not hs:
+        return None
+    try:
+        HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+    except jwt.InvalidKeyError:
+        return None
+    return HmacTokens(
+        secret,
+        algorithms=hs,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway=settings.jwt_leeway_seconds,
+    )
 
 
 class _AdminClaim:

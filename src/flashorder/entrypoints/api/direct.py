@@ -34,9 +34,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import orjson
+from fastapi._compat import ModelField
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_params_to_args
 from fastapi.routing import APIRoute, APIRouter
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -96,6 +98,7 @@ class _FastPath:
         self._body = dependant.body_params[0] if dependant.body_params else None
         self._path_params = dependant.path_params
         self._header_params = dependant.header_params
+        self._header_names, self._header_defaults = _header_shortcut(dependant.header_params)
 
     async def answer(self, request: Request) -> object:
         if request.app.dependency_overrides:
@@ -108,15 +111,21 @@ class _FastPath:
                 return _FALL_THROUGH
         for name, resolve in self._resolvers:
             values[name] = await resolve(request)
-        for fields, received in (
-            (self._path_params, request.path_params),
-            (self._header_params, request.headers),
+        if self._path_params:
+            params, problems = request_params_to_args(self._path_params, request.path_params)
+            if problems:
+                return _FALL_THROUGH
+            values.update(params)
+        if self._header_defaults is not None and not any(
+            name in self._header_names for name, _ in request.scope["headers"]
         ):
-            if fields:
-                params, problems = request_params_to_args(fields, received)
-                if problems:
-                    return _FALL_THROUGH
-                values.update(params)
+            # None of the route's optional headers came: their defaults, no validation.
+            values.update(self._header_defaults)
+        elif self._header_params:
+            params, problems = request_params_to_args(self._header_params, request.headers)
+            if problems:
+                return _FALL_THROUGH
+            values.update(params)
         if self._body is not None:
             model, problems = self._body.validate(body, loc=("body",))
             if problems:
@@ -128,6 +137,19 @@ class _FastPath:
         if not isinstance(response, Response):
             raise TypeError(f"a direct route's endpoint returns a Response, not {response!r}")
         return response
+
+
+def _header_shortcut(fields: list[ModelField]) -> tuple[frozenset[bytes], dict[str, Any] | None]:
+    """The names a route's header parameters can arrive under (lower case, as ASGI gives
+    them), and their values when none of them is sent: None if one is required. Validating
+    absent optional headers was a tenth of the fast path's work on the order route."""
+    names = frozenset(
+        name.lower().encode("latin-1")
+        for field in fields
+        for name in (field.alias, field.name, field.name.replace("_", "-"))
+    )
+    values, problems = request_params_to_args(fields, Headers())
+    return names, (None if problems or not fields else values)
 
 
 async def _json_body(request: Request) -> Any:
