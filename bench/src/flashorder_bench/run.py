@@ -112,6 +112,9 @@ async def run_strategy(
             console.log(f"[bold]{strategy}[/]: starting the traced stack ({traced.stack.name})")
             await asyncio.to_thread(traced.sink.start)
             await asyncio.to_thread(traced.stack.up, timeout=300)
+        for started in (stack, traced.stack if traced is not None else None):
+            if started is not None and not await asyncio.to_thread(started.settle):
+                console.log(f"[yellow]{strategy}[/]: the stack was still busy after 60 s")
         return await _measure(opts, strategy, runtag, settings, base_url, stack, console, traced)
     finally:
         if stack is not None:

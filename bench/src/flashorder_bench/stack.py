@@ -31,6 +31,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from flashorder_bench.procs import cpu_seconds
 from flashorder_bench.settings import StackSettings
 
 #: The service's command, installed beside this interpreter (the workspace's venv).
@@ -201,6 +202,23 @@ class Stack:
         # would only slow the others'.
         for _ in range(expirers):
             self.start("expirer")
+
+    def settle(self, *, window_s: float = 1.0, busy: float = 0.05, timeout: float = 60) -> bool:
+        """Wait until the stack is at rest: its processes together used less than ``busy`` of
+        a CPU over ``window_s``, so that no start-up (the expirer's, started last, with its
+        imports and first pass) lands in the first phase's window. Idle processes still
+        tick (the relay polls, the workers sample their loop): at rest is not zero. False if
+        it was still busy after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = self._cpu_s()
+            time.sleep(window_s)
+            if self._cpu_s() - before < busy * window_s:
+                return True
+        return False
+
+    def _cpu_s(self) -> float:
+        return sum(cpu_seconds(pid) or 0.0 for pid in self.pids().values())
 
     def wait_ready(self, timeout: float = 300) -> None:
         # Generous: a healthy stack is ready in seconds, but on a loaded machine (a shared
