@@ -61,3 +61,10 @@ def test_a_naive_time_is_refused() -> None:
 def test_bytes_that_are_not_an_envelope_are_malformed(raw: bytes) -> None:
     with pytest.raises(MalformedEvent):
         decode_event(raw)
+
+
+def test_event_ids_are_time_ordered_so_the_tables_of_seen_ids_grow_at_their_end() -> None:
+    ids = [Event("t", "a", 1, datetime.now(UTC), {}).event_id for _ in range(1000)]
+    assert {i.version for i in ids} == {7}
+    assert ids == sorted(ids, key=lambda i: i.bytes)
+    assert len(set(ids)) == len(ids)

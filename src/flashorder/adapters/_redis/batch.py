@@ -1,7 +1,7 @@
 """Lua script calls of concurrent requests, sent to Redis together.
 
 Under a flash sale every API process has dozens of requests at some step of the pipeline at
-once (taking the user's lock, reserving, letting go), and each of those steps is one script
+once (taking a rate-limit token, reserving, confirming), and each of those steps is one script
 call. Sent one by one, each call pays redis-py's whole path: a pooled connection checked out
 and back, a retry wrapper, a read timeout, a write and a wake-up of its own. That path, not
 Redis, was the largest cost of a round trip here (about 0.2 ms of CPU).

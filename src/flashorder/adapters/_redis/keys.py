@@ -3,7 +3,8 @@
 Redis Cluster runs a script only when all its keys live in one slot, and the slot of a key
 is decided by its tag (the part in braces). So the tags decide what can be done atomically:
 
-    {user:<userId>}  the user's lock and idempotency keys: one slot per buyer
+    {user:<userId>}  the user's idempotency keys, and the lock strategy's buyer lock: one
+                     slot per buyer
     {rate}           every rate-limit bucket: one script takes from all of a request's
                      buckets (its user's, its address's) or from none
     {p:<productId>}  a product's count, per-user counts and reservation lines (sharded gate),
