@@ -152,14 +152,17 @@ def create_app(
         # would look up the global tracer provider (an environment read) on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
+    if settings.bench_endpoints:
+        # First, as the order routes are: the router tries the routes in order (a quarter of
+        # the echo's CPU went to matching when it came last), and the echo is the ceiling of
+        # the order route only if it costs what the order route costs to reach.
+        app.include_router(bench_routes.router)
     app.include_router(orders.router, responses=problems.common_responses())
     app.include_router(catalogue.router, responses=problems.common_responses())
     app.include_router(payments.router, responses=problems.common_responses())
     app.include_router(queue.router, responses=problems.common_responses())
     app.include_router(ops.router)
     app.include_router(sales.router)
-    if settings.bench_endpoints:
-        app.include_router(bench_routes.router)
     problems.install(app)
     openapi.install(app, settings)
     docs_ui.install(app)
