@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
-
-from uuid_utils.compat import uuid7
 
 ORDER_CREATED = "order.created"
 ORDER_CANCELLED = "order.cancelled"
@@ -31,6 +31,15 @@ EVENT_TYPES = (
 )
 
 
+def time_ordered_uuid() -> UUID:
+    """A UUID of version 7 (RFC 9562): the Unix time in milliseconds (48 bits), then random
+    bits. Ids made later sort later (within one millisecond, in any order)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76  # the version
+    value = value & ~(0x3 << 62) | 0x2 << 62  # the variant (RFC 9562)
+    return UUID(int=value)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """The envelope every event travels in, from the outbox to the read model.
@@ -47,7 +56,7 @@ class Event:
     #: Time-ordered (UUID version 7): the tables that hold every event id (the outbox's
     #: unique key, the read model's ``processed_events``) take each new one at their end,
     #: not at a random place in a B-tree that grows with every sale.
-    event_id: UUID = field(default_factory=uuid7)
+    event_id: UUID = field(default_factory=time_ordered_uuid)
     #: The W3C trace context of the step that wrote or forwarded the event, when tracing is
     #: on: metadata that travels beside the event (an outbox column, a Kafka header), never
     #: in its JSON envelope, and takes no part in what the event means.
