@@ -33,6 +33,7 @@ from flashorder_bench.settings import StackSettings, Strategy, local_store
 from flashorder_bench.stack import Stack, bench_env, free_port, server_url
 from flashorder_bench.stats import window
 from flashorder_bench.viewers import Viewers
+from flashorder_bench.wire import MAX_IDLE_SECONDS
 
 #: Calls of the ceiling phase at most.
 ECHO_CALLS_MAX = 20_000
@@ -223,7 +224,11 @@ async def _measure(
         result.processes.update(found)
         return found
 
-    async with aiohttp.ClientSession() as session:
+    # Idle connections go before uvicorn closes them (5 s), as the generator's do: aiohttp's
+    # default (15 s) reused one the server was closing, and an admin call between two phases
+    # failed with "Cannot write to closing transport".
+    connector = aiohttp.TCPConnector(keepalive_timeout=MAX_IDLE_SECONDS)
+    async with aiohttp.ClientSession(connector=connector) as session:
         ctx = PhaseContext(
             opts,
             BenchClient(session, base_url, minter(settings)),
