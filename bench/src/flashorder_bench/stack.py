@@ -31,7 +31,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from flashorder_bench.procs import cpu_seconds
+from flashorder_bench.procs import cpu_seconds, labelled
 from flashorder_bench.settings import StackSettings
 
 #: The service's command, installed beside this interpreter (the workspace's venv).
@@ -218,7 +218,8 @@ class Stack:
         return False
 
     def _cpu_s(self) -> float:
-        return sum(cpu_seconds(pid) or 0.0 for pid in self.pids().values())
+        # The API workers too: they are children of the supervisor, not in ``pids``.
+        return sum(cpu_seconds(pid) or 0.0 for pid in labelled(self.pids()).values())
 
     def wait_ready(self, timeout: float = 300) -> None:
         # Generous: a healthy stack is ready in seconds, but on a loaded machine (a shared
