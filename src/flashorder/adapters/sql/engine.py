@@ -20,6 +20,7 @@ busy timeout.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,10 +28,11 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry, Pool
+from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
 
 from flashorder.adapters.sql.errors import SerializationFailure
 
@@ -52,14 +54,22 @@ POOL_TIMEOUT_SECONDS = 10
 # own ROLLBACK on return would only add a round trip after every commit.
 
 
-def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
+#: A pooled MariaDB connection given back more recently than this is handed out again without
+#: a ping; one idle for longer is pinged first, and replaced if the ping fails. (HikariCP's
+#: ``aliveBypassWindowMs`` makes the same trade, at 500 ms by default.)
+PING_AFTER_IDLE_SECONDS = 0.5
+
+
+def make_engine(
+    url: str, *, pool_size: int = 20, ping_after_idle: float = PING_AFTER_IDLE_SECONDS
+) -> AsyncEngine:
     """Build the engine for ``url``; call inside the running loop and dispose it on shutdown."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed, pool_size)
     if backend in ("mysql", "mariadb"):
-        return _mariadb_engine(parsed, pool_size)
+        return _mariadb_engine(parsed, pool_size, ping_after_idle)
     raise ValueError(f"unsupported database: {parsed.render_as_string(hide_password=True)}")
 
 
@@ -118,7 +128,7 @@ async def begin_writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 STATEMENT_CACHE_SIZE = 256
 
 
-def _mariadb_engine(url: URL, pool_size: int) -> AsyncEngine:
+def _mariadb_engine(url: URL, pool_size: int, ping_after_idle: float) -> AsyncEngine:
     # Timeouts are server-side (lock wait, statement time) plus the connect timeout. asyncmy's
     # client-side ``read_timeout`` is left off: it wraps every read in ``wait_for`` and cost
     # about 30% more client CPU per unit of work here. A link that dies silently is cut by the
@@ -140,14 +150,14 @@ def _mariadb_engine(url: URL, pool_size: int) -> AsyncEngine:
         # (COM_STMT_BULK_EXECUTE). A 20-row outbox insert cost 0.6 ms of client CPU as
         # escaped text and 0.08 ms as a bulk execution (docs/benchmarks.md, second round).
         connect_args["stmt_cache_size"] = STATEMENT_CACHE_SIZE
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         # A burst may open a few more connections; beyond that, requests queue for
         # ``pool_timeout`` rather than pile more sessions onto the server.
         max_overflow=max(2, pool_size // 2),
         pool_timeout=POOL_TIMEOUT_SECONDS,
-        pool_pre_ping=True,
+        # Pinged only after an idle spell (``_ping_when_idle``), not at every checkout.
         # Under the server's wait_timeout (8 h by default) and any proxy's idle cut-off.
         pool_recycle=1800,
         # Correctness rests on guarded single-row updates and unique keys, never on a
@@ -157,6 +167,46 @@ def _mariadb_engine(url: URL, pool_size: int) -> AsyncEngine:
         pool_reset_on_return=None,
         connect_args=connect_args,
     )
+    _ping_when_idle(engine, ping_after_idle)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, idle: float) -> None:
+    """Ping a pooled connection at checkout only if it sat in the pool for over ``idle`` s.
+
+    A ping on every checkout (``pool_pre_ping``) is a round trip before each transaction: under
+    a sale, once per group-commit batch, relay batch and projector batch, for connections that
+    were in use a few milliseconds before (1.4% of an API worker's CPU, docs/benchmarks.md).
+    A connection that died while in use is invalidated by the error it raised; one that dies
+    in the pool mostly dies with its server, and a server that went away was away for longer
+    than ``idle``, so its connections are pinged and replaced. The one case left, a
+    connection cut within ``idle`` of its last use with the server up, costs the transaction
+    that finds it a retryable error (a 503), and the pool drops every connection of that age.
+    """
+
+    def connected(_dbapi: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    def checked_in(_dbapi: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    def checked_out(
+        dbapi: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        returned_at = record.info.get("returned_at")
+        if returned_at is not None and time.monotonic() - returned_at <= idle:
+            return
+        try:
+            # The dialect's own ping (asyncmy's COM_PING); checkout runs in SQLAlchemy's
+            # greenlet, so the driver's coroutine is awaited there.
+            engine.dialect.do_ping(dbapi)
+        except Exception as exc:
+            # The pool closes this connection and checks out another (three tries).
+            raise sa_exc.DisconnectionError(f"a pooled connection failed its ping: {exc}") from exc
+
+    event.listen(engine.sync_engine, "connect", connected)
+    event.listen(engine.sync_engine, "checkin", checked_in)
+    event.listen(engine.sync_engine, "checkout", checked_out)
 
 
 def _sqlite_engine(url: URL, pool_size: int) -> AsyncEngine:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from types import TracebackType
 from typing import Annotated
 
 import orjson
@@ -52,22 +51,39 @@ IdempotencyKey = Annotated[
 ]
 
 
-@asynccontextmanager
-async def deadline(seconds: float) -> AsyncIterator[None]:
+class deadline:
     """Bound a command. Past the deadline the handler is cancelled (its transaction rolls
     back, its reservation is released) and the client gets a 503. Whether a commit raced the
     deadline cannot be known here: the problem says so, and the Idempotency-Key makes the
-    retry safe."""
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError:
-        raise errors.Unavailable(
-            "service",
-            f"no answer within {seconds:g}s; the outcome is unknown, retry with the same "
-            "Idempotency-Key",
-            public=True,
-        ) from None
+    retry safe.
+
+    A class rather than a generator-based context manager: it wraps every order, and the
+    generator's machinery cost as much as the timeout itself."""
+
+    __slots__ = ("_seconds", "_timeout")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._timeout = asyncio.timeout(seconds)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError:
+            raise errors.Unavailable(
+                "service",
+                f"no answer within {self._seconds:g}s; the outcome is unknown, retry with the "
+                "same Idempotency-Key",
+                public=True,
+            ) from None
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
