@@ -66,6 +66,40 @@ async def test_well_formed_orders_and_reads_skip_dependency_solving(
     assert solved == ["/api/v1/orders"]
 
 
+async def test_the_front_serves_a_fixed_path_once_the_router_has_shown_where_it_goes(
+    api: InProcessApi, solved: list[str]
+) -> None:
+    assert api.app is not None
+    front = api.app.router.middleware_stack
+    assert isinstance(front, direct.DirectFront)
+    pid = await new_product(api, stock=5)
+    user = rid("u")
+    solved.clear()
+
+    answers = [
+        await api.call("POST", "/api/v1/orders", order_body(user, (pid, 1, 10050)), token=t)
+        for t in (api.token(user), api.token(user), api.token(user))
+    ]
+
+    assert [a.status for a in answers] == [201, 201, 201]
+    # The first went through the router, which showed the front the way; not the others.
+    assert front.served == 2
+    assert len({a.body["orderId"] for a in answers}) == 3
+    # A request the fast path declines goes on to the router, its body replayed to FastAPI,
+    # which answers it.
+    refused = await api.call("POST", "/api/v1/orders", {"userId": user}, token=api.token(user))
+    assert refused.status == 422
+    assert refused.body["errors"], refused.body
+    assert solved == ["/api/v1/orders"]
+    assert front.served == 2
+    # A path with parameters is routed each time.
+    read = await api.call(
+        "GET", f"/api/v1/orders/{answers[0].body['orderId']}", token=api.token(user)
+    )
+    assert read.status == 200
+    assert front.served == 2
+
+
 def _requests(api: InProcessApi) -> list[tuple[str, dict[str, Any]]]:
     """Requests to the echo route, good and bad, as ``(label, call keywords)``."""
     token = api.token("u1")

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import aiohttp
 import httpx2
 import orjson
+from fastapi import FastAPI
 from multidict import CIMultiDict
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Receive, Scope, Send
@@ -83,9 +84,12 @@ class InProcessApi:
 
     name = "embedded"
 
-    def __init__(self, client: httpx2.AsyncClient, service: Service) -> None:
+    def __init__(
+        self, client: httpx2.AsyncClient, service: Service, app: FastAPI | None = None
+    ) -> None:
         self.client = client
         self.service = service
+        self.app = app
         self.engine = service.engine
         self.gate = service.deps.stock
         self.settings = service.settings
@@ -174,4 +178,4 @@ async def traced(
 
         transport = httpx2.ASGITransport(app=with_state)
         async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield InProcessApi(client, state["service"])
+            yield InProcessApi(client, state["service"], app)

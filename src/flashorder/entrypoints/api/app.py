@@ -25,6 +25,7 @@ from flashorder.entrypoints import logs
 from flashorder.entrypoints.api import (
     bench_routes,
     catalogue,
+    direct,
     docs_ui,
     openapi,
     ops,
@@ -166,6 +167,8 @@ def create_app(
     problems.install(app)
     openapi.install(app, settings)
     docs_ui.install(app)
+    # Last of the routes: the front learns where the router sends each request.
+    direct.install_front(app.router)
     app.add_middleware(
         SizeLimits,
         max_bytes=settings.max_body_bytes,
