@@ -15,7 +15,8 @@ and callbacks, and cost more CPU (docs/benchmarks.md, third round). A Redis Clus
 pipeline (one per node) stays redis-py's.
 
 Each call is still its own atomic script, executed in the order the calls were made; a call
-alone in its turn goes out directly, as it would without the batcher. Scripts are loaded
+alone in its turn goes out by itself (the same lean path on a single Redis, redis-py's
+script call on a cluster). Scripts are loaded
 only when Redis answers ``NOSCRIPT`` (a fresh or flushed Redis): those calls are sent again,
 each on its own.
 
@@ -107,7 +108,7 @@ class ScriptBatcher:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[_Call]) -> None:
-        if len(batch) == 1:
+        if len(batch) == 1 and not isinstance(self._client, Redis):
             call = batch[0]
             try:
                 result = await call.script(keys=call.keys, args=call.args)
@@ -117,7 +118,8 @@ class ScriptBatcher:
                 _settle(call, result)
             return
         try:
-            self.pipelines += 1
+            if len(batch) > 1:
+                self.pipelines += 1
             if isinstance(self._client, Redis):
                 results = await self._exchange(batch)
             else:

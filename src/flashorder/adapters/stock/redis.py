@@ -194,7 +194,7 @@ class RedisStockGate(RedisCounts):
         self._reserve = batcher.register(_RESERVE)
         self._adjust = batcher.register(ADJUST)
         self._release = client.register_script(_RELEASE)
-        self._confirm = client.register_script(_CONFIRM)
+        self._confirm = batcher.register(_CONFIRM)
         self._pending = client.register_script(_PENDING)
         self._view = client.register_script(_VIEW)
         self._correct = client.register_script(_CORRECT)
