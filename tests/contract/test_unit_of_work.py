@@ -528,6 +528,27 @@ async def test_take_many_refuses_a_batch_with_any_count_past_its_limit(
         assert await work.purchases.counts(product) == {holder: 3}
 
 
+@pytest.mark.parametrize(("take", "accepted"), [(3, True), (4, False)])
+async def test_take_many_holds_each_buyer_to_their_own_limit_when_limits_differ(
+    uow: UnitOfWorkFactory, take: int, accepted: bool
+) -> None:
+    # Two limits for one product in one batch (the limit changed while orders were under
+    # way): a count past the lower limit is no violation for the buyer with the higher one.
+    early, late = UserId(new_id("u")), UserId(new_id("u"))
+    product = ProductId(new_id("p"))
+    async with uow() as work:
+        assert await work.purchases.take(early, product, 2, 5)
+        await work.commit()
+    batch = [PurchaseTake(early, product, take, 5), PurchaseTake(late, product, 1, 2)]
+    async with uow() as work:
+        assert await work.purchases.take_many(batch) is accepted
+        if accepted:  # a refused batch is rolled back by its caller
+            await work.commit()
+    async with uow() as work:
+        expected = {early: 2 + take, late: 1} if accepted else {early: 2}
+        assert await work.purchases.counts(product) == expected
+
+
 async def test_idempotency_add_many_records_every_key_or_refuses_a_known_one(
     uow: UnitOfWorkFactory,
 ) -> None:

@@ -244,14 +244,19 @@ _COUNTS = select(_up.user_id, _up.quantity).where(
 )
 # Many takes at once (MariaDB): one multi-row upsert adds every count and locks its row
 # exclusively, then one read per product finds any count past its limit (the caller rolls
-# back). Rows go in (product, user) order, so two batches lock shared rows in one order.
+# back). Rows go in (product, user) order, so two batches lock shared rows in one order. The
+# read returns only the counts past the product's lowest limit in the batch: none, nearly
+# always, so there is nothing to decode (reading every count back was 2% of an API worker's
+# CPU in a sale). What it returns is then checked against each buyer's own limit.
 _ADD_PURCHASES = mariadb_upsert(
     user_purchases,
     {"user_id": "uid", "product_id": "pid", "quantity": "q"},
     "quantity = quantity + VALUES(quantity)",
 )
-_COUNTS_OF = select(_up.user_id, _up.quantity).where(
-    _up.product_id == bindparam("pid"), _up.user_id.in_(bindparam("uids", expanding=True))
+_COUNTS_OVER = select(_up.user_id, _up.quantity).where(
+    _up.product_id == bindparam("pid"),
+    _up.quantity > bindparam("lim"),
+    _up.user_id.in_(bindparam("uids", expanding=True)),
 )
 
 
@@ -291,8 +296,9 @@ class SqlPurchaseLimits:
         for pid, uid in wanted:
             users_of[pid].append(uid)
         for pid, uids in users_of.items():
-            counts = await self._db.run(_COUNTS_OF, {"pid": pid, "uids": uids})
-            if any(row.quantity > limits[pid, UserId(row.user_id)] for row in counts):
+            lowest = min(limits[pid, uid] for uid in uids)
+            over = await self._db.run(_COUNTS_OVER, {"pid": pid, "lim": lowest, "uids": uids})
+            if any(row.quantity > limits[pid, UserId(row.user_id)] for row in over):
                 return False
         return True
 
