@@ -485,7 +485,8 @@ async def test_mariadb_stopped_mid_burst_answers_503_writes_nothing_half_and_rec
             phases.back_at = time.monotonic()
 
         attempts, phases = await burst_through(shop, products, stop_mariadb)
-        # The pools find their connections dead (pre-ping) and open new ones: no restart.
+        # The pools drop their dead connections (the error of a used one, the ping of one idle
+        # for over 0.5 s) and open new ones: no restart.
         await wait_ready(stack)
         figures = await finish("MariaDB stopped for 3 s", shop, products, attempts, phases)
         # The relay and the projector rode the outage out too: every event reaches the read
