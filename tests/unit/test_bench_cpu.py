@@ -13,7 +13,13 @@ from flashorder_bench.phase import PhaseRecord
 from flashorder_bench.run import StrategyResult
 from flashorder_bench.samples import ORDER, Samples
 from flashorder_bench.stats import phase_stats, series
-from flashorder_bench.summary import connection_lines, cpu_table, stack_ms_per_order
+from flashorder_bench.summary import (
+    connection_lines,
+    cpu_table,
+    echo_ms_per_call,
+    parts_table,
+    stack_ms_per_order,
+)
 
 # A /proc/<pid>/stat line whose command name holds a space and a parenthesis.
 STAT = (
@@ -117,3 +123,61 @@ def test_the_report_prints_cpu_per_order_per_process_and_the_split_over_workers(
     (line,) = connection_lines([result])
     assert line.endswith("api-worker-1 57, api-worker-2 7")
     assert stack_ms_per_order(result) == pytest.approx(5.0)
+
+
+def _phase(name: str, cpu: PhaseCpu, calls: int) -> PhaseRecord:
+    samples = Samples()
+    for job in range(calls):
+        samples.add(job=job, intended=0.0, start=0.0, end=0.1, status=201, kind=ORDER)
+    return PhaseRecord(name, "closed", None, phase_stats(samples), series(samples), cpu=cpu)
+
+
+def _parts(result: StrategyResult) -> dict[str, str]:
+    """The parts table's rows: the part's name to its figure."""
+    lines = parts_table([result]).splitlines()[2:]
+    return {line.split("|")[2].strip(): line.split("|")[3].strip() for line in lines}
+
+
+def test_the_parts_split_the_stack_into_front_order_work_event_path_and_stores() -> None:
+    sale = PhaseCpu(
+        selling_s={
+            "api": 0.01,
+            "api-worker-1": 0.5,
+            "api-worker-2": 0.49,
+            "relay": 0.1,
+            "projector": 0.08,
+            "mariadb": 0.3,
+            "redis": 0.1,
+            "kafka": 0.05,
+            "expirer": 0.02,
+            "load-generator": 0.4,
+        },
+        accepted=1000,
+    )
+    # The echo: 400 calls for 0.02 s of the API's CPU = 0.05 ms a call.
+    echo = PhaseCpu(phase_s={"api-worker-1": 0.012, "api-worker-2": 0.008, "mariadb": 0.01})
+    result = StrategyResult(
+        "reserve", "http://x", closed=[_phase("run", sale, 1)], ceiling=_phase("echo", echo, 400)
+    )
+
+    assert echo_ms_per_call(result) == pytest.approx(0.05)
+    rows = _parts(result)
+    assert rows["HTTP front: the API's CPU per echo call"] == "0.050"
+    assert rows["the order's own work in the API (the API less the front)"] == "0.950"
+    assert rows["the API, whole"] == "1.000"
+    assert rows["event path: relay, projector"] == "0.180"
+    assert rows["stores: MariaDB, Redis, Kafka"] == "0.450"
+    assert rows["other processes (the expirer)"] == "0.020"
+    assert rows["stack"] == "1.650"  # the load generator is apart
+    assert rows["before the order's own work (front, event path, stores)"] == "0.680"
+
+
+def test_without_an_echo_phase_the_front_is_not_guessed() -> None:
+    sale = PhaseCpu(selling_s={"api-worker-1": 0.5, "mariadb": 0.1}, accepted=500)
+    result = StrategyResult("reserve", "http://x", closed=[_phase("run", sale, 1)])
+
+    assert echo_ms_per_call(result) is None
+    rows = _parts(result)
+    assert rows["HTTP front: the API's CPU per echo call"] == "-"
+    assert rows["the API, whole"] == "1.000"
+    assert rows["before the order's own work (front, event path, stores)"] == "-"

@@ -57,6 +57,8 @@ async def run_bench(opts: BenchOptions, *, console: Console | None = None) -> in
     console.print(summary.memory_table(done), markup=False, highlight=False)
     console.print("\n[bold]CPU per accepted order[/] (first closed-loop run; /proc/<pid>/stat)")
     console.print(summary.cpu_table(done), markup=False, highlight=False)
+    console.print("\n[bold]The same in parts[/] (the HTTP front from the echo ceiling)")
+    console.print(summary.parts_table(done), markup=False, highlight=False)
     for line in summary.connection_lines(done):
         console.print(line, markup=False, highlight=False)
     for r in done:

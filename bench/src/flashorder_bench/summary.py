@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from flashorder_bench.cpu import APART
+from flashorder_bench.cpu import APART, PhaseCpu
 from flashorder_bench.drop import DropSide
 from flashorder_bench.phase import PhaseRecord
 from flashorder_bench.report import format_table, number, ratio
@@ -80,15 +80,20 @@ def _process_order(label: str) -> tuple[int, str]:
     return (2 if label in APART else 0), label
 
 
+def _first_runs(results: Sequence[StrategyResult]) -> Iterator[tuple[StrategyResult, PhaseCpu]]:
+    """Each strategy with the CPU of its first closed-loop run, if that run sold."""
+    for r in results:
+        cpu = r.closed[0].cpu if r.closed else None
+        if cpu is not None and cpu.accepted:
+            yield r, cpu
+
+
 def cpu_table(results: Sequence[StrategyResult]) -> str:
     """CPU per accepted order of every process over the first closed-loop run's selling
     window (first send to last acceptance), and over the whole run."""
     headers = ["strategy", "process", "CPU s selling", "ms per accepted order", "CPU s run"]
     rows = []
-    for r in results:
-        cpu = r.closed[0].cpu if r.closed else None
-        if cpu is None or not cpu.accepted:
-            continue
+    for r, cpu in _first_runs(results):
         per = cpu.ms_per_order()
         for label in sorted(per, key=_process_order):
             selling = cpu.stack_selling_s() if label == "stack" else cpu.selling_s.get(label)
@@ -102,6 +107,60 @@ def cpu_table(results: Sequence[StrategyResult]) -> str:
                 [r.strategy, name, number(selling, 2), number(per[label], 3), number(whole, 2)]
             )
     return format_table(headers, rows) if rows else "(no CPU figures)"
+
+
+#: The parts of the stack outside the API, by process label.
+EVENT_PATH = ("relay", "projector")
+STORES = ("mariadb", "redis", "kafka")
+
+
+def _is_api(label: str) -> bool:
+    return label == "api" or label.startswith("api-worker")
+
+
+def echo_ms_per_call(result: StrategyResult) -> float | None:
+    """The API's CPU per echo call (the ceiling phase: the HTTP stack, the token check and
+    the body's validation, no store), ms; None without a ceiling phase."""
+    echo = result.ceiling
+    if echo is None or echo.cpu is None or not echo.stats.calls:
+        return None
+    api = sum(s for label, s in echo.cpu.phase_s.items() if _is_api(label))
+    return 1000 * api / echo.stats.calls
+
+
+def parts_table(results: Sequence[StrategyResult]) -> str:
+    """The stack's CPU per accepted order (the first closed-loop run) in parts: the HTTP
+    front (what the API spends on an echo call), the order's own work in the API (the rest
+    of the API's), the event path, the stores, the other processes. The front, the event
+    path and the stores are what an order costs before any of its own code runs."""
+    headers = ["strategy", "part", "ms per accepted order"]
+    rows = []
+    for r, cpu in _first_runs(results):
+        per = cpu.ms_per_order()
+        api = sum(ms for label, ms in per.items() if _is_api(label))
+        events = sum(per.get(label, 0.0) for label in EVENT_PATH)
+        stores = sum(per.get(label, 0.0) for label in STORES)
+        other = per["stack"] - api - events - stores
+        front = echo_ms_per_call(r)
+        parts: list[tuple[str, float | None]] = [
+            ("HTTP front: the API's CPU per echo call", front),
+            ("the order's own work in the API (the API less the front)", _less(api, front)),
+            ("the API, whole", api),
+            ("event path: relay, projector", events),
+            ("stores: MariaDB, Redis, Kafka", stores),
+            ("other processes (the expirer)", other),
+            ("stack", per["stack"]),
+            (
+                "before the order's own work (front, event path, stores)",
+                None if front is None else front + events + stores,
+            ),
+        ]
+        rows += [[r.strategy, name, number(ms, 3)] for name, ms in parts]
+    return format_table(headers, rows) if rows else "(no CPU figures)"
+
+
+def _less(whole: float, part: float | None) -> float | None:
+    return None if part is None else whole - part
 
 
 def connection_lines(results: Sequence[StrategyResult]) -> list[str]:
