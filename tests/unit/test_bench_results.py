@@ -11,7 +11,7 @@ from flashorder_bench.report import Check, failed, format_checks, format_table, 
 from flashorder_bench.results import dumps
 from flashorder_bench.samples import ORDER, Samples, merge
 from flashorder_bench.stats import Latency
-from flashorder_bench.wrk import lua_script, parse_rate
+from flashorder_bench.wrk import lua_script, parse
 
 
 def _part(jobs: list[int], order_ids: dict[int, str], rss: int) -> Samples:
@@ -105,5 +105,25 @@ def test_wrk_script_posts_the_body_with_its_headers() -> None:
     assert 'wrk.method = "POST"' in script
     assert 'wrk.body = "{\\"userId\\":\\"u\\"}"' in script
     assert 'wrk.headers["Authorization"] = "Bearer t"' in script
-    assert parse_rate("Requests/sec:  15012.34\nTransfer/sec: 2MB") == 15012.34
-    assert parse_rate("connection refused") is None
+
+
+WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:8000/api/v1/bench/echo-order
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.51ms    1.20ms  20.00ms   80.00%
+  89470 requests in 5.00s, 27.39MB read
+  Non-2xx or 3xx responses: 12
+Requests/sec:  17894.00
+Transfer/sec:      5.48MB
+"""
+
+
+def test_wrk_output_gives_the_calls_their_time_and_the_non_2xx() -> None:
+    run = parse(WRK_OUTPUT)
+    assert run is not None
+    assert (run.calls, run.seconds, run.non_2xx) == (89470, 5.0, 12)
+    assert run.per_s == 17894.0
+    assert run.ms_per_call() is None  # no CPU read
+    assert parse(WRK_OUTPUT.replace("Non-2xx or 3xx responses: 12\n", "")).non_2xx == 0  # type: ignore[union-attr]
+    assert parse("  120 requests in 500.00ms, 1MB read").seconds == 0.5  # type: ignore[union-attr]
+    assert parse("unable to connect to 127.0.0.1:8000 Connection refused") is None

@@ -27,7 +27,7 @@ from flashorder_bench.options import BenchOptions
 from flashorder_bench.otlp_sink import Sink, SinkStats
 from flashorder_bench.phase import PhaseContext, PhaseRecord, PhaseRun, run_phase
 from flashorder_bench.report import Check
-from flashorder_bench.scenarios import ScenarioSpec, order_body
+from flashorder_bench.scenarios import ECHO_PATH, ScenarioSpec, order_body
 from flashorder_bench.schedule import Step, best_rate, next_rate, rate_ladder
 from flashorder_bench.settings import StackSettings, Strategy, local_store
 from flashorder_bench.stack import Stack, bench_env, free_port, server_url
@@ -48,7 +48,9 @@ class StrategyResult:
     warmup: PhaseRecord | None = None
     closed: list[PhaseRecord] = field(default_factory=list)
     ceiling: PhaseRecord | None = None
-    wrk_echo_per_s: float | None = None
+    #: ``--wrk``: wrk against the echo route, and against a bare ASGI app (the HTTP floor).
+    wrk_echo: wrk.WrkRun | None = None
+    wrk_bare: wrk.WrkRun | None = None
     open_steps: list[PhaseRecord] = field(default_factory=list)
     best_open_rate: float | None = None
     drain: Drain | None = None
@@ -320,12 +322,19 @@ async def _measure(
             result.ceiling = run.record
             answers.server_errors += run.record.stats.server_errors
             if opts.wrk:
-                result.wrk_echo_per_s = await wrk.echo_rate(
-                    base_url,
-                    order_body("u-wrk", "P-wrk", 1, spec.price),
+                body = order_body("u-wrk", "P-wrk", 1, spec.price)
+                wrk_cpu = generator_cpus(1, opts.pin)[0]
+                api = {k: v for k, v in ctx.processes().items() if k == "api" or "-worker-" in k}
+                result.wrk_echo = await wrk.run(
+                    base_url + ECHO_PATH,
+                    body,
                     bearer(ctx.client.mint, "u-wrk"),
+                    server=api,
                     connections=opts.concurrency,
-                    cpu=generator_cpus(1, opts.pin)[0],
+                    cpu=wrk_cpu,
+                )
+                result.wrk_bare = await wrk.bare_front(
+                    body, workers=opts.workers, connections=opts.concurrency, cpu=wrk_cpu
                 )
         if opts.open_loop and result.closed:
             peak = result.closed[0].stats.order_calls_per_s

@@ -163,6 +163,28 @@ def _less(whole: float, part: float | None) -> float | None:
     return None if part is None else whole - part
 
 
+def wrk_lines(result: StrategyResult) -> list[str]:
+    """``--wrk``: the echo route under wrk against our generator, with the API's CPU per
+    call, and the bare ASGI app beside it: the least a Python HTTP front costs here."""
+    lines = []
+    echo, bare = result.wrk_echo, result.wrk_bare
+    if echo is not None:
+        ours = result.ceiling.stats.answers_per_s if result.ceiling is not None else None
+        lines.append(
+            f"{result.strategy}: echo route, wrk {echo.per_s:,.0f}/s vs ours {number(ours)}/s; "
+            f"under wrk the API spent {number(echo.ms_per_call(), 3)} ms of CPU a call"
+            + (f" ({echo.non_2xx:,} not 2xx)" if echo.non_2xx else "")
+        )
+    if bare is not None:
+        lines.append(
+            f"{result.strategy}: a bare ASGI app under uvicorn, the same workers, wrk: "
+            f"{bare.per_s:,.0f}/s, {number(bare.ms_per_call(), 3)} ms of CPU a call "
+            "(the least a Python HTTP front costs here)"
+            + (f" ({bare.non_2xx:,} not 2xx)" if bare.non_2xx else "")
+        )
+    return lines
+
+
 def connection_lines(results: Sequence[StrategyResult]) -> list[str]:
     """How the closed loop's connections spread over the API workers (most seen at once)."""
     lines = []
@@ -256,11 +278,7 @@ def headline_lines(h: Headline, results: Sequence[StrategyResult]) -> list[str]:
         verdict = "yes" if h.generator_ok else "NO: the figures may be the generator's"
         lines.append(f"generator drives the echo route faster than the orders: {verdict}")
     for r in results:
-        if r.wrk_echo_per_s is not None and r.ceiling is not None:
-            ours = r.ceiling.stats.answers_per_s
-            lines.append(
-                f"{r.strategy}: echo route, wrk {r.wrk_echo_per_s:,.0f}/s vs ours {ours:,.0f}/s"
-            )
+        lines += wrk_lines(r)
     for r in results:
         lines.append(
             f"{r.strategy}: load average {r.load_before:.1f} before, {r.load_after:.1f} after "
