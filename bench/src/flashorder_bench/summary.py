@@ -140,7 +140,8 @@ def parts_table(results: Sequence[StrategyResult]) -> str:
         api = sum(ms for label, ms in per.items() if _is_api(label))
         events = sum(per.get(label, 0.0) for label in EVENT_PATH)
         stores = sum(per.get(label, 0.0) for label in STORES)
-        other = per["stack"] - api - events - stores
+        # Rounding of the interpolated readings can leave a hair below zero.
+        other = max(0.0, per["stack"] - api - events - stores)
         front = echo_ms_per_call(r)
         parts: list[tuple[str, float | None]] = [
             ("HTTP front: the API's CPU per echo call", front),
