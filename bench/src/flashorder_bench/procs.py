@@ -74,6 +74,11 @@ def labelled(roots: Mapping[str, int]) -> dict[str, int]:
     return found
 
 
+def is_api(label: str) -> bool:
+    """Whether ``label`` (as ``labelled`` names them) is the API's supervisor or a worker."""
+    return label == "api" or label.startswith("api-worker-")
+
+
 def snapshot(pids: Mapping[str, int], field: str = "VmRSS") -> dict[str, int]:
     """``field`` in kB for every labelled process still alive."""
     taken = {label: memory_kb(pid).get(field) for label, pid in pids.items()}

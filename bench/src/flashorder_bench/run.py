@@ -324,7 +324,7 @@ async def _measure(
             if opts.wrk:
                 body = order_body("u-wrk", "P-wrk", 1, spec.price)
                 wrk_cpu = generator_cpus(1, opts.pin)[0]
-                api = {k: v for k, v in ctx.processes().items() if k == "api" or "-worker-" in k}
+                api = {k: v for k, v in ctx.processes().items() if procs.is_api(k)}
                 result.wrk_echo = await wrk.run(
                     base_url + ECHO_PATH,
                     body,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from flashorder_bench.cpu import APART, PhaseCpu
 from flashorder_bench.drop import DropSide
 from flashorder_bench.phase import PhaseRecord
+from flashorder_bench.procs import is_api
 from flashorder_bench.report import format_table, number, ratio
 from flashorder_bench.run import StrategyResult
 
@@ -114,17 +115,13 @@ EVENT_PATH = ("relay", "projector")
 STORES = ("mariadb", "redis", "kafka")
 
 
-def _is_api(label: str) -> bool:
-    return label == "api" or label.startswith("api-worker")
-
-
 def echo_ms_per_call(result: StrategyResult) -> float | None:
     """The API's CPU per echo call (the ceiling phase: the HTTP stack, the token check and
     the body's validation, no store), ms; None without a ceiling phase."""
     echo = result.ceiling
     if echo is None or echo.cpu is None or not echo.stats.calls:
         return None
-    api = sum(s for label, s in echo.cpu.phase_s.items() if _is_api(label))
+    api = sum(s for label, s in echo.cpu.phase_s.items() if is_api(label))
     return 1000 * api / echo.stats.calls
 
 
@@ -137,7 +134,7 @@ def parts_table(results: Sequence[StrategyResult]) -> str:
     rows = []
     for r, cpu in _first_runs(results):
         per = cpu.ms_per_order()
-        api = sum(ms for label, ms in per.items() if _is_api(label))
+        api = sum(ms for label, ms in per.items() if is_api(label))
         events = sum(per.get(label, 0.0) for label in EVENT_PATH)
         stores = sum(per.get(label, 0.0) for label in STORES)
         # Rounding of the interpolated readings can leave a hair below zero.

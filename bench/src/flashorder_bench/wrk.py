@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flashorder_bench import procs
+from flashorder_bench.cpu import read as read_cpu
 from flashorder_bench.stack import free_port
 
 _CALLS = re.compile(r"(\d+) requests in ([0-9.]+)(us|ms|s|m)\b")
@@ -76,7 +77,7 @@ def parse(output: str) -> WrkRun | None:
 
 
 def _cpu(pids: Mapping[str, int]) -> float:
-    return sum(procs.cpu_seconds(pid) or 0.0 for pid in pids.values())
+    return sum(read_cpu(pids).cpu_s.values())
 
 
 async def run(
@@ -140,14 +141,11 @@ async def bare_front(
     )
     try:
         await _listening(port, workers, server.pid)
-        pids = {"bare": server.pid} | {
-            f"bare-worker-{i}": pid for i, pid in enumerate(procs.children(server.pid), 1)
-        }
         return await run(
             f"http://127.0.0.1:{port}/",
             body,
             {},
-            server=pids,
+            server=procs.labelled({"bare": server.pid}),
             connections=connections,
             seconds=seconds,
             cpu=cpu,
